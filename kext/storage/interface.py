@@ -7,8 +7,8 @@ Keys are full etcd keys (`<prefix>/<group>/<plural>/[<namespace>/]<name>`) as st
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 Object = dict[str, Any]
@@ -67,6 +67,9 @@ class WatchEvent:
     object: Object
     prev_object: Object | None
     revision: int
+    # Encodings of this event by representation, filled by the first watcher that needs one
+    # and shared by every other: an event is serialized once, however many watch it.
+    encoded: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 class Interface(Protocol):
@@ -76,8 +79,10 @@ class Interface(Protocol):
         """Store obj at key if absent (KeyExistsError otherwise); returns it with its RV."""
         ...
 
-    async def get(self, key: str, *, resource_version: str = "") -> Object:
-        """The object at key (KeyNotFoundError if absent). resource_version as in ListOptions."""
+    async def get(self, key: str, *, resource_version: str = "",
+                  resource_version_match: str = "") -> Object:
+        """The object at key (KeyNotFoundError if absent). resource_version and match as in
+        ListOptions (kube's GET treats N as NotOlderThan)."""
         ...
 
     async def delete(
@@ -111,7 +116,7 @@ class Interface(Protocol):
 
     def watch(
         self, key_prefix: str, *, resource_version: int, predicate: Predicate | None = None
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> AsyncGenerator[WatchEvent, None]:
         """Every change under key_prefix after resource_version (0 = from now), in order.
         Raises ExpiredError (when iterated) if resource_version is compacted."""
         ...

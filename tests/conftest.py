@@ -1,0 +1,71 @@
+"""Shared fixtures: one real etcd for the whole session, a fresh key prefix per test, and an
+`Etcd3Store` on that etcd. Async tests and fixtures run on pytest-asyncio (one event loop per
+test): mark a module with `pytestmark = pytest.mark.asyncio`."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from kext.storage.etcd3 import Etcd3Store, EtcdClient
+from tests.etcd import EtcdServer, TLSFiles, scratch_dir
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[EtcdServer]:
+    """A real etcd shared by the session. Do not stop it: use your own EtcdServer for that."""
+    data = scratch_dir("kext-etcd-")
+    server = EtcdServer(data / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A key prefix no other test uses, ending with '/'."""
+    return f"/kext-test/{uuid.uuid4().hex}/"
+
+
+@pytest_asyncio.fixture
+async def etcd_client(etcd_server: EtcdServer) -> AsyncIterator[EtcdClient]:
+    """An EtcdClient connected to the session etcd (closed after the test)."""
+    client = EtcdClient([etcd_server.endpoint])
+    await client.connect()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest_asyncio.fixture
+async def store(etcd_client: EtcdClient) -> Etcd3Store:
+    """An Etcd3Store on the session etcd."""
+    return Etcd3Store(etcd_client)
+
+
+@pytest.fixture
+def make_etcd() -> Iterator[Callable[..., EtcdServer]]:
+    """Start etcd servers of the test's own (to stop, restart or configure), cleaned up after:
+    make_etcd(tls=None, extra=()) -> a started EtcdServer."""
+    servers: list[tuple[EtcdServer, Path]] = []
+
+    def make(*, tls: TLSFiles | None = None, extra: tuple[str, ...] = ()) -> EtcdServer:
+        directory = scratch_dir("kext-etcd-")
+        server = EtcdServer(directory / "data", tls=tls, extra=extra)
+        servers.append((server, directory))
+        server.start()
+        return server
+
+    yield make
+    for server, directory in servers:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
