@@ -1,0 +1,142 @@
+"""Request authentication, first success wins (cf. apiserver pkg/authentication/request):
+front-proxy request headers, then x509 client certificates, then anonymous if enabled."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from kext.auth.user import ANONYMOUS, AUTHENTICATED, UNAUTHENTICATED, UserInfo
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a request presents: its TLS client chain (DER, leaf first) and its headers."""
+
+    peer_certificates: Sequence[bytes]
+    headers: Sequence[tuple[str, str]]  # lowercase names
+
+
+class Authenticator(Protocol):
+    def authenticate(self, credentials: Credentials) -> UserInfo | None: ...
+
+
+def load_ca_bundle(path: str) -> list[x509.Certificate]:
+    with open(path, "rb") as f:
+        return x509.load_pem_x509_certificates(f.read())
+
+
+def _verified_leaf(chain: Sequence[bytes],
+                   roots: Sequence[x509.Certificate]) -> x509.Certificate | None:
+    """The leaf if it is valid now and directly issued by one of roots (TLS has already checked
+    the chain against the union of kext's CAs; this tells which CA it was)."""
+    if not chain or not roots:
+        return None
+    leaf = x509.load_der_x509_certificate(chain[0])
+    for root in roots:
+        if leaf.issuer != root.subject:
+            continue
+        try:
+            leaf.verify_directly_issued_by(root)
+        except (ValueError, TypeError, Exception):  # signature mismatch or unsupported key
+            continue
+        return leaf
+    return None
+
+
+def _common_name(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
+
+
+class X509Authenticator:
+    """A client certificate signed by the client CA: CN is the user, O the groups."""
+
+    def __init__(self, roots: list[x509.Certificate]) -> None:
+        self.roots = roots
+
+    def authenticate(self, credentials: Credentials) -> UserInfo | None:
+        leaf = _verified_leaf(credentials.peer_certificates, self.roots)
+        if leaf is None:
+            return None
+        orgs = tuple(
+            str(a.value) for a in leaf.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+        )
+        return UserInfo(_common_name(leaf), (*orgs, AUTHENTICATED))
+
+
+class RequestHeaderAuthenticator:
+    """The aggregator's front-proxy identity: trusted only when the client certificate verifies
+    against the request-header CA and its CN is allowed; then X-Remote-* name the user."""
+
+    def __init__(self, roots: list[x509.Certificate], allowed_names: list[str],
+                 username_headers: list[str], group_headers: list[str],
+                 extra_prefixes: list[str]) -> None:
+        self.roots = roots
+        self.allowed_names = set(allowed_names)
+        self.username_headers = [h.lower() for h in username_headers]
+        self.group_headers = [h.lower() for h in group_headers]
+        self.extra_prefixes = [p.lower() for p in extra_prefixes]
+
+    def is_identity_header(self, name: str) -> bool:
+        """Whether a header carries front-proxy identity (stripped from every request)."""
+        return (name in self.username_headers or name in self.group_headers
+                or any(name.startswith(p) for p in self.extra_prefixes))
+
+    def authenticate(self, credentials: Credentials) -> UserInfo | None:
+        leaf = _verified_leaf(credentials.peer_certificates, self.roots)
+        if leaf is None:
+            return None
+        if self.allowed_names and _common_name(leaf) not in self.allowed_names:
+            return None
+        headers = credentials.headers
+        name = next(
+            (v for h in self.username_headers for k, v in headers if k == h and v), ""
+        )
+        if not name:
+            return None
+        groups = tuple(
+            g.strip() for h in self.group_headers for k, v in headers if k == h
+            for g in v.split(",") if g.strip()
+        )
+        extra: dict[str, list[str]] = {}
+        for key, value in headers:
+            for prefix in self.extra_prefixes:
+                if key.startswith(prefix):
+                    extra_key = unquote(key[len(prefix):]).lower()
+                    extra.setdefault(extra_key, []).extend(
+                        v.strip() for v in value.split(",") if v.strip()
+                    )
+        return UserInfo(name, groups, extra={k: tuple(v) for k, v in extra.items()})
+
+
+class UnionAuthenticator:
+    """Tries each authenticator in order; anonymous last if enabled."""
+
+    def __init__(self, authenticators: list[Authenticator], anonymous: bool,
+                 request_header: RequestHeaderAuthenticator | None = None) -> None:
+        self.authenticators = authenticators
+        self.anonymous = anonymous
+        self.request_header = request_header
+
+    def strip_identity_headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        if self.request_header is None:
+            return headers
+        return [(k, v) for k, v in headers if not self.request_header.is_identity_header(k)]
+
+    def authenticate(self, credentials: Credentials) -> UserInfo | None:
+        for authenticator in self.authenticators:
+            user = authenticator.authenticate(credentials)
+            if user is not None:
+                if AUTHENTICATED not in user.groups:
+                    user = UserInfo(user.name, (*user.groups, AUTHENTICATED), user.uid,
+                                    user.extra)
+                return user
+        if self.anonymous:
+            return UserInfo(ANONYMOUS, (UNAUTHENTICATED,))
+        return None

@@ -1,0 +1,435 @@
+"""The generic store every declared resource reuses (cf. apiserver
+pkg/registry/generic/registry/store.go): metadata rules, strategies, dry-run, finalizers and
+the translation of storage errors into Status errors. It knows nothing of HTTP."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kext.api import errors, meta
+from kext.api.errors import Cause
+from kext.api.resource import ResourceDefinition
+from kext.api.selectors import FieldSelector, LabelSelector, field_set
+from kext.registry.storeerr import MODIFIED, interpret
+from kext.registry.strategy import StatusStrategy, Strategy
+from kext.storage import errors as storage_errors
+from kext.storage.interface import Interface, ListOptions, Preconditions, WatchEvent
+
+Object = dict[str, Any]
+
+# Turns the current object (None when absent) into the object the client wants stored.
+UpdatedObject = Callable[[Object | None], Awaitable[Object]]
+
+VALID_PROPAGATION = ("Orphan", "Background", "Foreground")
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    dry_run: bool = False
+    field_validation: str = "Warn"  # Strict | Warn | Ignore
+    field_manager: str = ""
+
+
+@dataclass(frozen=True)
+class DeleteOptions:
+    dry_run: bool = False
+    preconditions: Preconditions | None = None
+    propagation_policy: str = ""
+    grace_period_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Label and field selectors of a list, watch or deletecollection."""
+
+    labels: LabelSelector | None = None
+    fields: FieldSelector | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.labels is None and self.fields is None
+
+
+@dataclass
+class Result:
+    """An object and the warnings a write produced (sent as Warning headers)."""
+
+    object: Object
+    warnings: list[str] = field(default_factory=list)
+    deleted: bool = False
+
+
+class Store:
+    """CRUD for one declared resource over a storage.Interface."""
+
+    def __init__(self, definition: ResourceDefinition, storage: Interface, prefix: str) -> None:
+        self.definition = definition
+        self.storage = storage
+        self.group = definition.group
+        self.resource = definition.plural
+        self.kind = definition.kind
+        self.namespaced = definition.namespaced
+        self._root = f"{prefix.rstrip('/')}/{definition.group}/{definition.plural}/"
+        self._storage_api_version = f"{self.group}/{definition.storage_version.name}"
+        self._strategies = {
+            v.name: Strategy(definition, v) for v in definition.served_versions
+        }
+        self._status_strategies = {
+            v.name: StatusStrategy(definition, v)
+            for v in definition.served_versions if v.status_subresource
+        }
+
+    # -- keys and versions
+
+    def key(self, namespace: str, name: str) -> str:
+        return f"{self._root}{namespace}/{name}" if self.namespaced else f"{self._root}{name}"
+
+    def prefix(self, namespace: str) -> str:
+        return f"{self._root}{namespace}/" if self.namespaced and namespace else self._root
+
+    def strategy(self, version: str, subresource: str = "") -> Strategy:
+        if subresource == "status":
+            status = self._status_strategies.get(version)
+            if status is None:
+                raise errors.path_not_found(f"{self.resource}/status")
+            return status
+        return self._strategies[version]
+
+    def _api_version(self, version: str) -> str:
+        return f"{self.group}/{version}"
+
+    def to_version(self, obj: Object, version: str) -> Object:
+        """The object as the requested version presents it (versions share one schema
+        family; conversion is the identity with apiVersion rewritten, as CRDs' None strategy)."""
+        api_version = self._api_version(version)
+        if obj.get("apiVersion") == api_version:
+            return obj
+        out = dict(obj)
+        out["apiVersion"] = api_version
+        return out
+
+    def _error(self, exc: storage_errors.StorageError, name: str) -> errors.StatusError:
+        return interpret(exc, self.group, self.resource, name)
+
+    # -- reads
+
+    async def get(self, namespace: str, name: str, version: str,
+                  resource_version: str = "") -> Object:
+        try:
+            # kube's GET treats an explicit resourceVersion as "not older than".
+            obj = await self.storage.get(
+                self.key(namespace, name), resource_version=resource_version,
+                resource_version_match="NotOlderThan" if resource_version not in ("", "0") else "",
+            )
+        except storage_errors.StorageError as exc:
+            raise self._error(exc, name) from None
+        return self.to_version(obj, version)
+
+    async def get_list(self, namespace: str, version: str, selection: Selection,
+                   options: ListOptions) -> Object:
+        """A `<Kind>List` of the selected objects."""
+        options = ListOptions(
+            resource_version=options.resource_version,
+            resource_version_match=options.resource_version_match,
+            limit=options.limit,
+            continue_token=options.continue_token,
+            predicate=self.predicate(selection),
+        )
+        try:
+            result = await self.storage.list(self.prefix(namespace), options)
+        except storage_errors.StorageError as exc:
+            raise self._error(exc, "") from None
+        list_meta: dict[str, Any] = {"resourceVersion": result.resource_version}
+        if result.continue_token:
+            list_meta["continue"] = result.continue_token
+        if result.remaining_item_count is not None and result.continue_token:
+            list_meta["remainingItemCount"] = result.remaining_item_count
+        return {
+            "apiVersion": self._api_version(version),
+            "kind": self.definition.list_kind,
+            "metadata": list_meta,
+            "items": [self.to_version(o, version) for o in result.items],
+        }
+
+    def predicate(self, selection: Selection) -> Callable[[Object], bool] | None:
+        """The storage predicate for a selection (None selects everything)."""
+        if selection.empty:
+            return None
+        labels, fields = selection.labels, selection.fields
+        version = self.definition.storage_version
+        namespaced = self.namespaced
+
+        def matches(obj: Object) -> bool:
+            if labels is not None and not labels.matches(obj["metadata"].get("labels") or {}):
+                return False
+            return fields is None or fields.matches(field_set(obj, version, namespaced))
+
+        return matches
+
+    def watch(self, namespace: str, resource_version: int,
+              selection: Selection) -> AsyncGenerator[WatchEvent, None]:
+        return self.storage.watch(
+            self.prefix(namespace), resource_version=resource_version,
+            predicate=self.predicate(selection),
+        )
+
+    # -- create
+
+    async def create(self, namespace: str, version: str, obj: Object,
+                     options: WriteOptions) -> Result:
+        strategy = self.strategy(version)
+        warnings = self._check_type_meta(obj, version)
+        metadata = obj.setdefault("metadata", {})
+        if not isinstance(metadata, dict):
+            raise errors.bad_request("metadata must be an object")
+        self._check_namespace(metadata, namespace)
+        if metadata.get("resourceVersion"):
+            raise errors.internal_error(
+                "resourceVersion should not be set on objects to be created"
+            )
+        if not metadata.get("name") and metadata.get("generateName"):
+            metadata["name"] = meta.generate_name(metadata["generateName"])
+        warnings += self._unknown_fields(strategy.prune_and_default(obj), options)
+        for key in ("uid", "deletionTimestamp", "deletionGracePeriodSeconds"):
+            metadata.pop(key, None)
+        metadata["uid"] = meta.new_uid()
+        metadata["creationTimestamp"] = meta.now()
+        strategy.prepare_for_create(obj)
+        await strategy.run_defaulting(obj, None)
+        await self._validate(await strategy.validate(obj), metadata.get("name", ""))
+        await strategy.run_status(obj, None)
+        obj["apiVersion"] = self._storage_api_version
+        name = metadata["name"]
+        if options.dry_run:
+            return Result(self.to_version(obj, version), warnings)
+        try:
+            stored = await self.storage.create(self.key(namespace, name), obj)
+        except storage_errors.StorageError as exc:
+            raise self._error(exc, name) from None
+        return Result(self.to_version(stored, version), warnings)
+
+    # -- update (PUT and PATCH share it; the caller supplies how the new object is made)
+
+    async def update(self, namespace: str, name: str, version: str, updated: UpdatedObject,
+                     options: WriteOptions, subresource: str = "") -> Result:
+        strategy = self.strategy(version, subresource)
+        warnings: list[str] = []
+        finalized = False
+
+        async def try_update(current: Object | None) -> Object:
+            nonlocal finalized
+            if current is None:
+                raise errors.not_found(self.group, self.resource, name)
+            old = self.to_version(current, version)
+            new = await updated(copy.deepcopy(old))
+            warnings[:] = self._check_type_meta(new, version)
+            metadata = new.get("metadata")
+            if not isinstance(metadata, dict):
+                raise errors.bad_request("metadata must be an object")
+            self._check_namespace(metadata, namespace)
+            if metadata.get("name", name) != name:
+                raise errors.bad_request(
+                    f"the name of the object ({metadata.get('name')}) does not match the "
+                    f"name on the URL ({name})"
+                )
+            metadata["name"] = name
+            requested_rv = metadata.get("resourceVersion", "")
+            if requested_rv and requested_rv != current["metadata"]["resourceVersion"]:
+                raise errors.conflict(self.group, self.resource, name, MODIFIED)
+            warnings.extend(self._unknown_fields(strategy.prune_and_default(new), options))
+            _keep_system_fields(metadata, old["metadata"])
+            strategy.prepare_for_update(new, old)
+            await strategy.run_defaulting(new, old)
+            await self._validate(await strategy.validate_update(new, old), name)
+            await strategy.run_status(new, old)
+            new["apiVersion"] = self._storage_api_version
+            finalized = bool(
+                new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers")
+            )
+            if options.dry_run:
+                raise _DryRun(new)
+            return new
+
+        key = self.key(namespace, name)
+        try:
+            stored = await self.storage.guaranteed_update(key, try_update)
+        except _DryRun as dry:
+            return Result(self.to_version(dry.object, version), warnings)
+        except storage_errors.StorageError as exc:
+            raise self._error(exc, name) from None
+        if finalized:
+            # The last finalizer went away on an object being deleted: delete it now.
+            deleted = await self._delete_now(key, name, stored, None)
+            return Result(self.to_version(deleted, version), warnings, deleted=True)
+        return Result(self.to_version(stored, version), warnings)
+
+    # -- delete
+
+    async def delete(self, namespace: str, name: str, version: str,
+                     options: DeleteOptions) -> Result:
+        """Delete now, or mark for deletion when finalizers remain (deleted=False)."""
+        if options.propagation_policy and options.propagation_policy not in VALID_PROPAGATION:
+            raise errors.invalid("meta.k8s.io", "DeleteOptions", "", [Cause(
+                "FieldValueNotSupported",
+                f'Unsupported value: "{options.propagation_policy}": supported values: '
+                '"Foreground", "Background", "Orphan"',
+                "propagationPolicy",
+            )])
+        key = self.key(namespace, name)
+        try:
+            current = await self.storage.get(key)
+        except storage_errors.StorageError as exc:
+            raise self._error(exc, name) from None
+        self._check_preconditions(current, options.preconditions, name)
+        if current["metadata"].get("finalizers"):
+            return await self._mark_deleting(key, name, version, options)
+        if options.dry_run:
+            return Result(self.to_version(current, version), deleted=True)
+        deleted = await self._delete_now(key, name, current, options.preconditions)
+        return Result(self.to_version(deleted, version), deleted=True)
+
+    async def _mark_deleting(self, key: str, name: str, version: str,
+                             options: DeleteOptions) -> Result:
+        async def mark(current: Object | None) -> Object:
+            if current is None:
+                raise errors.not_found(self.group, self.resource, name)
+            self._check_preconditions(current, options.preconditions, name)
+            metadata = current["metadata"]
+            if not metadata.get("deletionTimestamp"):
+                metadata["deletionTimestamp"] = meta.now()
+                metadata["deletionGracePeriodSeconds"] = 0
+            if options.dry_run:
+                raise _DryRun(current)
+            return current
+
+        try:
+            marked = await self.storage.guaranteed_update(key, mark)
+        except _DryRun as dry:
+            marked = dry.object
+        except storage_errors.StorageError as exc:
+            raise self._error(exc, name) from None
+        return Result(self.to_version(marked, version), deleted=False)
+
+    async def _delete_now(self, key: str, name: str, current: Object,
+                          preconditions: Preconditions | None) -> Object:
+        async def still_deletable(obj: Object) -> None:
+            # Finalizers added since we looked keep the object.
+            if obj["metadata"].get("finalizers"):
+                raise errors.conflict(self.group, self.resource, name, MODIFIED)
+
+        try:
+            return await self.storage.delete(
+                key, preconditions=preconditions, validate=still_deletable
+            )
+        except storage_errors.StorageError as exc:
+            raise self._error(exc, name) from None
+
+    async def delete_collection(self, namespace: str, version: str, selection: Selection,
+                                options: DeleteOptions) -> Object:
+        """Delete every selected object; returns the list of what was deleted or marked."""
+        listed = await self.get_list(namespace, version, selection, ListOptions())
+        items = []
+        for item in listed["items"]:
+            meta_ = item["metadata"]
+            try:
+                result = await self.delete(meta_.get("namespace", ""), meta_["name"], version,
+                                           options)
+            except errors.StatusError as exc:
+                if exc.code == 404:  # deleted concurrently: that is what was asked
+                    continue
+                raise
+            items.append(result.object)
+        listed["items"] = items
+        return listed
+
+    # -- helpers
+
+    def _check_type_meta(self, obj: Object, version: str) -> list[str]:
+        if not isinstance(obj, dict):
+            raise errors.bad_request("the body must be a JSON object")
+        api_version = obj.get("apiVersion")
+        kind = obj.get("kind")
+        if not api_version or not kind:
+            raise errors.bad_request(
+                "Object 'Kind' is missing in the request body" if not kind
+                else "Object 'apiVersion' is missing in the request body"
+            )
+        if kind != self.kind or api_version != self._api_version(version):
+            raise errors.bad_request(
+                f"the API version in the data ({api_version}) does not match the expected API "
+                f"version ({self._api_version(version)})"
+                if api_version != self._api_version(version)
+                else f"the kind in the data ({kind}) does not match the expected kind ({self.kind})"
+            )
+        return []
+
+    def _check_namespace(self, metadata: dict[str, Any], namespace: str) -> None:
+        if not self.namespaced:
+            metadata.pop("namespace", None)
+            return
+        body_ns = metadata.get("namespace")
+        if body_ns and body_ns != namespace:
+            raise errors.bad_request(
+                "the namespace of the provided object does not match the namespace sent on "
+                "the request"
+            )
+        metadata["namespace"] = namespace
+
+    def _unknown_fields(self, unknown: list[str], options: WriteOptions) -> list[str]:
+        if not unknown or options.field_validation == "Ignore":
+            return []
+        messages = [f'unknown field "{path.lstrip(".")}"' for path in unknown]
+        if options.field_validation == "Strict":
+            raise errors.bad_request("strict decoding error: " + ", ".join(messages))
+        return messages
+
+    async def _validate(self, causes: list[Cause], name: str) -> None:
+        if causes:
+            raise errors.invalid(self.group, self.kind, name, causes)
+
+    def _check_preconditions(self, current: Object, preconditions: Preconditions | None,
+                             name: str) -> None:
+        if preconditions is None:
+            return
+        metadata = current["metadata"]
+        if preconditions.uid and preconditions.uid != metadata.get("uid"):
+            raise errors.conflict(
+                self.group, self.resource, name,
+                f"Precondition failed: UID in precondition: {preconditions.uid}, "
+                f"UID in object meta: {metadata.get('uid')}",
+            )
+        rv = preconditions.resource_version
+        if rv and rv != metadata.get("resourceVersion"):
+            raise errors.conflict(
+                self.group, self.resource, name,
+                f"Precondition failed: ResourceVersion in precondition: {rv}, "
+                f"ResourceVersion in object meta: {metadata.get('resourceVersion')}",
+            )
+
+
+class _DryRun(Exception):
+    """Aborts a guaranteed update after validation when nothing may be persisted."""
+
+    def __init__(self, obj: Object) -> None:
+        super().__init__("dry run")
+        self.object = obj
+
+
+def _keep_system_fields(metadata: dict[str, Any], old: dict[str, Any]) -> None:
+    """Fields a client cannot change on update are taken from the stored object (as
+    rest.BeforeUpdate does); uid and creationTimestamp are restored only when left empty, so
+    a changed value is reported as an immutable-field error by validation."""
+    if not metadata.get("uid"):
+        metadata["uid"] = old.get("uid")
+    if not metadata.get("creationTimestamp"):
+        metadata["creationTimestamp"] = old.get("creationTimestamp")
+    for key in ("deletionTimestamp", "deletionGracePeriodSeconds"):
+        if key in old:
+            metadata[key] = old[key]
+        else:
+            metadata.pop(key, None)
+    # An unconditional update (no resourceVersion) applies to what is stored now.
+    metadata["resourceVersion"] = old.get("resourceVersion", "")

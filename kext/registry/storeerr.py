@@ -1,0 +1,37 @@
+"""Interpret storage errors as API Status errors (cf. apiserver pkg/storage/errors)."""
+
+from __future__ import annotations
+
+from kext.api import errors
+from kext.storage import errors as storage_errors
+
+
+def interpret(exc: storage_errors.StorageError, group: str, resource: str,
+              name: str) -> errors.StatusError:
+    """The Status error a client sees for a storage failure on (group, resource, name)."""
+    if isinstance(exc, storage_errors.KeyNotFoundError):
+        return errors.not_found(group, resource, name)
+    if isinstance(exc, storage_errors.KeyExistsError):
+        return errors.already_exists(group, resource, name)
+    if isinstance(exc, storage_errors.ResourceVersionConflictError):
+        return errors.conflict(group, resource, name, str(exc) or _MODIFIED)
+    if isinstance(exc, storage_errors.ExpiredError):
+        return errors.expired(str(exc))
+    if isinstance(exc, storage_errors.TooLargeResourceVersionError):
+        err = errors.timeout(
+            f"Too large resource version: {exc.requested}, current: {exc.current}",
+            retry_after_seconds=1,
+        )
+        err.causes.append(errors.Cause("ResourceVersionTooLarge", "Too large resource version"))
+        return err
+    if isinstance(exc, storage_errors.InvalidObjectError):
+        return errors.bad_request(str(exc))
+    if isinstance(exc, storage_errors.UnavailableError):
+        return errors.service_unavailable(f"storage is unavailable: {exc}")
+    return errors.internal_error(str(exc))
+
+
+MODIFIED = (
+    "the object has been modified; please apply your changes to the latest version and try again"
+)
+_MODIFIED = MODIFIED

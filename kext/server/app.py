@@ -1,0 +1,184 @@
+"""Assemble and run the server: storage (external or embedded etcd), one store per declared
+resource, the router and filter chain, and the HTTPS listener on the asyncio reactor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from kext.config import ServerConfig
+
+log = logging.getLogger("kext")
+
+
+@dataclass
+class Serving:
+    """What start() brought up, so stop() can take it down in reverse order."""
+
+    port: Any = None
+    embedded: Any = None
+    storage: Any = None
+    closers: list[Any] = field(default_factory=list)
+
+
+class APIServer:
+    """The running server. Build with a config, then `await start()` / `await stop()`."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.serving = Serving()
+        self.url = ""
+
+    async def start(self) -> None:
+        from twisted.internet import reactor as _reactor
+        from twisted.internet import task
+
+        from kext.auth.authentication import (
+            RequestHeaderAuthenticator,
+            UnionAuthenticator,
+            X509Authenticator,
+            load_ca_bundle,
+        )
+        from kext.certs import ensure_self_signed
+        from kext.registry.store import Store
+        from kext.server import filters, http, metadata_paths
+        from kext.server.healthz import Check, HealthEndpoint, ping
+        from kext.server.routes import Router
+        from kext.server.tls import ReloadingContextFactory
+        from kext.storage.embedded import EmbeddedEtcd
+        from kext.storage.etcd3 import Etcd3Store, connect
+
+        reactor = cast(Any, _reactor)
+        cfg = self.config
+        host = cfg.serving.bind_address
+        url_host = f"[{host}]" if ":" in host else host
+        self.url = f"https://{url_host}:{cfg.serving.port}"
+
+        etcd_cfg = cfg.storage.etcd
+        if not etcd_cfg.endpoints:
+            self.serving.embedded = EmbeddedEtcd(cfg.storage.embedded)
+            endpoint = await self.serving.embedded.start()
+            etcd_cfg = type(etcd_cfg)(endpoints=[endpoint])
+            log.info("embedded etcd serving on %s (data in %s)", endpoint,
+                     cfg.storage.embedded.data_dir)
+        client = await connect(etcd_cfg)
+        storage = Etcd3Store(client)
+        self.serving.storage = storage
+
+        cert_file, key_file = cfg.serving.cert_file, cfg.serving.key_file
+        client_ca_files = [p for p in (cfg.authentication.client_ca_file,
+                                       cfg.authentication.request_header.client_ca_file) if p]
+        self.kubeconfig = ""
+        if not cert_file:
+            material = ensure_self_signed(cfg.serving.cert_dir, [host], self.url)
+            cert_file, key_file = material.cert_file, material.key_file
+            self.kubeconfig = material.kubeconfig
+            if not cfg.authentication.client_ca_file:
+                client_ca_files.append(material.client_ca_file)
+
+        authenticators: list[Any] = []
+        request_header = None
+        rh = cfg.authentication.request_header
+        if rh.client_ca_file:
+            request_header = RequestHeaderAuthenticator(
+                load_ca_bundle(rh.client_ca_file), rh.allowed_names, rh.username_headers,
+                rh.group_headers, rh.extra_header_prefixes,
+            )
+            authenticators.append(request_header)
+        x509_files = [p for p in client_ca_files if p != rh.client_ca_file]
+        if x509_files:
+            authenticators.append(X509Authenticator(
+                [c for p in x509_files for c in load_ca_bundle(p)]
+            ))
+        authenticator = UnionAuthenticator(authenticators, cfg.authentication.anonymous,
+                                           request_header)
+
+        stores = [Store(d, storage, cfg.storage.prefix) for d in cfg.resources]
+
+        async def etcd_check() -> str | None:
+            try:
+                await asyncio.wait_for(storage.current_revision(), 2.0)
+            except Exception as exc:
+                return f"etcd is unreachable: {exc or type(exc).__name__}"
+            return None
+
+        health = [
+            HealthEndpoint("healthz", [Check("ping", ping), Check("etcd", etcd_check)]),
+            HealthEndpoint("livez", [Check("ping", ping), Check("etcd", etcd_check)]),
+            HealthEndpoint("readyz", [Check("ping", ping), Check("etcd", etcd_check)]),
+        ]
+        router = Router(stores, health)
+        metadata_paths.install(router, cfg.resources)
+        handler = filters.chain(
+            router, authenticator, cfg.authorization.always_allow_paths,
+            cfg.serving.max_requests_inflight, cfg.serving.max_mutating_requests_inflight,
+            cfg.serving.request_timeout_seconds,
+        )
+        site = http.make_site(handler, cfg.serving.max_request_body_bytes)
+        tls = ReloadingContextFactory(cert_file, key_file, client_ca_files)
+        reload_loop = task.LoopingCall(tls.reload_if_changed)
+        reload_loop.start(10.0, now=False)
+        self.serving.closers.append(reload_loop.stop)
+        self.serving.port = reactor.listenSSL(
+            cfg.serving.port, site, tls, interface=host
+        )
+        self.announce()
+
+    def announce(self) -> None:
+        """Tell the user where kext listens and how to reach it."""
+        names = ", ".join(d.name for d in self.config.resources) or "no resources"
+        print(f"kext is serving {names} on {self.url}", flush=True)
+        if self.kubeconfig:
+            first = self.config.resources[0].plural if self.config.resources else "widgets"
+            print(f"  try: kubectl --kubeconfig {self.kubeconfig} get {first}", flush=True)
+        print(f"  health: curl -k {self.url}/readyz?verbose", flush=True)
+
+    async def stop(self) -> None:
+        """Stop listening, close storage, stop the embedded etcd."""
+        if self.serving.port is not None:
+            from twisted.internet.defer import Deferred
+
+            stopping = self.serving.port.stopListening()
+            if isinstance(stopping, Deferred):
+                await stopping.asFuture(asyncio.get_running_loop())
+        for close in self.serving.closers:
+            close()
+        if self.serving.storage is not None:
+            await self.serving.storage.close()
+        if self.serving.embedded is not None:
+            await self.serving.embedded.stop()
+
+
+def run(config: ServerConfig) -> int:
+    """Run kext until SIGTERM/SIGINT; returns the process exit code."""
+    from twisted.internet import asyncioreactor
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    asyncioreactor.install(loop)
+    from twisted.internet import reactor as _reactor
+    from twisted.internet.defer import Deferred
+
+    reactor = cast(Any, _reactor)
+    server = APIServer(config)
+    exit_code = 0
+
+    def failed(failure: Any) -> None:
+        nonlocal exit_code
+        exit_code = 1
+        print(f"kext: {failure.getErrorMessage()}", file=sys.stderr, flush=True)
+        log.debug("start-up failed: %s", failure.getTraceback())
+        reactor.stop()
+
+    def start() -> None:
+        Deferred.fromFuture(asyncio.ensure_future(server.start())).addErrback(failed)
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(server.stop()))
+    )
+    reactor.run()
+    return exit_code

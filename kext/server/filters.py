@@ -1,0 +1,124 @@
+"""The request filter chain, outermost first: Status errors → authentication → in-flight
+limit → authorization → timeout → handler (cf. apiserver pkg/server/filters and
+pkg/endpoints/filters). Each filter wraps a Handler and returns a Handler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from kext.api import errors
+from kext.auth.authentication import Credentials, UnionAuthenticator
+from kext.auth.user import ANONYMOUS, UNAUTHENTICATED, UserInfo
+from kext.server.request import AnyResponse, APIRequest, Handler, status_response
+
+log = logging.getLogger(__name__)
+
+LONG_RUNNING_VERBS = ("watch",)
+MUTATING_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+HEALTH_PATHS = ("/healthz", "/livez", "/readyz")
+
+
+def is_long_running(request: APIRequest) -> bool:
+    return request.info.verb in LONG_RUNNING_VERBS
+
+
+def with_status_errors(handler: Handler) -> Handler:
+    """Every StatusError becomes a Status response; anything else a logged 500."""
+
+    async def serve(request: APIRequest) -> AnyResponse:
+        try:
+            return await handler(request)
+        except errors.StatusError as exc:
+            return status_response(exc)
+        except Exception:
+            log.exception("internal error serving %s %s", request.method, request.path)
+            return status_response(errors.internal_error("an unexpected error occurred"))
+
+    return serve
+
+
+def with_authentication(handler: Handler, authenticator: UnionAuthenticator,
+                        always_allow_paths: list[str]) -> Handler:
+    """Identify the caller and strip front-proxy identity headers; 401 when nobody is
+    identified, except on the always-allowed paths (health probes carry no credentials)."""
+
+    async def serve(request: APIRequest) -> AnyResponse:
+        credentials = Credentials(request.peer_certificates, request.raw_headers)
+        user = authenticator.authenticate(credentials)
+        stripped = authenticator.strip_identity_headers(request.raw_headers)
+        if len(stripped) != len(request.raw_headers):
+            request.raw_headers = stripped
+            headers: dict[str, str] = {}
+            for key, value in stripped:
+                headers[key] = f"{headers[key]},{value}" if key in headers else value
+            request.headers = headers
+        if user is None:
+            if not path_allowed(request.path, always_allow_paths):
+                raise errors.unauthorized()
+            user = UserInfo(ANONYMOUS, (UNAUTHENTICATED,))
+        request.user = user
+        return await handler(request)
+
+    return serve
+
+
+def path_allowed(path: str, allowed: list[str]) -> bool:
+    """Whether path is one of allowed, or below one ending in '*' or a health endpoint."""
+    for entry in allowed:
+        if entry.endswith("*"):
+            if path.startswith(entry[:-1]):
+                return True
+        elif path == entry or (entry in HEALTH_PATHS and path.startswith(entry + "/")):
+            return True
+    return False
+
+
+def with_max_inflight(handler: Handler, max_readonly: int, max_mutating: int) -> Handler:
+    """Reject with 429 and Retry-After past the in-flight limits; watches are not counted."""
+    inflight = {"readonly": 0, "mutating": 0}
+    limits = {"readonly": max_readonly, "mutating": max_mutating}
+
+    async def serve(request: APIRequest) -> AnyResponse:
+        if is_long_running(request):
+            return await handler(request)
+        kind = "mutating" if request.method in MUTATING_METHODS else "readonly"
+        if limits[kind] > 0 and inflight[kind] >= limits[kind]:
+            raise errors.too_many_requests(
+                "Too many requests, please try again later.", retry_after_seconds=1
+            )
+        inflight[kind] += 1
+        try:
+            return await handler(request)
+        finally:
+            inflight[kind] -= 1
+
+    return serve
+
+
+def with_timeout(handler: Handler, seconds: float) -> Handler:
+    """Answer 504 when a (non-watch) request runs past the request timeout."""
+
+    async def serve(request: APIRequest) -> AnyResponse:
+        if is_long_running(request) or seconds <= 0:
+            return await handler(request)
+        try:
+            return await asyncio.wait_for(handler(request), seconds)
+        except TimeoutError:
+            raise errors.timeout(
+                "request did not complete within the allotted timeout", retry_after_seconds=1
+            ) from None
+
+    return serve
+
+
+def chain(handler: Handler, authenticator: UnionAuthenticator, always_allow_paths: list[str],
+          max_readonly: int, max_mutating: int, timeout_seconds: float) -> Handler:
+    """The full chain around the router, in kube-apiserver's order."""
+    inner = with_timeout(handler, timeout_seconds)
+    inner = with_max_inflight(inner, max_readonly, max_mutating)
+    inner = with_authentication(inner, authenticator, always_allow_paths)
+    return with_status_errors(inner)
+
+
+__all__ = ["chain", "status_response"]

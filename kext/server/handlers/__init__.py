@@ -1,0 +1,1 @@
+"""One module per verb family (cf. apiserver pkg/endpoints/handlers)."""

@@ -1,0 +1,130 @@
+"""What every resource handler needs: the store and version a request addresses, and the
+query parameters shared by several verbs, parsed once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kext.api import errors
+from kext.api.resource import Version
+from kext.api.selectors import parse_field_selector, parse_label_selector
+from kext.registry.store import DeleteOptions, Selection, Store, WriteOptions
+from kext.server.request import APIRequest
+from kext.storage.interface import ListOptions, Preconditions
+
+FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The resource a request addresses."""
+
+    store: Store
+    version: Version
+    namespace: str
+    name: str
+    subresource: str
+
+    @property
+    def group(self) -> str:
+        return self.store.group
+
+    @property
+    def resource(self) -> str:
+        return self.store.resource
+
+
+def write_options(request: APIRequest) -> WriteOptions:
+    dry_run = _dry_run(request.query.get("dryRun", []))
+    validation = request.param("fieldValidation", "Warn") or "Warn"
+    if validation not in FIELD_VALIDATION:
+        raise errors.bad_request(
+            f"fieldValidation parameter unsupported: {validation!r}; "
+            "supported values: Strict, Warn, Ignore"
+        )
+    return WriteOptions(dry_run, validation, request.param("fieldManager"))
+
+
+def _dry_run(values: list[str]) -> bool:
+    for value in values:
+        if value != "All":
+            raise errors.bad_request(
+                f'dryRun: Unsupported value: "{value}": supported values: "All"'
+            )
+    return bool(values)
+
+
+def selection(request: APIRequest, scope: Scope) -> Selection:
+    """The label and field selectors of a list, watch or deletecollection (400 when a field
+    is not one the resource can be selected by)."""
+    labels = request.param("labelSelector")
+    fields = parse_field_selector(request.param("fieldSelector"))
+    fields.check_supported(scope.version, scope.store.namespaced)
+    return Selection(
+        parse_label_selector(labels) if labels else None,
+        None if fields.empty else fields,
+    )
+
+
+def list_options(request: APIRequest) -> ListOptions:
+    limit_raw = request.param("limit", "0") or "0"
+    try:
+        limit = int(limit_raw)
+    except ValueError:
+        raise errors.bad_request(
+            f"limit: invalid value {limit_raw!r}: must be an integer"
+        ) from None
+    rv = request.param("resourceVersion")
+    match = request.param("resourceVersionMatch")
+    continue_token = request.param("continue")
+    if match and match not in ("Exact", "NotOlderThan"):
+        raise errors.bad_request(
+            f'resourceVersionMatch: Unsupported value: "{match}": '
+            'supported values: "Exact", "NotOlderThan"'
+        )
+    if match and not rv:
+        raise errors.bad_request(
+            "resourceVersionMatch is forbidden unless resourceVersion is provided"
+        )
+    if continue_token and rv and rv != "0":
+        raise errors.bad_request(
+            "specifying resource version is not allowed when using continue"
+        )
+    if match == "Exact" and rv == "0":
+        raise errors.bad_request(
+            'resourceVersionMatch "exact" is forbidden for resourceVersion "0"'
+        )
+    if rv and rv != "0" and not rv.isdigit():
+        raise errors.bad_request(f"resourceVersion: invalid value {rv!r}: must be an integer")
+    return ListOptions(
+        resource_version=rv,
+        resource_version_match=match,
+        limit=max(limit, 0),
+        continue_token=continue_token,
+    )
+
+
+def delete_options(request: APIRequest) -> DeleteOptions:
+    """DeleteOptions from the body (if any) and the query (query wins, as kube merges them)."""
+    body: dict[str, Any] = {}
+    if request.body:
+        decoded = request.json_body()
+        if isinstance(decoded, dict):
+            body = decoded
+    dry_run_values = request.query.get("dryRun") or body.get("dryRun") or []
+    policy = request.param("propagationPolicy") or body.get("propagationPolicy") or ""
+    orphan = body.get("orphanDependents")
+    if not policy and orphan is not None:
+        policy = "Orphan" if orphan else "Background"
+    raw = body.get("preconditions") or {}
+    preconditions = None
+    if raw.get("uid") or raw.get("resourceVersion"):
+        preconditions = Preconditions(raw.get("uid"), raw.get("resourceVersion"))
+    grace = request.param("gracePeriodSeconds") or body.get("gracePeriodSeconds")
+    return DeleteOptions(
+        dry_run=_dry_run(list(dry_run_values)),
+        preconditions=preconditions,
+        propagation_policy=str(policy),
+        grace_period_seconds=int(grace) if grace is not None and grace != "" else None,
+    )

@@ -1,0 +1,97 @@
+"""The server's own view of a request and response, independent of Twisted, so handlers and
+filters can be driven in memory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import yaml
+
+from kext.api import errors
+from kext.auth.user import UserInfo
+from kext.server.negotiation import Target
+from kext.server.request_info import RequestInfo
+
+
+@dataclass
+class APIRequest:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lowercase names; repeated headers joined with ","
+    body: bytes
+    info: RequestInfo
+    # DER-encoded client certificate chain presented on the TLS connection (leaf first).
+    peer_certificates: list[bytes] = field(default_factory=list)
+    raw_headers: list[tuple[str, str]] = field(default_factory=list)
+    user: UserInfo | None = None
+    remote: str = ""
+
+    def param(self, name: str, default: str = "") -> str:
+        """The last value of a query parameter."""
+        values = self.query.get(name)
+        return values[-1] if values else default
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name.lower(), default)
+
+    def json_body(self) -> Any:
+        """The body decoded from JSON or YAML by Content-Type; 400 when it does not parse."""
+        if not self.body:
+            raise errors.bad_request("the request body is empty")
+        content_type = self.header("content-type", "application/json").split(";")[0].strip()
+        try:
+            if content_type in ("application/yaml", "application/apply-patch+yaml"):
+                return yaml.load(self.body, Loader=_YAML_LOADER)
+            return orjson.loads(self.body)
+        except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
+            raise errors.bad_request(f"the request body could not be decoded: {exc}") from None
+
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass
+class Response:
+    code: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class StreamResponse:
+    """A long-running response (watch): chunks are written as they come, flushed each time."""
+
+    chunks: AsyncIterator[bytes]
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    code: int = 200
+
+
+AnyResponse = Response | StreamResponse
+Handler = Callable[[APIRequest], Awaitable[AnyResponse]]
+
+
+def encode(obj: Any, target: Target | None = None) -> tuple[bytes, str]:
+    """Encode a response object as JSON (or YAML when asked); returns body and content type."""
+    if target is not None and target.yaml:
+        return yaml.safe_dump(obj, sort_keys=False).encode(), "application/yaml"
+    return orjson.dumps(obj), "application/json"
+
+
+def object_response(code: int, obj: Any, target: Target | None = None,
+                    warnings: list[str] | None = None) -> Response:
+    body, content_type = encode(obj, target)
+    headers = [("Warning", f'299 - "{w}"') for w in (warnings or [])]
+    return Response(code, body, content_type, headers)
+
+
+def status_response(error: errors.StatusError) -> Response:
+    headers = []
+    if error.retry_after_seconds:
+        headers.append(("Retry-After", str(error.retry_after_seconds)))
+    return Response(error.code, orjson.dumps(error.status()), "application/json", headers)

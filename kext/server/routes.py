@@ -1,0 +1,85 @@
+"""The router: non-resource paths (health, discovery, OpenAPI, version) and resource
+requests dispatched to the handler of their verb."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from kext.api import errors
+from kext.registry.store import Store
+from kext.server.handlers import create, delete, get, patch, update
+from kext.server.handlers.scope import Scope
+from kext.server.healthz import HealthEndpoint
+from kext.server.request import AnyResponse, APIRequest
+
+ResourceHandler = Callable[[APIRequest, Scope], Awaitable[AnyResponse]]
+PathHandler = Callable[[APIRequest], Awaitable[AnyResponse]]
+
+VERBS: dict[str, ResourceHandler] = {
+    "get": get.get,
+    "list": get.list_,
+    "create": create.create,
+    "update": update.update,
+    "patch": patch.patch,
+    "delete": delete.delete,
+    "deletecollection": delete.delete_collection,
+}
+
+# Verbs each subresource path accepts.
+SUBRESOURCE_VERBS = {"status": ("get", "update", "patch")}
+
+
+class Router:
+    """Routes an authenticated request to its handler."""
+
+    def __init__(self, stores: list[Store], health: list[HealthEndpoint]) -> None:
+        self.stores = {(s.group, s.resource): s for s in stores}
+        self.health = {f"/{h.name}": h for h in health}
+        self.paths: dict[str, PathHandler] = {}
+        self.verbs = dict(VERBS)
+
+    def add_path(self, path: str, handler: PathHandler) -> None:
+        self.paths[path] = handler
+
+    async def __call__(self, request: APIRequest) -> AnyResponse:
+        info = request.info
+        if info.is_resource_request:
+            return await self._resource(request)
+        path = request.path.rstrip("/") or "/"
+        handler = self.paths.get(path)
+        if handler is not None:
+            return await handler(request)
+        endpoint, _, check = path.lstrip("/").partition("/")
+        health = self.health.get(f"/{endpoint}")
+        if health is not None:
+            return await health.serve(request, check)
+        prefix = next((p for p in self.paths if p.endswith("/*") and path.startswith(p[:-1])),
+                      None)
+        if prefix is not None:
+            return await self.paths[prefix](request)
+        raise errors.path_not_found(request.path)
+
+    async def _resource(self, request: APIRequest) -> AnyResponse:
+        info = request.info
+        store = self.stores.get((info.api_group, info.resource))
+        version = store.definition.version(info.api_version) if store else None
+        if store is None or version is None:
+            raise errors.path_not_found(request.path)
+        if info.namespace and not store.namespaced:
+            raise errors.path_not_found(request.path)
+        verb = info.verb
+        if info.subresource:
+            allowed = SUBRESOURCE_VERBS.get(info.subresource)
+            if allowed is None or (info.subresource == "status"
+                                   and not version.status_subresource):
+                raise errors.path_not_found(request.path)
+            if verb not in allowed:
+                raise errors.method_not_supported(store.group, f"{store.resource}/"
+                                                  f"{info.subresource}", verb)
+        handler = self.verbs.get(verb)
+        if handler is None:
+            raise errors.method_not_supported(store.group, store.resource, verb)
+        scope = Scope(store, version, info.namespace, info.name, info.subresource)
+        return await handler(request, scope)
+
+
