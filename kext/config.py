@@ -1,10 +1,29 @@
-"""The `server.yaml` schema (SPEC §3) as typed dataclasses, and its loading and validation."""
+"""The `server.yaml` schema (SPEC §3) as typed dataclasses, and its loading and validation.
+
+`load_config(path)` reads the file, checks every key and every declared resource, and either
+returns a `ServerConfig` or raises `ConfigError` carrying one line per problem, each naming the
+key path (`storage.etcd.endpoints[0]: ...`). Keys are camelCase in YAML and snake_case here.
+A key given as `null` (or left empty) takes its default. Relative paths in the file resolve
+against the current working directory, as kube-apiserver's flags do.
+"""
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from kext.api.resource import ResourceDefinition
+import yaml
+
+from kext.api.resource import ResourceDefinition, parse_crd
+
+API_VERSION = "kext.io/v1alpha1"
+KIND = "ServerConfig"
 
 
 @dataclass
@@ -67,9 +86,7 @@ class AuthenticationConfig:
 @dataclass
 class AuthorizationConfig:
     mode: str = "AlwaysAllow"  # or "Delegated"
-    always_allow_paths: list[str] = field(
-        default_factory=lambda: ["/healthz", "/livez", "/readyz"]
-    )
+    always_allow_paths: list[str] = field(default_factory=lambda: ["/healthz", "/livez", "/readyz"])
     always_allow_groups: list[str] = field(default_factory=lambda: ["system:masters"])
     cache_authorized_ttl_seconds: float = 10.0
     cache_unauthorized_ttl_seconds: float = 10.0
@@ -106,5 +123,622 @@ class ServerConfig:
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     resources: list[ResourceDefinition] = field(default_factory=list)
-    # The directory of the config file: relative paths in it resolve against this.
-    base_dir: str = "."
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+def load_config(path: str) -> ServerConfig:
+    """Read and validate the server.yaml at path (relative paths inside resolve against the
+    current directory). Raises ConfigError listing every problem found."""
+    text, problem = _read_text(path)
+    if problem:
+        raise ConfigError([problem])
+    documents, problems = load_yaml_documents(text, path)
+    if problems:
+        raise ConfigError(problems)
+    if len(documents) > 1:
+        raise ConfigError([f"{path}: expected one YAML document, found {len(documents)}"])
+    return parse_config(documents[0] if documents else None, source=path)
+
+
+def parse_config(document: object, source: str = "config") -> ServerConfig:
+    """Validate an already-parsed server.yaml document; raises ConfigError like load_config."""
+    problems: list[str] = []
+    if not isinstance(document, dict):
+        raise ConfigError(
+            [
+                f"{source}: expected a mapping with apiVersion: {API_VERSION} "
+                f"and kind: {KIND}, got {_describe(document)}"
+            ]
+        )
+    top = _Fields(document, "", problems)
+    api_version = top.raw("apiVersion")
+    if api_version != API_VERSION:
+        problems.append(f"apiVersion: expected {API_VERSION}, got {_describe(api_version)}")
+    kind = top.raw("kind")
+    if kind != KIND:
+        problems.append(f"kind: expected {KIND}, got {_describe(kind)}")
+    config = ServerConfig(
+        serving=_serving(top.section("serving")),
+        storage=_storage(top.section("storage")),
+        authentication=_authentication(top.section("authentication")),
+        authorization=_authorization(top.section("authorization")),
+        kubernetes=_kubernetes(top.section("kubernetes")),
+        admission=_admission(top.section("admission")),
+        resources=_resources(top.raw("resources"), problems),
+    )
+    top.finish()
+    _check_cluster_access(config, problems)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+# --- YAML -----------------------------------------------------------------------------------
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_yaml_documents(text: str, source: str) -> tuple[list[object], list[str]]:
+    """Every non-empty YAML document in text, or one problem line per syntax error
+    (`<source>:<line>:<column>: <what>`) or duplicate key (kube-apiserver's strict decoding
+    rejects those too, where PyYAML would silently keep the last)."""
+    loader = _Loader(text)
+    documents: list[object] = []
+    problems: list[str] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            duplicates = _duplicate_keys(node, "", set())
+            problems += [f"{source}:{line}: duplicate key {path}" for line, path in duplicates]
+            document = loader.construct_document(node)
+            if document is not None:
+                documents.append(document)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        what = error.problem or error.context or "invalid YAML"
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        return [], [f"{where}: {what}"]
+    except yaml.YAMLError as error:
+        return [], [f"{source}: {' '.join(str(error).split())}"]
+    finally:
+        loader.dispose()
+    return ([] if problems else documents), problems
+
+
+def _duplicate_keys(node: yaml.Node, path: str, visited: set[int]) -> list[tuple[int, str]]:
+    """(line, key path) of every key repeated in a mapping under node."""
+    if id(node) in visited:  # an alias: already walked (and maybe recursive)
+        return []
+    visited.add(id(node))
+    found: list[tuple[int, str]] = []
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found += _duplicate_keys(item, f"{path}[{i}]", visited)
+    elif isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key_path = f"{path}.{key_node.value}" if path else str(key_node.value)
+            if key_node.value in seen:
+                found.append((key_node.start_mark.line + 1, key_path))
+            seen.add(key_node.value)
+            found += _duplicate_keys(value_node, key_path, visited)
+    return found
+
+
+def _read_text(path: str) -> tuple[str, str]:
+    """The text of path, or a one-line problem."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(), ""
+    except FileNotFoundError:
+        return "", f"{path}: no such file"
+    except IsADirectoryError:
+        return "", f"{path}: is a directory, expected a file"
+    except UnicodeDecodeError:
+        return "", f"{path}: not UTF-8 text"
+    except OSError as error:
+        return "", f"{path}: cannot read: {error.strerror}"
+
+
+# --- values ---------------------------------------------------------------------------------
+
+_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a Go duration string (`10s`, `1m30s`, `500ms`, `0`), or None if malformed."""
+    s = text.strip()
+    sign = -1.0 if s.startswith("-") else 1.0
+    if s[:1] in "+-" and s:
+        s = s[1:]
+    if s == "0":
+        return 0.0
+    total, pos = 0.0, 0
+    while pos < len(s):
+        match = _DURATION_PART.match(s, pos)
+        if not match:
+            return None
+        total += float(match[1]) * _DURATION_UNITS[match[2]]
+        pos = match.end()
+    return sign * total if pos else None
+
+
+def _describe(value: object) -> str:
+    """A value as it would read in YAML, for messages."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return str(value)
+
+
+def _file_problem(path: str) -> str:
+    """Why path cannot be used as an input file, or ''."""
+    if not os.path.exists(path):
+        return f"no such file: {path}"
+    if os.path.isdir(path):
+        return f"is a directory, expected a file: {path}"
+    if not os.access(path, os.R_OK):
+        return f"cannot read: {path}"
+    return ""
+
+
+def _url_problem(value: str, schemes: tuple[str, ...], port_required: bool) -> bool:
+    """Whether value is not an absolute URL with one of schemes, a host and nothing odd."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        return True
+    return (
+        parts.scheme not in schemes
+        or not parts.hostname
+        or (port_required and port is None)
+        or bool(parts.username or parts.password or parts.query or parts.fragment)
+    )
+
+
+_T = TypeVar("_T")
+
+
+class _Fields:
+    """Reads the keys of one YAML mapping, recording one problem per bad or unknown key."""
+
+    def __init__(self, value: object, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        self.seen: set[str] = set()
+        self.data: dict[Any, Any] = {}
+        if isinstance(value, dict):
+            self.data = value
+        elif value is not None:
+            problems.append(f"{path}: expected a mapping, got {_describe(value)}")
+
+    def key_path(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.key_path(key)}: {message}")
+
+    def raw(self, key: str) -> object:
+        self.seen.add(key)
+        return self.data.get(key)
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def _typed(
+        self, key: str, default: _T, convert: Callable[[object], _T | None], want: str
+    ) -> _T:
+        value = self.raw(key)
+        if value is None:
+            return default
+        converted = convert(value)
+        if converted is None:
+            self.problem(key, f"expected {want}, got {_describe(value)}")
+            return default
+        return converted
+
+    def string(self, key: str, default: str = "") -> str:
+        return self._typed(key, default, lambda v: v if isinstance(v, str) else None, "a string")
+
+    def boolean(self, key: str, default: bool) -> bool:
+        return self._typed(
+            key, default, lambda v: v if isinstance(v, bool) else None, "true or false"
+        )
+
+    def integer(self, key: str, default: int, minimum: int, maximum: int | None = None) -> int:
+        def convert(v: object) -> int | None:
+            return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+        value = self._typed(key, default, convert, "an integer")
+        if maximum is not None and not minimum <= value <= maximum:
+            self.problem(key, f"expected an integer between {minimum} and {maximum}, got {value}")
+            return default
+        if value < minimum:
+            self.problem(key, f"expected an integer of at least {minimum}, got {value}")
+            return default
+        return value
+
+    def number(self, key: str, default: float, minimum: float, maximum: float) -> float:
+        def convert(v: object) -> float | None:
+            return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+        value = self._typed(key, default, convert, "a number")
+        if not minimum <= value <= maximum:
+            self.problem(
+                key, f"expected a number between {minimum:g} and {maximum:g}, got {value:g}"
+            )
+            return default
+        return value
+
+    def duration(self, key: str, default: float, minimum: float = 0.0) -> float:
+        def convert(v: object) -> float | None:
+            return parse_duration(v) if isinstance(v, str) else None
+
+        value = self._typed(key, default, convert, "a duration like 10s or 1m")
+        if value < minimum:
+            self.problem(key, "expected a positive duration" if minimum else "must not be negative")
+            return default
+        return value
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        want = ", ".join(choices[:-1]) + f" or {choices[-1]}"
+        return self._typed(key, default, lambda v: v if v in choices else None, want)
+
+    def strings(self, key: str, default: list[str]) -> list[str]:
+        value = self.raw(key)
+        if value is None:
+            return list(default)
+        if not isinstance(value, list):
+            self.problem(key, f"expected a list of strings, got {_describe(value)}")
+            return list(default)
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                out.append(item)
+            else:
+                self.problem(f"{key}[{i}]", f"expected a string, got {_describe(item)}")
+        return out
+
+    def items(self, key: str) -> Iterator[tuple[str, object]]:
+        """The (path, item) pairs of a list-valued key."""
+        value = self.raw(key)
+        if value is None:
+            return
+        if not isinstance(value, list):
+            self.problem(key, f"expected a list, got {_describe(value)}")
+            return
+        for i, item in enumerate(value):
+            yield f"{self.key_path(key)}[{i}]", item
+
+    def file(self, key: str) -> str:
+        """An optional input file: '' or a path that exists."""
+        path = self.string(key)
+        if path:
+            problem = _file_problem(path)
+            if problem:
+                self.problem(key, problem)
+        return path
+
+    def pair(self, cert_key: str, key_key: str) -> tuple[str, str]:
+        """A certificate and key file: both or neither."""
+        cert, key = self.file(cert_key), self.file(key_key)
+        if cert and not key and self.has(cert_key):
+            self.problem(key_key, f"required when {self.key_path(cert_key)} is set")
+        if key and not cert and self.has(key_key):
+            self.problem(cert_key, f"required when {self.key_path(key_key)} is set")
+        return cert, key
+
+    def section(self, key: str) -> _Fields:
+        return _Fields(self.raw(key), self.key_path(key), self.problems)
+
+    def finish(self) -> None:
+        """Record the keys nobody asked for."""
+        known = sorted(self.seen)
+        for key in self.data:
+            if key in self.seen:
+                continue
+            name = str(key)
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            self.problems.append(f"{self.key_path(name)}: unknown key{hint}")
+
+
+# --- sections -------------------------------------------------------------------------------
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HOOK = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+def _serving(f: _Fields) -> ServingConfig:
+    defaults = ServingConfig()
+    bind_address = f.string("bindAddress", defaults.bind_address)
+    try:
+        ipaddress.ip_address(bind_address)
+    except ValueError:
+        f.problem(
+            "bindAddress", f"expected an IP address like 127.0.0.1 or 0.0.0.0, got {bind_address!r}"
+        )
+    cert_file, key_file = f.pair("certFile", "keyFile")
+    cert_dir = f.string("certDir", defaults.cert_dir)
+    if not cert_dir and not cert_file:
+        f.problem(
+            "certDir", "required when serving.certFile is empty (self-signed material goes there)"
+        )
+    config = ServingConfig(
+        bind_address=bind_address,
+        port=f.integer("port", defaults.port, 1, 65535),
+        cert_dir=cert_dir,
+        cert_file=cert_file,
+        key_file=key_file,
+        max_requests_inflight=f.integer("maxRequestsInflight", defaults.max_requests_inflight, 0),
+        max_mutating_requests_inflight=f.integer(
+            "maxMutatingRequestsInflight", defaults.max_mutating_requests_inflight, 0
+        ),
+        request_timeout_seconds=f.duration(
+            "requestTimeout", defaults.request_timeout_seconds, minimum=1e-9
+        ),
+        max_request_body_bytes=f.integer("maxRequestBodyBytes", defaults.max_request_body_bytes, 1),
+    )
+    f.finish()
+    return config
+
+
+def _storage(f: _Fields) -> StorageConfig:
+    defaults = StorageConfig()
+    prefix = f.string("prefix", defaults.prefix)
+    if not prefix.startswith("/") or not prefix.strip("/"):
+        f.problem("prefix", f"expected an etcd key prefix like /registry, got {prefix!r}")
+    prefix = "/" + prefix.strip("/")
+    etcd = f.section("etcd")
+    endpoints = etcd.strings("endpoints", [])
+    for i, endpoint in enumerate(endpoints):
+        if _url_problem(endpoint, ("http", "https"), port_required=True):
+            etcd.problem(
+                f"endpoints[{i}]", f"expected a URL like https://host:2379, got {endpoint!r}"
+            )
+    ca_file = etcd.file("caFile")
+    cert_file, key_file = etcd.pair("certFile", "keyFile")
+    etcd.finish()
+    embedded = f.section("embedded")
+    data_dir = embedded.string("dataDir", defaults.embedded.data_dir)
+    if not data_dir and not endpoints:
+        embedded.problem("dataDir", "required when storage.etcd.endpoints is empty")
+    embedded.finish()
+    f.finish()
+    return StorageConfig(
+        prefix=prefix,
+        etcd=EtcdConfig(endpoints, ca_file, cert_file, key_file),
+        embedded=EmbeddedEtcdConfig(data_dir),
+    )
+
+
+def _header_names(f: _Fields, key: str, default: list[str]) -> list[str]:
+    names = f.strings(key, default)
+    for i, name in enumerate(names):
+        if not _HEADER_NAME.match(name):
+            f.problem(f"{key}[{i}]", f"expected an HTTP header name, got {name!r}")
+    return names
+
+
+def _authentication(f: _Fields) -> AuthenticationConfig:
+    defaults = AuthenticationConfig()
+    anonymous = f.boolean("anonymous", defaults.anonymous)
+    client_ca_file = f.file("clientCAFile")
+    rh = f.section("requestHeader")
+    rh_defaults = RequestHeaderConfig()
+    request_header = RequestHeaderConfig(
+        client_ca_file=rh.file("clientCAFile"),
+        allowed_names=rh.strings("allowedNames", []),
+        username_headers=_header_names(rh, "usernameHeaders", rh_defaults.username_headers),
+        group_headers=_header_names(rh, "groupHeaders", rh_defaults.group_headers),
+        extra_header_prefixes=_header_names(
+            rh, "extraHeaderPrefixes", rh_defaults.extra_header_prefixes
+        ),
+    )
+    if request_header.client_ca_file and not request_header.username_headers:
+        rh.problem("usernameHeaders", "required when requestHeader.clientCAFile is set")
+    if request_header.allowed_names and not rh.has("clientCAFile"):
+        rh.problem("allowedNames", f"needs {rh.key_path('clientCAFile')}")
+    rh.finish()
+    from_cluster = f.boolean("fromCluster", defaults.from_cluster)
+    tr = f.section("tokenReview")
+    token_review = TokenReviewConfig(
+        enabled=tr.boolean("enabled", False),
+        cache_ttl_seconds=tr.duration("cacheTTL", TokenReviewConfig().cache_ttl_seconds),
+    )
+    tr.finish()
+    f.finish()
+    return AuthenticationConfig(
+        anonymous, client_ca_file, request_header, from_cluster, token_review
+    )
+
+
+def _authorization(f: _Fields) -> AuthorizationConfig:
+    defaults = AuthorizationConfig()
+    paths = f.strings("alwaysAllowPaths", defaults.always_allow_paths)
+    for i, path in enumerate(paths):
+        if not path.startswith("/") or "*" in path[:-1]:
+            f.problem(
+                f"alwaysAllowPaths[{i}]",
+                f"expected a path like /healthz or a prefix like /debug/*, got {path!r}",
+            )
+    config = AuthorizationConfig(
+        mode=f.choice("mode", defaults.mode, ("AlwaysAllow", "Delegated")),
+        always_allow_paths=paths,
+        always_allow_groups=f.strings("alwaysAllowGroups", defaults.always_allow_groups),
+        cache_authorized_ttl_seconds=f.duration(
+            "cacheAuthorizedTTL", defaults.cache_authorized_ttl_seconds
+        ),
+        cache_unauthorized_ttl_seconds=f.duration(
+            "cacheUnauthorizedTTL", defaults.cache_unauthorized_ttl_seconds
+        ),
+    )
+    f.finish()
+    return config
+
+
+def _kubernetes(f: _Fields) -> KubernetesConfig:
+    config = KubernetesConfig(f.file("kubeconfig"), f.boolean("inCluster", False))
+    if config.kubeconfig and config.in_cluster:
+        f.problem("inCluster", "set either kubernetes.kubeconfig or kubernetes.inCluster, not both")
+    f.finish()
+    return config
+
+
+def _admission(f: _Fields) -> AdmissionConfig:
+    hooks = f.strings("hooks", [])
+    for i, hook in enumerate(hooks):
+        if not _HOOK.match(hook):
+            f.problem(f"hooks[{i}]", f'expected "package.module:callable", got {hook!r}')
+    webhooks: list[WebhookConfig] = []
+    names: dict[str, str] = {}
+    for path, item in f.items("webhooks"):
+        if isinstance(item, dict):
+            webhooks.append(_webhook(_Fields(item, path, f.problems), names))
+        else:
+            f.problems.append(
+                f"{path}: expected a mapping with name and url, got {_describe(item)}"
+            )
+    f.finish()
+    return AdmissionConfig(hooks, webhooks)
+
+
+def _webhook(w: _Fields, names: dict[str, str]) -> WebhookConfig:
+    defaults = WebhookConfig(name="", url="")
+    name = w.string("name")
+    if not name:
+        w.problem("name", "required")
+    elif name in names:
+        w.problem("name", f"{name!r} is already used by {names[name]}")
+    else:
+        names[name] = w.path
+    url = w.string("url")
+    if not url:
+        w.problem("url", "required")
+    elif _url_problem(url, ("https",), port_required=False):
+        w.problem("url", f"expected an https:// URL like https://host:9443/validate, got {url!r}")
+    webhook = WebhookConfig(
+        name=name,
+        url=url,
+        ca_file=w.file("caFile"),
+        failure_policy=w.choice("failurePolicy", defaults.failure_policy, ("Fail", "Ignore")),
+        timeout_seconds=w.number("timeoutSeconds", defaults.timeout_seconds, 1, 30),
+        type=w.choice("type", defaults.type, ("Mutating", "Validating")),
+    )
+    w.finish()
+    return webhook
+
+
+def _check_cluster_access(config: ServerConfig, problems: list[str]) -> None:
+    """Features that talk to kube-apiserver need a way to reach it."""
+    if config.kubernetes.kubeconfig or config.kubernetes.in_cluster:
+        return
+    needs = "needs kubernetes.kubeconfig or kubernetes.inCluster: true"
+    if config.authorization.mode == "Delegated":
+        problems.append(f"authorization.mode: Delegated {needs}")
+    if config.authentication.token_review.enabled:
+        problems.append(f"authentication.tokenReview.enabled: {needs}")
+    if config.authentication.from_cluster:
+        problems.append(f"authentication.fromCluster: {needs}")
+
+
+# --- resources ------------------------------------------------------------------------------
+
+
+def _resource_manifests(index: int, item: object, problems: list[str]) -> list[tuple[object, str]]:
+    """The CRD manifests one `resources` entry declares, each with the `where` naming it."""
+    path = f"resources[{index}]"
+    if isinstance(item, dict) and set(item) == {"file"}:
+        file = item["file"]
+        if not isinstance(file, str) or not file:
+            problems.append(f"{path}.file: expected a file path, got {_describe(file)}")
+            return []
+        problem = _file_problem(file)
+        text, read_problem = ("", "") if problem else _read_text(file)
+        if problem or read_problem:
+            problems.append(f"{path}.file: {problem or read_problem}")
+            return []
+        documents, yaml_problems = load_yaml_documents(text, file)
+        problems.extend(f"{path}.file: {p}" for p in yaml_problems)
+        if not documents and not yaml_problems:
+            problems.append(f"{path}.file: no CustomResourceDefinition in {file}")
+        if len(documents) == 1:
+            return [(documents[0], f"{path} ({file})")]
+        return [(doc, f"{path} ({file}, document {j + 1})") for j, doc in enumerate(documents)]
+    if isinstance(item, dict) and set(item) == {"inline"}:
+        return [(item["inline"], f"{path}.inline")]
+    if isinstance(item, dict) and "apiVersion" in item and "kind" in item:
+        return [(item, path)]
+    got = "keys " + ", ".join(map(str, item)) if isinstance(item, dict) else _describe(item)
+    problems.append(
+        f"{path}: expected `file: PATH`, `inline: {{...}}` or a CustomResourceDefinition "
+        f"manifest, got {got}"
+    )
+    return []
+
+
+def _resources(value: object, problems: list[str]) -> list[ResourceDefinition]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problems.append(f"resources: expected a list, got {_describe(value)}")
+        return []
+    definitions: list[ResourceDefinition] = []
+    by_name: dict[str, str] = {}
+    by_kind: dict[tuple[str, str], str] = {}
+    for index, item in enumerate(value):
+        for manifest, where in _resource_manifests(index, item, problems):
+            definition, crd_problems = parse_crd(manifest, where)
+            if where.endswith(")"):
+                # From a file: `resources[0] (x.yaml): spec.names.plural: ...` reads better
+                # than a field path glued to the file name.
+                crd_problems = [
+                    f"{where}: {p.removeprefix(where + '.')}" if p.startswith(where + ".") else p
+                    for p in crd_problems
+                ]
+            problems.extend(crd_problems)
+            if definition is None or crd_problems:
+                continue
+            if definition.name in by_name:
+                problems.append(
+                    f"{where}: {definition.name} is already declared by {by_name[definition.name]}"
+                )
+                continue
+            kind_key = (definition.group, definition.kind)
+            if kind_key in by_kind:
+                problems.append(
+                    f"{where}: kind {definition.kind} in group {definition.group} "
+                    f"is already declared by {by_kind[kind_key]}"
+                )
+                continue
+            by_name[definition.name] = where
+            by_kind[kind_key] = where
+            definitions.append(definition)
+    return definitions

@@ -42,7 +42,7 @@ class APIServer:
             X509Authenticator,
             load_ca_bundle,
         )
-        from kext.certs import ensure_self_signed
+        from kext.certs import dialable_url, ensure_self_signed
         from kext.registry.store import Store
         from kext.server import filters, http, metadata_paths
         from kext.server.healthz import Check, HealthEndpoint, ping
@@ -65,8 +65,8 @@ class APIServer:
             log.info("embedded etcd serving on %s (data in %s)", endpoint,
                      cfg.storage.embedded.data_dir)
         client = await connect(etcd_cfg)
+        self.serving.storage = client
         storage = Etcd3Store(client)
-        self.serving.storage = storage
 
         cert_file, key_file = cfg.serving.cert_file, cfg.serving.key_file
         client_ca_files = [p for p in (cfg.authentication.client_ca_file,
@@ -74,6 +74,7 @@ class APIServer:
         self.kubeconfig = ""
         if not cert_file:
             material = ensure_self_signed(cfg.serving.cert_dir, [host], self.url)
+            self.url = dialable_url(self.url)
             cert_file, key_file = material.cert_file, material.key_file
             self.kubeconfig = material.kubeconfig
             if not cfg.authentication.client_ca_file:
