@@ -6,6 +6,7 @@ one place. Constructors mirror k8s.io/apimachinery/pkg/api/errors.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,7 +93,9 @@ def not_found(group: str, resource: str, name: str) -> StatusError:
 
 
 def path_not_found(path: str) -> StatusError:
-    return StatusError(404, "NotFound", f"the server could not find the requested resource ({path})")
+    return StatusError(
+        404, "NotFound", f"the server could not find the requested resource ({path})",
+    )
 
 
 def method_not_supported(group: str, resource: str, action: str) -> StatusError:
@@ -144,13 +147,16 @@ def unsupported_media_type(content_type: str) -> StatusError:
 
 
 def invalid(group: str, kind: str, name: str, causes: list[Cause]) -> StatusError:
-    summary = ", ".join(
+    """422 Invalid, worded as NewInvalid: `Kind.group "name" is invalid: <cause>` with one
+    cause, `[<cause>, <cause>]` (repeats dropped) with several."""
+    messages = list(dict.fromkeys(
         f"{c.field}: {c.message}" if c.field else c.message for c in causes
-    )
+    ))
+    summary = messages[0] if len(messages) == 1 else "[" + ", ".join(messages) + "]"
+    qualified = f"{kind}.{group}" if group else kind
+    message = f'{qualified} "{name}" is invalid' + (f": {summary}" if messages else "")
     return StatusError(
-        422, "Invalid", f'{kind}.{group} "{name}" is invalid: {summary}' if group
-        else f'{kind} "{name}" is invalid: {summary}',
-        name=name, group=group, kind=kind, causes=causes,
+        422, "Invalid", message, name=name, group=group, kind=kind, causes=causes,
     )
 
 
@@ -168,3 +174,153 @@ def service_unavailable(message: str) -> StatusError:
 
 def timeout(message: str, retry_after_seconds: int = 0) -> StatusError:
     return StatusError(504, "Timeout", message, retry_after_seconds=retry_after_seconds)
+
+
+# -- field errors (k8s.io/apimachinery/pkg/util/validation/field): one Cause per bad field,
+# its message rendered as field.Error.ErrorBody() renders it, so clients see kube's text.
+
+
+def go_quote(text: str) -> str:
+    """A string as Go's %q prints it (strconv.Quote)."""
+    out = ['"']
+    for ch in text:
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif ch.isprintable() or ch == " ":
+            out.append(ch)
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    out.append('"')
+    return "".join(out)
+
+
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+               "\v": "\\v"}
+
+
+def go_float(value: float) -> str:
+    """A float64 as Go's %v prints it (shortest digits, exponent from 1e+06 up or below 1e-04)."""
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "-0" if str(value).startswith("-") else "0"
+    sign = "-" if value < 0 else ""
+    mantissa, _, exponent = f"{abs(value)!r}".partition("e")
+    whole, _, frac = mantissa.partition(".")
+    digits = (whole + frac).lstrip("0")
+    point = len(whole.lstrip("0")) if whole.strip("0") else -(len(frac) - len(frac.lstrip("0")))
+    point += int(exponent or 0)
+    digits = digits.rstrip("0") or "0"
+    exp = point - 1
+    if exp < -4 or exp >= 6:
+        head = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{sign}{head}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return sign + digits + "0" * (point - len(digits))
+    return f"{sign}{digits[:point]}.{digits[point:]}"
+
+
+def go_json(value: Any) -> str:
+    """A JSON value as Go's encoding/json marshals it (sorted keys, integral floats bare)."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value == int(value) and abs(value) < 1e21:
+            return str(int(value))
+        text = repr(value)
+        mantissa, _, exponent = text.partition("e")
+        return f"{mantissa}e{int(exponent):+d}" if exponent else text
+    if isinstance(value, str):
+        return _json_string(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(
+            f"{_json_string(str(k))}:{go_json(v)}" for k, v in sorted(value.items())
+        ) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(go_json(v) for v in value) + "]"
+    return _json_string(str(value))
+
+
+def _json_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def go_value(value: Any) -> str:
+    """A bad value as field.Error.ErrorBody() prints it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return go_float(value)
+    if isinstance(value, str):
+        return go_quote(value)
+    return go_json(value)
+
+
+def _body(kind: str, value: Any, detail: str, omit_value: bool = False) -> str:
+    body = kind if omit_value else f"{kind}: {go_value(value)}"
+    return f"{body}: {detail}" if detail else body
+
+
+def field_required(path: str, detail: str = "") -> Cause:
+    return Cause("FieldValueRequired", _body("Required value", None, detail, True), path)
+
+
+def field_invalid(path: str, value: Any, detail: str) -> Cause:
+    return Cause("FieldValueInvalid", _body("Invalid value", value, detail), path)
+
+
+def field_type_invalid(path: str, value: Any, detail: str) -> Cause:
+    return Cause("FieldValueTypeInvalid", _body("Invalid value", value, detail), path)
+
+
+def field_not_supported(path: str, value: Any, valid: list[str] | tuple[str, ...]) -> Cause:
+    detail = "supported values: " + ", ".join(go_quote(v) for v in valid) if valid else ""
+    return Cause("FieldValueNotSupported", _body("Unsupported value", value, detail), path)
+
+
+def field_duplicate(path: str, value: Any) -> Cause:
+    return Cause("FieldValueDuplicate", _body("Duplicate value", value, ""), path)
+
+
+def field_forbidden(path: str, detail: str) -> Cause:
+    return Cause("FieldValueForbidden", _body("Forbidden", None, detail, True), path)
+
+
+def field_not_found(path: str, value: Any) -> Cause:
+    return Cause("FieldValueNotFound", _body("Not found", value, ""), path)
+
+
+def field_too_long(path: str, max_length: int) -> Cause:
+    if max_length >= 0:
+        detail = f"may not be more than {max_length} {'byte' if max_length == 1 else 'bytes'}"
+    else:
+        detail = "value is too long"
+    return Cause("FieldValueTooLong", _body("Too long", None, detail, True), path)
+
+
+def field_too_many(path: str, actual: int, max_quantity: int) -> Cause:
+    if max_quantity >= 0:
+        detail = f"must have at most {max_quantity} {'item' if max_quantity == 1 else 'items'}"
+    else:
+        detail = "has too many items"
+    return Cause(
+        "FieldValueTooMany", _body("Too many", actual, detail, actual < 0), path,
+    )

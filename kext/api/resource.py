@@ -3,8 +3,22 @@ that serving needs, read once at start-up."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+import yaml
+
+from kext.api import meta
+from kext.api.errors import (
+    Cause,
+    field_duplicate,
+    field_invalid,
+    field_not_supported,
+    field_required,
+    field_too_many,
+)
+from kext.api.schema import structural_problems
 
 
 @dataclass(frozen=True)
@@ -66,3 +80,375 @@ class ResourceDefinition:
     def version(self, name: str) -> Version | None:
         """The served version called name, or None."""
         return next((v for v in self.versions if v.name == name and v.served), None)
+
+
+# -- reading a CustomResourceDefinition manifest
+
+CRD_API_VERSION = "apiextensions.k8s.io/v1"
+HOOKS_ANNOTATION = "kext.io/hooks"
+HOOK_KINDS = ("defaulting", "validation", "status")
+PRINTER_COLUMN_TYPES = ("boolean", "date", "integer", "number", "string")
+PRINTER_COLUMN_FORMATS = ("byte", "date", "date-time", "double", "float", "int32", "int64",
+                          "password")
+MAX_SELECTABLE_FIELDS = 16
+_IMPORT_PATH = re.compile(
+    r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+)
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_crd(manifest: object, where: str) -> tuple[ResourceDefinition | None, list[str]]:
+    """Read an apiextensions.k8s.io/v1 CustomResourceDefinition manifest.
+
+    Returns the definition and no problems, or None and every problem found, one line each,
+    `<where>.<field path>: <kube-apiserver's message>` (e.g.
+    `resources[0].spec.names.plural: Required value`), checking what kube-apiserver checks
+    when it accepts a CRD, including that every version's schema is structural. Python hooks
+    are read from the `kext.io/hooks` annotation: a YAML/JSON mapping of defaulting,
+    validation and status to lists of "package.module:callable".
+    """
+    causes: list[Cause] = []
+    definition = _parse(manifest, causes)
+    if causes:
+        return None, [_line(where, c) for c in causes]
+    return definition, []
+
+
+def _line(where: str, cause: Cause) -> str:
+    return f"{where}.{cause.field}: {cause.message}" if cause.field else f"{where}: {cause.message}"
+
+
+def _mapping(value: object, path: str, causes: list[Cause],
+             required: bool = True) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if value is None:
+        if required:
+            causes.append(field_required(path))
+        return {}
+    causes.append(field_invalid(path, value, "must be an object"))
+    return {}
+
+
+def _string(obj: dict[str, Any], key: str, path: str, causes: list[Cause]) -> str:
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        causes.append(field_invalid(f"{path}.{key}", value, "must be a string"))
+        return ""
+    return value
+
+
+def _boolean(obj: dict[str, Any], key: str, path: str, causes: list[Cause]) -> bool:
+    value = obj.get(key, False)
+    if not isinstance(value, bool):
+        causes.append(field_invalid(f"{path}.{key}", value, "must be a boolean"))
+        return False
+    return value
+
+
+def _strings(obj: dict[str, Any], key: str, path: str, causes: list[Cause]) -> list[str]:
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        causes.append(field_invalid(f"{path}.{key}", value, "must be a list of strings"))
+        return []
+    return value
+
+
+def _parse(manifest: object, causes: list[Cause]) -> ResourceDefinition | None:
+    if not isinstance(manifest, dict):
+        causes.append(field_invalid("", manifest, "must be a CustomResourceDefinition manifest"))
+        return None
+    api_version = manifest.get("apiVersion")
+    if api_version != CRD_API_VERSION:
+        causes.append(field_not_supported("apiVersion", api_version, [CRD_API_VERSION]))
+    if manifest.get("kind") != "CustomResourceDefinition":
+        causes.append(field_not_supported("kind", manifest.get("kind"),
+                                          ["CustomResourceDefinition"]))
+    metadata = _mapping(manifest.get("metadata"), "metadata", causes)
+    spec = _mapping(manifest.get("spec"), "spec", causes)
+
+    group = _string(spec, "group", "spec", causes)
+    if not group:
+        causes.append(field_required("spec.group"))
+    else:
+        if "." not in group:
+            causes.append(field_invalid("spec.group", group,
+                                        "should be a domain with at least one dot"))
+        problems = meta.is_dns1123_subdomain(group)
+        if problems:
+            causes.append(field_invalid("spec.group", group, ",".join(problems)))
+
+    names = _mapping(spec.get("names"), "spec.names", causes)
+    plural, singular, kind, list_kind, short_names, categories = _names(names, causes)
+    name = _string(metadata, "name", "metadata", causes)
+    if not name:
+        causes.append(field_required("metadata.name"))
+    elif plural and group and name != f"{plural}.{group}":
+        causes.append(field_invalid("metadata.name", name,
+                                    'must be spec.names.plural+"."+spec.group'))
+    hooks = _hooks(metadata, causes)
+
+    scope = spec.get("scope")
+    if not scope:
+        causes.append(field_required("spec.scope"))
+    elif scope not in ("Cluster", "Namespaced"):
+        causes.append(field_not_supported("spec.scope", scope, ["Cluster", "Namespaced"]))
+    if spec.get("preserveUnknownFields") not in (None, False):
+        causes.append(field_invalid("spec.preserveUnknownFields", spec["preserveUnknownFields"],
+                                    "must be false"))
+    conversion = _mapping(spec.get("conversion"), "spec.conversion", causes, required=False)
+    strategy = conversion.get("strategy", "None")
+    if strategy != "None":
+        # kext serves every version from the same stored object: no conversion webhooks.
+        causes.append(field_not_supported("spec.conversion.strategy", strategy, ["None"]))
+
+    versions = _versions(spec.get("versions"), causes)
+    if causes:
+        return None
+    return ResourceDefinition(
+        group=group, plural=plural, singular=singular, kind=kind, list_kind=list_kind,
+        namespaced=scope == "Namespaced", versions=tuple(versions),
+        short_names=tuple(short_names), categories=tuple(categories), hooks=hooks,
+    )
+
+
+def _names(names: dict[str, Any], causes: list[Cause]
+           ) -> tuple[str, str, str, str, list[str], list[str]]:
+    path = "spec.names"
+    plural = _string(names, "plural", path, causes)
+    kind = _string(names, "kind", path, causes)
+    singular = _string(names, "singular", path, causes)
+    list_kind = _string(names, "listKind", path, causes)
+    if not plural:
+        causes.append(field_required(f"{path}.plural"))
+    for key, value in (("plural", plural), ("singular", singular)):
+        problems = meta.is_dns1035_label(value) if value else []
+        if problems:
+            causes.append(field_invalid(f"{path}.{key}", value, ",".join(problems)))
+    if not kind:
+        causes.append(field_required(f"{path}.kind"))
+    for key, value in (("kind", kind), ("listKind", list_kind)):
+        problems = meta.is_dns1035_label(value.lower()) if value else []
+        if problems:
+            causes.append(field_invalid(
+                f"{path}.{key}", value,
+                "may have mixed case, but should otherwise match: " + ",".join(problems)))
+    if kind and list_kind == kind:
+        causes.append(field_invalid(f"{path}.listKind", list_kind,
+                                    "kind and listKind may not be the same"))
+    short_names = _strings(names, "shortNames", path, causes)
+    categories = _strings(names, "categories", path, causes)
+    for key, values in (("shortNames", short_names), ("categories", categories)):
+        for i, value in enumerate(values):
+            problems = meta.is_dns1035_label(value)
+            if problems:
+                causes.append(field_invalid(f"{path}.{key}[{i}]", value, ",".join(problems)))
+    return (plural, singular or kind.lower(), kind, list_kind or f"{kind}List", short_names,
+            categories)
+
+
+def _hooks(metadata: dict[str, Any], causes: list[Cause]) -> dict[str, tuple[str, ...]]:
+    annotations = metadata.get("annotations")
+    causes.extend(meta.validate_annotations(annotations, "metadata.annotations"))
+    if not isinstance(annotations, dict) or HOOKS_ANNOTATION not in annotations:
+        return {}
+    path = f"metadata.annotations[{HOOKS_ANNOTATION}]"
+    raw = annotations[HOOKS_ANNOTATION]
+    if not isinstance(raw, str):
+        return {}
+    try:
+        parsed = yaml.load(raw, Loader=_YAML_LOADER)
+    except yaml.YAMLError as exc:
+        causes.append(field_invalid(path, raw, f"must be a YAML or JSON mapping: {exc}"))
+        return {}
+    if parsed is None:
+        return {}
+    if not isinstance(parsed, dict):
+        causes.append(field_invalid(
+            path, raw, 'must be a mapping like {"validation": ["package.module:callable"]}'))
+        return {}
+    hooks: dict[str, tuple[str, ...]] = {}
+    for kind, paths in parsed.items():
+        if kind not in HOOK_KINDS:
+            causes.append(field_not_supported(f"{path}.{kind}", kind, HOOK_KINDS))
+            continue
+        if not isinstance(paths, list):
+            causes.append(field_invalid(f"{path}.{kind}", paths,
+                                        'must be a list of "package.module:callable"'))
+            continue
+        for i, target in enumerate(paths):
+            if not isinstance(target, str) or not _IMPORT_PATH.fullmatch(target):
+                causes.append(field_invalid(f"{path}.{kind}[{i}]", target,
+                                            'must be "package.module:callable"'))
+        hooks[kind] = tuple(p for p in paths if isinstance(p, str))
+    return hooks
+
+
+def _versions(value: object, causes: list[Cause]) -> list[Version]:
+    path = "spec.versions"
+    if not isinstance(value, list) or not value:
+        if value is not None and not isinstance(value, list):
+            causes.append(field_invalid(path, value, "must be a list of versions"))
+        else:
+            causes.append(field_required(path, "must have exactly one version marked as "
+                                               "storage version"))
+        return []
+    versions: list[Version] = []
+    seen: set[str] = set()
+    storage = 0
+    for i, item in enumerate(value):
+        at = f"{path}[{i}]"
+        if not isinstance(item, dict):
+            causes.append(field_invalid(at, item, "must be an object"))
+            continue
+        version = _version(item, at, causes)
+        if version is None:
+            continue
+        if version.name in seen:
+            causes.append(field_duplicate(f"{at}.name", version.name))
+        seen.add(version.name)
+        storage += version.storage
+        versions.append(version)
+    if storage != 1 and len(versions) == len(value):
+        causes.append(field_invalid(path, [v.name for v in versions if v.storage],
+                                    "must have exactly one version marked as storage version"))
+    return versions
+
+
+def _version(item: dict[str, Any], at: str, causes: list[Cause]) -> Version | None:
+    before = len(causes)
+    name = _string(item, "name", at, causes)
+    if not name:
+        causes.append(field_required(f"{at}.name"))
+    else:
+        problems = meta.is_dns1035_label(name)
+        if problems:
+            causes.append(field_invalid(f"{at}.name", name, ",".join(problems)))
+    served = _boolean(item, "served", at, causes)
+    storage = _boolean(item, "storage", at, causes)
+    deprecated = _boolean(item, "deprecated", at, causes)
+    warning = _string(item, "deprecationWarning", at, causes)
+    if warning and not deprecated:
+        causes.append(field_invalid(f"{at}.deprecationWarning", warning,
+                                    "can only be set for deprecated versions"))
+    elif len(warning) > 256:
+        causes.append(field_invalid(f"{at}.deprecationWarning", warning,
+                                    "must be <= 256 characters long"))
+
+    schema_holder = _mapping(item.get("schema"), f"{at}.schema", causes, required=False)
+    schema = schema_holder.get("openAPIV3Schema")
+    causes.extend(structural_problems(schema, f"{at}.schema.openAPIV3Schema"))
+
+    subresources = _mapping(item.get("subresources"), f"{at}.subresources", causes,
+                            required=False)
+    status = subresources.get("status")
+    if status is not None and not isinstance(status, dict):
+        causes.append(field_invalid(f"{at}.subresources.status", status, "must be an object"))
+    columns = _printer_columns(item.get("additionalPrinterColumns"),
+                               f"{at}.additionalPrinterColumns", causes)
+    selectable = _selectable_fields(item.get("selectableFields"), schema,
+                                    f"{at}.selectableFields", causes)
+    if len(causes) != before:
+        return None
+    return Version(
+        name=name, served=served, storage=storage,
+        schema=schema if isinstance(schema, dict) else {},
+        status_subresource=status is not None, printer_columns=tuple(columns),
+        selectable_fields=tuple(selectable), deprecated=deprecated,
+        deprecation_warning=warning,
+    )
+
+
+def _printer_columns(value: object, path: str, causes: list[Cause]) -> list[PrinterColumn]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        causes.append(field_invalid(path, value, "must be a list of columns"))
+        return []
+    columns = []
+    for i, col in enumerate(value):
+        at = f"{path}[{i}]"
+        if not isinstance(col, dict):
+            causes.append(field_invalid(at, col, "must be an object"))
+            continue
+        name = _string(col, "name", at, causes)
+        if not name:
+            causes.append(field_required(f"{at}.name"))
+        type_ = _string(col, "type", at, causes)
+        if not type_:
+            causes.append(field_required(f"{at}.type",
+                                         "must be one of " + ",".join(PRINTER_COLUMN_TYPES)))
+        elif type_ not in PRINTER_COLUMN_TYPES:
+            causes.append(field_not_supported(f"{at}.type", type_, PRINTER_COLUMN_TYPES))
+        fmt = _string(col, "format", at, causes)
+        if fmt and fmt not in PRINTER_COLUMN_FORMATS:
+            causes.append(field_not_supported(f"{at}.format", fmt, PRINTER_COLUMN_FORMATS))
+        json_path = _string(col, "jsonPath", at, causes)
+        if not json_path:
+            causes.append(field_required(f"{at}.jsonPath"))
+        elif not json_path.startswith("."):
+            causes.append(field_invalid(f"{at}.jsonPath", json_path,
+                                        "must be a simple json path starting with ."))
+        priority = col.get("priority", 0)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            causes.append(field_invalid(f"{at}.priority", priority, "must be an integer"))
+            priority = 0
+        columns.append(PrinterColumn(
+            name=name, type=type_, json_path=json_path,
+            description=_string(col, "description", at, causes), priority=priority, format=fmt,
+        ))
+    return columns
+
+
+def _selectable_fields(value: object, schema: object, path: str,
+                       causes: list[Cause]) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        causes.append(field_invalid(path, value, "must be a list of selectable fields"))
+        return []
+    paths: list[str] = []
+    for i, item in enumerate(value):
+        at = f"{path}[{i}].jsonPath"
+        json_path = item.get("jsonPath") if isinstance(item, dict) else None
+        if not json_path:
+            causes.append(field_required(at))
+            continue
+        if not isinstance(json_path, str):
+            causes.append(field_invalid(at, json_path, "must be a string"))
+            continue
+        why = _selectable_problem(json_path, schema)
+        if why:
+            causes.append(field_invalid(at, json_path, why))
+            continue
+        if json_path in paths:
+            causes.append(field_duplicate(at, json_path))
+            continue
+        paths.append(json_path)
+    if len(value) > MAX_SELECTABLE_FIELDS:
+        causes.append(field_too_many(path, len(value), MAX_SELECTABLE_FIELDS))
+    return paths
+
+
+def _selectable_problem(json_path: str, schema: object) -> str:
+    """Why a selectable field's jsonPath is unusable: it must name, in dot notation, a
+    string, integer or boolean field of the schema."""
+    if not json_path.startswith(".") or "[" in json_path or json_path == ".":
+        return "is an invalid path: must be a simple json path in dot notation starting with ."
+    node: Any = schema
+    for key in json_path[1:].split("."):
+        props = node.get("properties") if isinstance(node, dict) else None
+        if isinstance(props, dict) and key in props:
+            node = props[key]
+        elif isinstance(node, dict) and isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return "is an invalid path: does not refer to a valid field"
+    if not isinstance(node, dict) or node.get("type") not in ("string", "integer", "boolean"):
+        return ("must point to a field of type string, boolean or integer. Enum string fields "
+                "and strings with formats are allowed.")
+    return ""
