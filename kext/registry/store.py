@@ -169,11 +169,19 @@ class Store:
 
         return matches
 
-    def watch(self, namespace: str, resource_version: int,
-              selection: Selection) -> AsyncGenerator[WatchEvent, None]:
+    def watch(self, namespace: str, resource_version: int, selection: Selection, *,
+              send_initial_events: bool = False,
+              allow_bookmarks: bool = False) -> AsyncGenerator[WatchEvent, None]:
+        """Changes after resource_version (0: current state as ADDED first). The initial-events
+        and bookmark options need the watch cache as storage."""
+        extra: dict[str, bool] = {}
+        if send_initial_events:
+            extra["send_initial_events"] = True
+        if allow_bookmarks:
+            extra["allow_bookmarks"] = True
         return self.storage.watch(
             self.prefix(namespace), resource_version=resource_version,
-            predicate=self.predicate(selection),
+            predicate=self.predicate(selection), **extra,
         )
 
     # -- create
@@ -301,6 +309,8 @@ class Store:
             if not metadata.get("deletionTimestamp"):
                 metadata["deletionTimestamp"] = meta.now()
                 metadata["deletionGracePeriodSeconds"] = 0
+                # as rest.BeforeDelete does: controllers see the deletion as a new generation
+                metadata["generation"] = metadata.get("generation", 0) + 1
             if options.dry_run:
                 raise _DryRun(current)
             return current
@@ -431,5 +441,5 @@ def _keep_system_fields(metadata: dict[str, Any], old: dict[str, Any]) -> None:
             metadata[key] = old[key]
         else:
             metadata.pop(key, None)
-    # An unconditional update (no resourceVersion) applies to what is stored now.
-    metadata["resourceVersion"] = old.get("resourceVersion", "")
+    # resourceVersion stays as the client sent it: CustomResources allow no unconditional
+    # update, so validation rejects an empty one (patches carry the current one).

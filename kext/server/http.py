@@ -159,26 +159,59 @@ async def _stream(request: server.Request, response: StreamResponse) -> None:
     request.setHeader(b"Cache-Control", b"no-cache, private")
     for name, value in response.headers:
         request.responseHeaders.addRawHeader(name.encode(), value.encode("latin-1"))
-    gone = request.notifyFinish()
-    closed = False
-
-    def _closed(_: object) -> None:
-        nonlocal closed
-        closed = True
-
-    gone.addBoth(_closed)
+    flow = _FlowControl()
+    request.registerProducer(flow, True)
+    request.notifyFinish().addBoth(flow.closed)
     chunks = response.chunks
     try:
         async for chunk in chunks:
-            if closed:
+            if flow.is_closed:
                 break
             request.write(chunk)
+            if flow.paused:
+                # The client is not reading: stop pulling events. The watch cache's bounded
+                # queue for this watcher then fills and the cache ends it.
+                await flow.resumed()
+                if flow.is_closed:
+                    break
     finally:
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
-    if not closed:
+    if not flow.is_closed:
+        request.unregisterProducer()
         request.finish()
+
+
+class _FlowControl:
+    """A push producer registered on a streaming response: the transport pauses it when its
+    send buffer is full (HTTP/1.1 socket or HTTP/2 flow-control window)."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.is_closed = False
+        self._resume: asyncio.Future[None] | None = None
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        if self._resume is not None and not self._resume.done():
+            self._resume.set_result(None)
+
+    def stopProducing(self) -> None:
+        self.closed(None)
+
+    def closed(self, _: object) -> None:
+        self.is_closed = True
+        self.resumeProducing()
+
+    async def resumed(self) -> None:
+        if not self.paused:
+            return
+        self._resume = asyncio.get_running_loop().create_future()
+        await self._resume
 
 
 def make_site(handler: Handler, max_body_bytes: int) -> server.Site:

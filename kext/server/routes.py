@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from kext.api import errors
 from kext.registry.store import Store
-from kext.server.handlers import create, delete, get, patch, update
+from kext.server.handlers import create, delete, get, patch, update, watch
 from kext.server.handlers.scope import Scope
 from kext.server.healthz import HealthEndpoint
 from kext.server.request import AnyResponse, APIRequest
@@ -23,6 +23,7 @@ VERBS: dict[str, ResourceHandler] = {
     "patch": patch.patch,
     "delete": delete.delete,
     "deletecollection": delete.delete_collection,
+    "watch": watch.watch,
 }
 
 # Verbs each subresource path accepts.

@@ -1,0 +1,173 @@
+"""watch: a chunked stream of newline-delimited JSON watch events
+(cf. apiserver pkg/endpoints/handlers/watch.go). Events come from the watch cache; each is
+encoded once per representation and the same bytes go to every watcher that wants them."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import orjson
+
+from kext.api import errors
+from kext.api.table import parse_include_object, partial_object_metadata, table_convertor
+from kext.registry.storeerr import interpret
+from kext.server.handlers.scope import Scope, selection
+from kext.server.negotiation import Representation, Target, negotiate
+from kext.server.request import APIRequest, StreamResponse
+from kext.storage import errors as storage_errors
+from kext.storage.interface import WatchEvent
+
+# kube-apiserver picks a random timeout in [min, 2*min) so watches do not all end at once.
+MIN_REQUEST_TIMEOUT = 1800.0
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+
+
+def _bool(request: APIRequest, name: str) -> bool:
+    return request.param(name).lower() in ("true", "1")
+
+
+def _options_invalid(message: str, field: str) -> errors.StatusError:
+    return errors.invalid("meta.k8s.io", "ListOptions", "", [
+        errors.Cause("FieldValueForbidden", message, field)
+    ])
+
+
+async def watch(request: APIRequest, scope: Scope) -> StreamResponse:
+    target = negotiate(request.header("accept"))
+    selected = selection(request, scope)
+    rv_raw = request.param("resourceVersion")
+    match = request.param("resourceVersionMatch")
+    send_initial = request.param("sendInitialEvents")
+    allow_bookmarks = _bool(request, "allowWatchBookmarks")
+    if rv_raw and rv_raw != "0" and not rv_raw.isdigit():
+        raise errors.bad_request(f"resourceVersion: invalid value {rv_raw!r}: must be an integer")
+    if send_initial:
+        if match != "NotOlderThan":
+            raise _options_invalid(
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                "resourceVersionMatch",
+            )
+        if not allow_bookmarks:
+            raise _options_invalid(
+                "sendInitialEvents requires setting allowWatchBookmarks to true",
+                "allowWatchBookmarks",
+            )
+    elif match:
+        raise _options_invalid(
+            "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            "resourceVersionMatch",
+        )
+    timeout_raw = request.param("timeoutSeconds")
+    try:
+        timeout = float(timeout_raw) if timeout_raw else MIN_REQUEST_TIMEOUT * (
+            1 + random.random())
+    except ValueError:
+        raise errors.bad_request(f"timeoutSeconds: invalid value {timeout_raw!r}") from None
+    resource_version = int(rv_raw) if rv_raw else 0
+    events = scope.store.watch(
+        scope.namespace, resource_version, selected,
+        send_initial_events=send_initial.lower() == "true",
+        allow_bookmarks=allow_bookmarks,
+    )
+    # Start the watch before answering so a resourceVersion that is too old or too new is an
+    # HTTP error (410/504) rather than an event, as kube-apiserver does for its cache.
+    first = await _first_event(events, scope)
+    encoder = _Encoder(target, scope, request)
+    return StreamResponse(
+        _frames(first, events, encoder, scope, time.monotonic() + timeout),
+        content_type="application/json",
+    )
+
+
+async def _first_event(events: AsyncGenerator[WatchEvent, None],
+                       scope: Scope) -> asyncio.Task[WatchEvent]:
+    """Begin iterating: errors that happen at once (bad revision) raise here; otherwise the
+    pending first event is handed to the stream."""
+    task = asyncio.ensure_future(anext(events))
+    done, _ = await asyncio.wait({task}, timeout=0.05)
+    if done and task.exception() is not None:
+        exc = task.exception()
+        if isinstance(exc, storage_errors.StorageError):
+            raise interpret(exc, scope.group, scope.resource, "") from None
+        if isinstance(exc, StopAsyncIteration):
+            return task
+        assert exc is not None
+        raise exc
+    return task
+
+
+async def _frames(first: asyncio.Task[WatchEvent], events: AsyncGenerator[WatchEvent, None],
+                  encoder: _Encoder, scope: Scope, deadline: float) -> AsyncGenerator[bytes, None]:
+    """The stream's chunks: one encoded event each, an ERROR event for a storage failure, and
+    an end at the timeout."""
+    pending: asyncio.Future[WatchEvent] = first
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            done, _ = await asyncio.wait({pending}, timeout=remaining)
+            if not done:
+                return
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return  # the cache ended this watcher (slow, or shutting down): client re-watches
+            except storage_errors.StorageError as exc:
+                status = interpret(exc, scope.group, scope.resource, "").status()
+                yield orjson.dumps({"type": "ERROR", "object": status}) + b"\n"
+                return
+            yield encoder.encode(event)
+            pending = asyncio.ensure_future(anext(events))
+    finally:
+        if not pending.done():
+            pending.cancel()
+        await events.aclose()
+
+
+class _Encoder:
+    """Encodes events for one watcher's representation, reusing the event's shared memo."""
+
+    def __init__(self, target: Target, scope: Scope, request: APIRequest) -> None:
+        self.target = target
+        self.scope = scope
+        self.api_version = f"{scope.group}/{scope.version.name}"
+        self.kind = scope.store.kind
+        self.include_object = parse_include_object(request.param("includeObject"))
+        self.memo_key = f"{target.representation.value}:{target.meta_version}:" \
+                        f"{self.api_version}:{self.include_object}"
+        self.headers_sent = False
+
+    def encode(self, event: WatchEvent) -> bytes:
+        if event.type == "BOOKMARK":
+            return self._bookmark(event)
+        if self.target.representation is Representation.TABLE:
+            # Tables carry column headers on the first event only, so they are per watcher.
+            return self._table(event)
+        frame = event.encoded.get(self.memo_key)
+        if frame is None:
+            obj = self.scope.store.to_version(event.object, self.scope.version.name)
+            if self.target.representation is Representation.PARTIAL_OBJECT_METADATA:
+                obj = partial_object_metadata(obj, self.target.meta_version)
+            frame = orjson.dumps({"type": event.type, "object": obj}) + b"\n"
+            event.encoded[self.memo_key] = frame
+        return frame
+
+    def _table(self, event: WatchEvent) -> bytes:
+        obj = self.scope.store.to_version(event.object, self.scope.version.name)
+        table = table_convertor(self.scope.version).table(
+            [obj], include_object=self.include_object, no_headers=self.headers_sent,
+            meta_version=self.target.meta_version,
+        )
+        self.headers_sent = True
+        return orjson.dumps({"type": event.type, "object": table}) + b"\n"
+
+    def _bookmark(self, event: WatchEvent) -> bytes:
+        metadata: dict[str, Any] = dict(event.object.get("metadata") or {})
+        metadata.setdefault("resourceVersion", str(event.revision))
+        obj = {"kind": self.kind, "apiVersion": self.api_version, "metadata": metadata}
+        return orjson.dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
