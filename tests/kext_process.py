@@ -124,7 +124,7 @@ def start_kext(workdir: Path, etcd_endpoint: str, timeout: float = 30.0,
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"kext exited with {process.returncode}:\n{kext.log()}")
-        if os.path.exists(kext.ca_file):
+        if os.path.exists(kext.kubeconfig):  # written last of the certificates
             try:
                 if kext.session().get(f"{kext.url}/readyz", timeout=2).status_code == 200:
                     return kext

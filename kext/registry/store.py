@@ -62,6 +62,11 @@ class Result:
     deleted: bool = False
 
 
+def resource_root(prefix: str, definition: ResourceDefinition) -> str:
+    """The etcd key prefix of a resource: `<prefix>/<group>/<plural>/`."""
+    return f"{prefix.rstrip('/')}/{definition.group}/{definition.plural}/"
+
+
 class Store:
     """CRUD for one declared resource over a storage.Interface."""
 
@@ -72,7 +77,7 @@ class Store:
         self.resource = definition.plural
         self.kind = definition.kind
         self.namespaced = definition.namespaced
-        self._root = f"{prefix.rstrip('/')}/{definition.group}/{definition.plural}/"
+        self._root = resource_root(prefix, definition)
         self._storage_api_version = f"{self.group}/{definition.storage_version.name}"
         self._strategies = {
             v.name: Strategy(definition, v) for v in definition.served_versions
@@ -169,11 +174,11 @@ class Store:
 
         return matches
 
-    def watch(self, namespace: str, resource_version: int, selection: Selection, *,
+    def watch(self, namespace: str, resource_version: int | None, selection: Selection, *,
               send_initial_events: bool = False,
               allow_bookmarks: bool = False) -> AsyncGenerator[WatchEvent, None]:
-        """Changes after resource_version (0: current state as ADDED first). The initial-events
-        and bookmark options need the watch cache as storage."""
+        """Changes after resource_version (0 or None for "": current state as ADDED first).
+        The initial-events and bookmark options need the watch cache as storage."""
         extra: dict[str, bool] = {}
         if send_initial_events:
             extra["send_initial_events"] = True

@@ -21,7 +21,16 @@ class Serving:
     port: Any = None
     embedded: Any = None
     storage: Any = None
+    caches: list[Any] = field(default_factory=list)
     closers: list[Any] = field(default_factory=list)
+
+
+async def serve_metrics(request: Any) -> Any:
+    """/metrics in the Prometheus text format."""
+    from kext import metrics
+    from kext.server.request import Response
+
+    return Response(200, metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
 
 
 class APIServer:
@@ -36,6 +45,7 @@ class APIServer:
         from twisted.internet import reactor as _reactor
         from twisted.internet import task
 
+        from kext import metrics
         from kext.auth.authentication import (
             RequestHeaderAuthenticator,
             UnionAuthenticator,
@@ -43,11 +53,12 @@ class APIServer:
             load_ca_bundle,
         )
         from kext.certs import dialable_url, ensure_self_signed
-        from kext.registry.store import Store
+        from kext.registry.store import Store, resource_root
         from kext.server import filters, http, metadata_paths
         from kext.server.healthz import Check, HealthEndpoint, ping
         from kext.server.routes import Router
         from kext.server.tls import ReloadingContextFactory
+        from kext.storage.cacher import Cacher
         from kext.storage.embedded import EmbeddedEtcd
         from kext.storage.etcd3 import Etcd3Store, connect
 
@@ -97,7 +108,20 @@ class APIServer:
         authenticator = UnionAuthenticator(authenticators, cfg.authentication.anonymous,
                                            request_header)
 
-        stores = [Store(d, storage, cfg.storage.prefix) for d in cfg.resources]
+        caches = []
+        stores = []
+        for definition in cfg.resources:
+            cache = Cacher(storage, resource_root(cfg.storage.prefix, definition))
+            await cache.start()
+            self.serving.caches.append(cache)
+            caches.append(cache)
+            stores.append(Store(definition, cache, cfg.storage.prefix))
+            metrics.storage.add(definition.group, definition.storage_version.name,
+                                definition.kind, definition.plural, cache)
+
+        async def cache_check() -> str | None:
+            waiting = [c.root for c in caches if not c.ready]
+            return f"watch cache not primed: {', '.join(waiting)}" if waiting else None
 
         async def etcd_check() -> str | None:
             try:
@@ -109,10 +133,12 @@ class APIServer:
         health = [
             HealthEndpoint("healthz", [Check("ping", ping), Check("etcd", etcd_check)]),
             HealthEndpoint("livez", [Check("ping", ping), Check("etcd", etcd_check)]),
-            HealthEndpoint("readyz", [Check("ping", ping), Check("etcd", etcd_check)]),
+            HealthEndpoint("readyz", [Check("ping", ping), Check("etcd", etcd_check),
+                                      Check("watch-cache", cache_check)]),
         ]
         router = Router(stores, health)
         metadata_paths.install(router, cfg.resources)
+        router.add_path("/metrics", serve_metrics)
         handler = filters.chain(
             router, authenticator, cfg.authorization.always_allow_paths,
             cfg.serving.max_requests_inflight, cfg.serving.max_mutating_requests_inflight,
@@ -147,6 +173,8 @@ class APIServer:
                 await stopping.asFuture(asyncio.get_running_loop())
         for close in self.serving.closers:
             close()
+        for cache in self.serving.caches:
+            await cache.stop()  # ends every watch stream cleanly
         if self.serving.storage is not None:
             await self.serving.storage.close()
         if self.serving.embedded is not None:

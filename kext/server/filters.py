@@ -6,11 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import AsyncIterator
 
+from kext import metrics
 from kext.api import errors
 from kext.auth.authentication import Credentials, UnionAuthenticator
 from kext.auth.user import ANONYMOUS, UNAUTHENTICATED, UserInfo
-from kext.server.request import AnyResponse, APIRequest, Handler, status_response
+from kext.server.request import (
+    AnyResponse,
+    APIRequest,
+    Handler,
+    StreamResponse,
+    status_response,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +121,72 @@ def with_timeout(handler: Handler, seconds: float) -> Handler:
     return serve
 
 
+def _reported_verb(request: APIRequest) -> str:
+    """kube-apiserver's `verb` label: the method, but LIST, WATCH and APPLY where they apply."""
+    verb = request.info.verb
+    if verb == "list":
+        return "LIST"
+    if verb == "watch":
+        return "WATCH"
+    if request.method == "PATCH" and request.header("content-type").startswith(
+        "application/apply-patch+yaml"
+    ):
+        return "APPLY"
+    return request.method
+
+
+def with_metrics(handler: Handler) -> Handler:
+    """apiserver_request_total / _duration_seconds and the in-flight and long-running gauges,
+    labelled as kube-apiserver labels them."""
+
+    async def serve(request: APIRequest) -> AnyResponse:
+        info = request.info
+        if not info.is_resource_request:
+            return await handler(request)
+        started = time.monotonic()
+        scope = "resource" if info.name else "namespace" if info.namespace else "cluster"
+        labels = (_reported_verb(request), "All" if request.param("dryRun") else "",
+                  info.api_group, info.api_version, info.resource, info.subresource, scope,
+                  "apiserver")
+        long_running = is_long_running(request)
+        kind = "mutating" if request.method in MUTATING_METHODS else "readOnly"
+        if not long_running:
+            metrics.current_inflight.labels(kind).inc()
+        try:
+            response = await handler(request)
+        finally:
+            if not long_running:
+                metrics.current_inflight.labels(kind).dec()
+        metrics.requests_total.labels(*labels, str(response.code)).inc()
+        metrics.request_duration.labels(*labels).observe(time.monotonic() - started)
+        if isinstance(response, StreamResponse):
+            gauge = metrics.longrunning.labels(labels[0], *labels[2:])
+            response.chunks = _counted(response.chunks, gauge)
+        return response
+
+    return serve
+
+
+async def _counted(chunks: AsyncIterator[bytes], gauge: metrics.Gauge) -> AsyncIterator[bytes]:
+    """Hold the long-running gauge up for as long as the stream runs."""
+    gauge.inc()
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        gauge.dec()
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 def chain(handler: Handler, authenticator: UnionAuthenticator, always_allow_paths: list[str],
           max_readonly: int, max_mutating: int, timeout_seconds: float) -> Handler:
     """The full chain around the router, in kube-apiserver's order."""
     inner = with_timeout(handler, timeout_seconds)
     inner = with_max_inflight(inner, max_readonly, max_mutating)
     inner = with_authentication(inner, authenticator, always_allow_paths)
-    return with_status_errors(inner)
+    return with_metrics(with_status_errors(inner))
 
 
 __all__ = ["chain", "status_response"]

@@ -159,6 +159,9 @@ async def _stream(request: server.Request, response: StreamResponse) -> None:
     request.setHeader(b"Cache-Control", b"no-cache, private")
     for name, value in response.headers:
         request.responseHeaders.addRawHeader(name.encode(), value.encode("latin-1"))
+    # Send the status line and headers now: a watcher learns its watch is established before
+    # the first event, as kube-apiserver flushes them.
+    request.write(b"")
     flow = _FlowControl()
     request.registerProducer(flow, True)
     request.notifyFinish().addBoth(flow.closed)
@@ -174,6 +177,9 @@ async def _stream(request: server.Request, response: StreamResponse) -> None:
                 await flow.resumed()
                 if flow.is_closed:
                     break
+    except Exception:
+        # The stream is already under way: end it, so the client re-watches.
+        log.exception("watch stream for %s ended by an error", request.uri)
     finally:
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:

@@ -774,12 +774,12 @@ class Etcd3Store:
         self,
         key_prefix: str,
         *,
-        resource_version: int,
+        resource_version: int | None,
         predicate: Predicate | None = None,
         recursive: bool = True,
         progress_notify: bool = False,
     ) -> AsyncGenerator[WatchEvent, None]:
-        """Every change under key_prefix after resource_version (0 = from now), in order.
+        """Every change under key_prefix after resource_version (0 or None = from now), in order.
 
         Raises ExpiredError (when iterated) if resource_version is compacted. When the stream
         to etcd breaks (etcd restarted, leader lost), it is re-opened with backoff from the
@@ -792,7 +792,7 @@ class Etcd3Store:
             key_prefix += "/"
         key_b = key_prefix.encode()
         range_end = _prefix_end(key_b) if recursive else b""
-        last = resource_version  # the revision everything up to has been delivered
+        last = resource_version or 0  # the revision everything up to has been delivered
         backoff = _Backoff()
         failing = False  # since the last warning, until the watch is re-created
         while True:

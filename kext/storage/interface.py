@@ -115,7 +115,8 @@ class Interface(Protocol):
         ...
 
     def watch(
-        self, key_prefix: str, *, resource_version: int, predicate: Predicate | None = None
+        self, key_prefix: str, *, resource_version: int | None,
+        predicate: Predicate | None = None
     ) -> AsyncGenerator[WatchEvent, None]:
         """Every change under key_prefix after resource_version (0 = from now), in order.
         Raises ExpiredError (when iterated) if resource_version is compacted."""

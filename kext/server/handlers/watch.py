@@ -5,6 +5,7 @@ encoded once per representation and the same bytes go to every watcher that want
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncGenerator
@@ -67,7 +68,7 @@ async def watch(request: APIRequest, scope: Scope) -> StreamResponse:
             1 + random.random())
     except ValueError:
         raise errors.bad_request(f"timeoutSeconds: invalid value {timeout_raw!r}") from None
-    resource_version = int(rv_raw) if rv_raw else 0
+    resource_version = int(rv_raw) if rv_raw else None
     events = scope.store.watch(
         scope.namespace, resource_version, selected,
         send_initial_events=send_initial.lower() == "true",
@@ -75,7 +76,11 @@ async def watch(request: APIRequest, scope: Scope) -> StreamResponse:
     )
     # Start the watch before answering so a resourceVersion that is too old or too new is an
     # HTTP error (410/504) rather than an event, as kube-apiserver does for its cache.
-    first = await _first_event(events, scope)
+    cached_rv = getattr(scope.store.storage, "resource_version", 0)
+    # A resourceVersion the cache has not reached makes it wait for etcd (bounded): give that
+    # wait the time to end in a 504 before the stream starts.
+    patience = 4.0 if resource_version and resource_version > cached_rv else 0.05
+    first = await _first_event(events, scope, patience)
     encoder = _Encoder(target, scope, request)
     return StreamResponse(
         _frames(first, events, encoder, scope, time.monotonic() + timeout),
@@ -83,14 +88,17 @@ async def watch(request: APIRequest, scope: Scope) -> StreamResponse:
     )
 
 
-async def _first_event(events: AsyncGenerator[WatchEvent, None],
-                       scope: Scope) -> asyncio.Task[WatchEvent]:
-    """Begin iterating: errors that happen at once (bad revision) raise here; otherwise the
-    pending first event is handed to the stream."""
+async def _first_event(events: AsyncGenerator[WatchEvent, None], scope: Scope,
+                       patience: float) -> asyncio.Task[WatchEvent]:
+    """Begin iterating: a watch that cannot start (revision ahead of etcd, cache not ready)
+    fails here as an HTTP error; a revision too old becomes the stream's one ERROR event, as
+    kube's cache answers it. Otherwise the pending first event is handed to the stream."""
     task = asyncio.ensure_future(anext(events))
-    done, _ = await asyncio.wait({task}, timeout=0.05)
+    done, _ = await asyncio.wait({task}, timeout=patience)
     if done and task.exception() is not None:
         exc = task.exception()
+        if isinstance(exc, storage_errors.ExpiredError):
+            return task
         if isinstance(exc, storage_errors.StorageError):
             raise interpret(exc, scope.group, scope.resource, "") from None
         if isinstance(exc, StopAsyncIteration):
@@ -126,6 +134,9 @@ async def _frames(first: asyncio.Task[WatchEvent], events: AsyncGenerator[WatchE
     finally:
         if not pending.done():
             pending.cancel()
+            # the generator must be idle before it can be closed
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+                await pending
         await events.aclose()
 
 

@@ -1,0 +1,128 @@
+"""Prometheus collectors with kube-apiserver's metric names, label names and label values,
+so dashboards built for kube-apiserver (and extension servers built on k8s.io/apiserver)
+work on kext unchanged."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Gauge"]
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# kube-apiserver's buckets for apiserver_request_duration_seconds.
+REQUEST_DURATION_BUCKETS = (
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 15, 20,
+    30, 45, 60,
+)
+
+REQUEST_LABELS = ("verb", "dry_run", "group", "version", "resource", "subresource", "scope",
+                  "component", "code")
+
+requests_total = Counter(
+    "apiserver_request_total",
+    "Counter of apiserver requests broken out for each verb, dry run value, group, version, "
+    "resource, scope, component, and HTTP response code.",
+    REQUEST_LABELS, registry=REGISTRY,
+)
+request_duration = Histogram(
+    "apiserver_request_duration_seconds",
+    "Response latency distribution in seconds for each verb, dry run value, group, version, "
+    "resource, subresource, scope and component.",
+    REQUEST_LABELS[:-1], buckets=REQUEST_DURATION_BUCKETS, registry=REGISTRY,
+)
+current_inflight = Gauge(
+    "apiserver_current_inflight_requests",
+    "Maximal number of currently used inflight request limit of this apiserver per request "
+    "kind in last second.",
+    ("request_kind",), registry=REGISTRY,
+)
+longrunning = Gauge(
+    "apiserver_longrunning_requests",
+    "Gauge of all active long-running apiserver requests broken out by verb, group, version, "
+    "resource, scope and component. Not all requests are tracked this way.",
+    ("verb", "group", "version", "resource", "subresource", "scope", "component"),
+    registry=REGISTRY,
+)
+watch_events = Counter(
+    "apiserver_watch_events_total",
+    "Number of events sent in watch clients",
+    ("group", "version", "kind"), registry=REGISTRY,
+)
+watch_events_sizes = Histogram(
+    "apiserver_watch_events_sizes",
+    "Watch event size distribution in bytes",
+    ("group", "version", "kind"),
+    buckets=(1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072),
+    registry=REGISTRY,
+)
+
+
+class CacheSource(Protocol):
+    """What the collector reads from a watch cache when scraped."""
+
+    @property
+    def object_count(self) -> int: ...
+    @property
+    def watcher_count(self) -> int: ...
+    @property
+    def etcd_watch_count(self) -> int: ...
+    @property
+    def terminated_watchers(self) -> int: ...
+
+
+class StorageCollector(Collector):
+    """Gauges and counters read from the watch caches when scraped, so nothing is updated on
+    the request path: apiserver_storage_objects, apiserver_registered_watchers,
+    apiserver_terminated_watchers_total, and kext_etcd_watches (etcd watch streams held:
+    one per watch cache, however many clients watch)."""
+
+    def __init__(self) -> None:
+        self.sources: list[tuple[str, str, str, str, CacheSource]] = []
+
+    def add(self, group: str, version: str, kind: str, resource: str,
+            cache: CacheSource) -> None:
+        self.sources.append((group, version, kind, resource, cache))
+
+    def collect(self) -> Iterator[Metric]:
+        objects = GaugeMetricFamily(
+            "apiserver_storage_objects",
+            "Number of stored objects at the time of last check split by kind.",
+            labels=["resource"],
+        )
+        watchers = GaugeMetricFamily(
+            "apiserver_registered_watchers",
+            "Number of currently registered watchers for a given resources",
+            labels=["group", "version", "kind"],
+        )
+        terminated = CounterMetricFamily(
+            "apiserver_terminated_watchers",
+            "Counter of watchers closed due to unresponsiveness broken by resource type.",
+            labels=["resource"],
+        )
+        watches = GaugeMetricFamily(
+            "kext_etcd_watches",
+            "Number of etcd watch streams kext holds per resource (one per watch cache).",
+            labels=["resource"],
+        )
+        for group, version, kind, resource, cache in self.sources:
+            qualified = f"{resource}.{group}"
+            objects.add_metric([qualified], cache.object_count)
+            watchers.add_metric([group, version, kind], cache.watcher_count)
+            terminated.add_metric([qualified], cache.terminated_watchers)
+            watches.add_metric([qualified], cache.etcd_watch_count)
+        yield from (objects, watchers, terminated, watches)
+
+
+storage = StorageCollector()
+REGISTRY.register(storage)
+
+
+def exposition() -> bytes:
+    """The Prometheus text exposition of every kext metric."""
+    return generate_latest(REGISTRY)
