@@ -13,6 +13,7 @@ from kext.api import errors, meta
 from kext.api.errors import Cause
 from kext.api.resource import ResourceDefinition
 from kext.api.selectors import FieldSelector, LabelSelector, field_set
+from kext.registry.fieldmanager import FieldManager
 from kext.registry.storeerr import MODIFIED, interpret
 from kext.registry.strategy import StatusStrategy, Strategy
 from kext.storage import errors as storage_errors
@@ -30,7 +31,7 @@ VALID_PROPAGATION = ("Orphan", "Background", "Foreground")
 class WriteOptions:
     dry_run: bool = False
     field_validation: str = "Warn"  # Strict | Warn | Ignore
-    field_manager: str = ""
+    field_manager: str = ""  # the manager recorded in managedFields (never empty in use)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Result:
     object: Object
     warnings: list[str] = field(default_factory=list)
     deleted: bool = False
+    created: bool = False
 
 
 def resource_root(prefix: str, definition: ResourceDefinition) -> str:
@@ -85,6 +87,9 @@ class Store:
         self._status_strategies = {
             v.name: StatusStrategy(definition, v)
             for v in definition.served_versions if v.status_subresource
+        }
+        self._field_managers = {
+            v.name: FieldManager.for_version(definition, v) for v in definition.served_versions
         }
 
     # -- keys and versions
@@ -192,7 +197,9 @@ class Store:
     # -- create
 
     async def create(self, namespace: str, version: str, obj: Object,
-                     options: WriteOptions) -> Result:
+                     options: WriteOptions, *, applied: bool = False) -> Result:
+        """Create obj; applied=True when obj is the outcome of a server-side apply (its
+        managedFields are already the apply's)."""
         strategy = self.strategy(version)
         warnings = self._check_type_meta(obj, version)
         metadata = obj.setdefault("metadata", {})
@@ -206,6 +213,8 @@ class Store:
         if not metadata.get("name") and metadata.get("generateName"):
             metadata["name"] = meta.generate_name(metadata["generateName"])
         warnings += self._unknown_fields(strategy.prune_and_default(obj), options)
+        if not applied:
+            self._field_managers[version].update(None, obj, options.field_manager, meta.now())
         for key in ("uid", "deletionTimestamp", "deletionGracePeriodSeconds"):
             metadata.pop(key, None)
         metadata["uid"] = meta.new_uid()
@@ -227,8 +236,12 @@ class Store:
     # -- update (PUT and PATCH share it; the caller supplies how the new object is made)
 
     async def update(self, namespace: str, name: str, version: str, updated: UpdatedObject,
-                     options: WriteOptions, subresource: str = "") -> Result:
+                     options: WriteOptions, subresource: str = "", *,
+                     applied: bool = False) -> Result:
+        """Replace the object with what updated makes of it (PUT, patches); applied=True when
+        updated is a server-side apply (it keeps managedFields itself)."""
         strategy = self.strategy(version, subresource)
+        field_manager = self._field_managers[version]
         warnings: list[str] = []
         finalized = False
 
@@ -253,6 +266,8 @@ class Store:
             if requested_rv and requested_rv != current["metadata"]["resourceVersion"]:
                 raise errors.conflict(self.group, self.resource, name, MODIFIED)
             warnings.extend(self._unknown_fields(strategy.prune_and_default(new), options))
+            if not applied:
+                field_manager.update(old, new, options.field_manager, meta.now(), subresource)
             _keep_system_fields(metadata, old["metadata"])
             strategy.prepare_for_update(new, old)
             await strategy.run_defaulting(new, old)
@@ -278,6 +293,37 @@ class Store:
             deleted = await self._delete_now(key, name, stored, None)
             return Result(self.to_version(deleted, version), warnings, deleted=True)
         return Result(self.to_version(stored, version), warnings)
+
+    # -- server-side apply
+
+    async def apply(self, namespace: str, name: str, version: str, applied: Object,
+                    force: bool, options: WriteOptions, subresource: str = "") -> Result:
+        """Server-side apply of the manager's intent: update when the object exists, create it
+        otherwise (not through /status). Conflicts with other managers are 409 unless force."""
+        field_manager = self._field_managers[version]
+        manager = options.field_manager
+
+        async def apply_to(current: Object | None) -> Object:
+            return field_manager.apply(current, applied, manager, force, meta.now(),
+                                       subresource)
+
+        try:
+            return await self.update(namespace, name, version, apply_to, options, subresource,
+                                     applied=True)
+        except errors.StatusError as exc:
+            if exc.code != 404 or subresource or exc.reason != "NotFound":
+                raise
+        obj = field_manager.apply(None, applied, manager, force, meta.now())
+        metadata = obj.setdefault("metadata", {})
+        if metadata.get("name", name) != name:
+            raise errors.bad_request(
+                f"the name of the object ({metadata.get('name')}) does not match the name on "
+                f"the URL ({name})"
+            )
+        metadata["name"] = name
+        result = await self.create(namespace, version, obj, options, applied=True)
+        result.created = True
+        return result
 
     # -- delete
 

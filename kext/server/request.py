@@ -51,7 +51,15 @@ class APIRequest:
             raise errors.bad_request(f"the request body could not be decoded: {exc}") from None
 
 
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+class _YAMLLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe YAML as Kubernetes reads it: timestamps stay strings (as in JSON)."""
+
+
+_YAMLLoader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in _YAMLLoader.yaml_implicit_resolvers.items()
+}
+_YAML_LOADER = _YAMLLoader
 
 
 @dataclass

@@ -126,3 +126,26 @@ spec: {{}}
     kext.kubectl("create", "-f", "-", input=gadget)
     assert name in kext.kubectl("get", "gadgets").stdout
     kext.kubectl("delete", "gadget", name)
+
+
+def test_server_side_apply_with_conflicts(kext: KextProcess, ns: str) -> None:
+    manifest = WIDGET.format(name="ssa", size=4)
+    first = kext.kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=manifest)
+    assert "serverside-applied" in first.stdout
+    got = json.loads(kext.kubectl("get", "widget", "ssa", "-n", ns, "-o", "json",
+                                  "--show-managed-fields").stdout)
+    entry = got["metadata"]["managedFields"][0]
+    assert (entry["manager"], entry["operation"]) == ("kubectl", "Apply")
+    assert entry["fieldsV1"] == {"f:spec": {"f:color": {}, "f:size": {}}}
+
+    kext.kubectl("patch", "widget", "ssa", "-n", ns, "--type", "merge", "-p",
+                 '{"spec":{"size":9}}')
+    changed = WIDGET.format(name="ssa", size=5)
+    conflict = kext.kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=changed,
+                            check=False)
+    assert conflict.returncode != 0
+    assert 'conflict with "kubectl-patch"' in conflict.stderr and ".spec.size" in conflict.stderr
+    kext.kubectl("apply", "--server-side", "--force-conflicts", "-n", ns, "-f", "-",
+                 input=changed)
+    size = kext.kubectl("get", "widget", "ssa", "-n", ns, "-o", "jsonpath={.spec.size}").stdout
+    assert size == "5"

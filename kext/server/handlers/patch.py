@@ -11,6 +11,7 @@ import jsonpatch
 import orjson
 
 from kext.api import errors
+from kext.registry.fieldmanager import patch_options_causes
 from kext.server.handlers import transform
 from kext.server.handlers.scope import Scope, write_options
 from kext.server.negotiation import negotiate
@@ -40,9 +41,21 @@ async def patch(request: APIRequest, scope: Scope) -> Response:
     content_type = request.header("content-type").split(";")[0].strip()
     if content_type == STRATEGIC_MERGE_PATCH:
         raise errors.unsupported_media_type(content_type)
-    if content_type not in (JSON_PATCH, MERGE_PATCH):
+    if content_type not in (JSON_PATCH, MERGE_PATCH, APPLY_PATCH):
         raise errors.unsupported_media_type(content_type)
-    options = write_options(request)
+    force_raw = request.query.get("force")
+    force = force_raw[-1].lower() == "true" if force_raw else None
+    causes = patch_options_causes(content_type == APPLY_PATCH, request.param("fieldManager"),
+                                  force)
+    if causes:
+        raise errors.invalid("meta.k8s.io", "PatchOptions", "", causes)
+    options = write_options(request, "PatchOptions")
+    if content_type == APPLY_PATCH:
+        applied = request.json_body()
+        result = await scope.store.apply(scope.namespace, scope.name, scope.version.name,
+                                         applied, bool(force), options, scope.subresource)
+        obj = transform.to_object(result.object, target, scope, request)
+        return object_response(201 if result.created else 200, obj, target, result.warnings)
     try:
         document = orjson.loads(request.body) if request.body else None
     except orjson.JSONDecodeError as exc:

@@ -9,6 +9,7 @@ from typing import Any
 from kext.api import errors
 from kext.api.resource import Version
 from kext.api.selectors import parse_field_selector, parse_label_selector
+from kext.registry.fieldmanager import default_manager, validate_field_manager
 from kext.registry.store import DeleteOptions, Selection, Store, WriteOptions
 from kext.server.request import APIRequest
 from kext.storage.interface import ListOptions, Preconditions
@@ -35,7 +36,9 @@ class Scope:
         return self.store.resource
 
 
-def write_options(request: APIRequest) -> WriteOptions:
+def write_options(request: APIRequest, options_kind: str = "CreateOptions") -> WriteOptions:
+    """dryRun, fieldValidation and fieldManager of a write. The manager defaults to the
+    User-Agent's program name, as kube-apiserver records it in managedFields."""
     dry_run = _dry_run(request.query.get("dryRun", []))
     validation = request.param("fieldValidation", "Warn") or "Warn"
     if validation not in FIELD_VALIDATION:
@@ -43,7 +46,12 @@ def write_options(request: APIRequest) -> WriteOptions:
             f"fieldValidation parameter unsupported: {validation!r}; "
             "supported values: Strict, Warn, Ignore"
         )
-    return WriteOptions(dry_run, validation, request.param("fieldManager"))
+    manager = request.param("fieldManager")
+    causes = validate_field_manager(manager) if manager else []
+    if causes:
+        raise errors.invalid("meta.k8s.io", options_kind, "", causes)
+    return WriteOptions(dry_run, validation,
+                        manager or default_manager(request.header("user-agent")))
 
 
 def _dry_run(values: list[str]) -> bool:

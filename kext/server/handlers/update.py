@@ -14,7 +14,7 @@ from kext.server.request import APIRequest, Response, object_response
 
 async def update(request: APIRequest, scope: Scope) -> Response:
     target = negotiate(request.header("accept"))
-    options = write_options(request)
+    options = write_options(request, "UpdateOptions")
     body = request.json_body()
     if not isinstance(body, dict):
         raise errors.bad_request("the request body must be a JSON or YAML object")
