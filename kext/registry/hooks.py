@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +22,10 @@ Hook = Callable[[dict[str, Any], dict[str, Any] | None], Any]
 
 
 def load_hook(path: str) -> Hook:
-    """Import "package.module:callable"; ImportError/AttributeError carry a plain message."""
+    """Import "package.module:callable" (the working directory is searched too, as
+    `python -m` does, so a project's own hooks import without installing them)."""
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     module_name, _, attr = path.partition(":")
     module = importlib.import_module(module_name)
     hook = module

@@ -1,0 +1,1 @@
+"""Example Python hooks for kext resources."""
