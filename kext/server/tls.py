@@ -9,6 +9,8 @@ import os
 
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLContextFactory
+from zope.interface import implementer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ def _pem_blocks(pem: bytes, label: bytes) -> list[bytes]:
     return blocks
 
 
+@implementer(IOpenSSLContextFactory)
 class ReloadingContextFactory:
     """An old-style context factory for twisted's TLS: getContext() is called for each new
     connection, so swapping the options on file change serves the new certificate."""

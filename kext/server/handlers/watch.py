@@ -24,7 +24,6 @@ from kext.storage.interface import WatchEvent
 
 # kube-apiserver picks a random timeout in [min, 2*min) so watches do not all end at once.
 MIN_REQUEST_TIMEOUT = 1800.0
-INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 
 
 def _bool(request: APIRequest, name: str) -> bool:

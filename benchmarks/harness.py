@@ -1,0 +1,628 @@
+"""The suite: bring up etcd and kext (or use given ones), seed, run every scenario at every
+concurrency against both targets, and collect one results dictionary (results.json)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+import orjson
+
+from benchmarks import watch
+from benchmarks.client import Endpoint, client_ssl_context, close_all, open_connections
+from benchmarks.loadgen import CPUMeter, Stats, drive
+from benchmarks.processes import REPO, Etcd, Kext, rss_bytes
+from benchmarks.profile import Profiler
+from benchmarks.scenarios import (
+    POOL,
+    Created,
+    Scenario,
+    crud_scenarios,
+    list_namespace,
+)
+from benchmarks.targets import (
+    GROUP,
+    EtcdTarget,
+    KextTarget,
+    delete_prefix,
+    put_many,
+    stored_widget,
+)
+from kext.storage.etcd3 import EtcdClient
+
+PLURAL = "widgets"
+PROFILED = ("create", "get")  # request scenarios --profile samples (and the largest fan-out)
+
+
+@dataclass(frozen=True)
+class Size:
+    """How much the suite does: the default size, or --quick (a smoke run)."""
+
+    name: str
+    levels: tuple[int, ...]  # concurrency levels of every request scenario
+    duration: float  # seconds of each timed run
+    warmup: float  # seconds of unmeasured load before each timed run
+    pool: int  # objects get and update pick from
+    small_list: int
+    large_list: int
+    watchers: tuple[int, ...]  # fan-out sizes
+    watch_rate: float  # writes per second during fan-out
+    watch_duration: float  # seconds of writes per fan-out run
+    idle_watchers: int  # watchers opened for the memory figure
+    ceiling_duration: float  # seconds per level of the client-alone measurement
+
+
+DEFAULT = Size("default", levels=(1, 8, 32, 128), duration=5.0, warmup=0.5, pool=1000,
+               small_list=100, large_list=10000, watchers=(10, 100, 1000), watch_rate=20.0,
+               watch_duration=5.0, idle_watchers=1000, ceiling_duration=2.0)
+QUICK = Size("quick", levels=(1, 8), duration=0.5, warmup=0.1, pool=200, small_list=100,
+             large_list=10000, watchers=(10, 100), watch_rate=20.0, watch_duration=1.5,
+             idle_watchers=100, ceiling_duration=0.5)
+
+
+@dataclass
+class Given:
+    """Endpoints given on the command line instead of processes the suite starts."""
+
+    etcd: str = ""
+    kext: str = ""
+    kext_certs: str = ""
+    kext_prefix: str = "/registry"
+    kext_pid: int | None = None
+    etcd_pid: int | None = None
+
+
+class Progress:
+    """One line per measurement on stderr, with the time since the start; on a terminal, a
+    live count of operations while a run is going."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.start = time.monotonic()
+        self.live = stream.isatty()
+
+    def elapsed(self) -> str:
+        seconds = int(time.monotonic() - self.start)
+        return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+    def line(self, text: str) -> None:
+        if self.live:
+            self.stream.write("\r\033[K")
+        self.stream.write(f"[{self.elapsed()}] {text}\n")
+        self.stream.flush()
+
+    def ticker(self, label: str) -> Callable[[int], None] | None:
+        """A callback showing a run's operation count live (None when not on a terminal)."""
+        if not self.live:
+            return None
+
+        def tick(ops: int) -> None:
+            self.stream.write(f"\r\033[K[{self.elapsed()}] {label} ... {ops} ops")
+            self.stream.flush()
+        return tick
+
+
+def _fmt(stats: dict[str, Any]) -> str:
+    cpu = " ".join(f"{k} {v:.2f}" for k, v in stats.get("cpu_cores", {}).items())
+    errors = f"  ERRORS {stats['errors']}: {stats.get('first_error', '')[:120]}" \
+        if stats["errors"] else ""
+    return (f"{stats['ops_per_s']:9.1f} ops/s  p50 {stats['p50_ms']:7.2f} ms  "
+            f"p99 {stats['p99_ms']:7.2f} ms  cpu[{cpu}]{errors}")
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, or None when either is missing, zero or NaN."""
+    if a is None or b is None or not b or a != a or b != b:  # None, zero or NaN
+        return None
+    return round(a / b, 3)
+
+
+@dataclass
+class Suite:
+    """One run of the suite; `processes()` brings etcd and kext up, then `run()` measures."""
+
+    size: Size
+    given: Given
+    progress: Progress = field(default_factory=Progress)
+    profile_dir: Path | None = None  # --profile: py-spy kext during PROFILED runs, files here
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    results: dict[str, Any] = field(default_factory=dict)
+
+    # set up by start()
+    etcd_process: Etcd | None = None
+    kext_process: Kext | None = None
+    etcd_endpoint: str = ""
+    kext_prefix: str = ""
+    kext_pid: int | None = None
+    etcd_pid: int | None = None
+    kext_target: KextTarget | None = None
+    etcd_target: EtcdTarget | None = None
+    etcd_client: EtcdClient | None = None
+    watch_note: str = ""
+
+    # -- processes
+
+    @contextlib.contextmanager
+    def processes(self) -> Iterator[None]:
+        """etcd and kext for the run (started here unless given), stopped afterwards."""
+        finished = False
+        try:
+            if self.given.etcd:
+                self.etcd_endpoint = self.given.etcd
+                self.etcd_pid = self.given.etcd_pid
+                self.progress.line(f"using etcd at {self.etcd_endpoint}")
+            else:
+                self.etcd_process = Etcd()
+                self.etcd_process.start()
+                self.etcd_endpoint = self.etcd_process.endpoint
+                self.etcd_pid = self.etcd_process.pid
+                self.progress.line(f"started etcd at {self.etcd_endpoint} "
+                                   f"(pid {self.etcd_pid}, data in /dev/shm)")
+            if self.given.kext:
+                url = urlsplit(self.given.kext)
+                certs = Path(self.given.kext_certs)
+                self.kext_prefix = self.given.kext_prefix.rstrip("/")
+                self.kext_pid = self.given.kext_pid
+                host, port = url.hostname or "127.0.0.1", url.port or 443
+                self.progress.line(f"using kext at {self.given.kext}")
+            else:
+                self.kext_prefix = f"/kext-bench-{self.run_id}"
+                self.kext_process = Kext(self.etcd_endpoint, self.kext_prefix)
+                self.kext_process.start()
+                certs = self.kext_process.cert_dir
+                self.kext_pid = self.kext_process.pid
+                host, port = "127.0.0.1", self.kext_process.port
+                self.progress.line(f"started kext at {self.kext_process.url} "
+                                   f"(pid {self.kext_pid})")
+            context = client_ssl_context(str(certs / "ca.crt"), str(certs / "admin.crt"),
+                                         str(certs / "admin.key"))
+            self.kext_target = KextTarget(Endpoint(host, port, context), f"bench-{self.run_id}-")
+            yield
+            finished = True
+        finally:
+            if self.kext_process is not None:
+                process = self.kext_process.process
+                if process is not None and process.poll() is not None:
+                    self.progress.line(f"kext exited during the run with code "
+                                       f"{process.returncode}")
+                    finished = False
+                self.kext_process.stop()
+                if finished:
+                    self.kext_process.cleanup()
+                else:
+                    self.progress.line(f"kext's log is kept: {self.kext_process.log_path}")
+            if self.etcd_process is not None:
+                self.etcd_process.stop()
+
+    def pids(self) -> dict[str, int | None]:
+        return {"kext": self.kext_pid, "etcd": self.etcd_pid, "client": os.getpid()}
+
+    def meter(self) -> CPUMeter:
+        return CPUMeter(self.pids())
+
+    @property
+    def kext(self) -> KextTarget:
+        assert self.kext_target is not None
+        return self.kext_target
+
+    @property
+    def etcd(self) -> EtcdTarget:
+        assert self.etcd_target is not None
+        return self.etcd_target
+
+    @property
+    def client(self) -> EtcdClient:
+        assert self.etcd_client is not None
+        return self.etcd_client
+
+    @property
+    def kext_watch_prefix(self) -> str:
+        """The etcd key prefix of kext's Widgets (namespace and name follow)."""
+        return f"{self.kext_prefix}/{GROUP}/{PLURAL}/"
+
+    def kext_key(self, namespace: str, name: str = "") -> bytes:
+        """The etcd key kext keeps a Widget of (bench) namespace under."""
+        full = self.kext.namespace_prefix + namespace
+        return f"{self.kext_prefix}/{GROUP}/{PLURAL}/{full}/{name}".encode()
+
+    # -- the run
+
+    async def run(self) -> dict[str, Any]:
+        self.results = {"meta": self.meta(), "client": {}, "memory": {}, "scenarios": [],
+                        "watch": {}}
+        self.etcd_client = EtcdClient([self.etcd_endpoint])
+        await self.etcd_client.connect()
+        self.etcd_target = EtcdTarget(self.etcd_client, f"/kext-bench-raw-{self.run_id}/")
+        try:
+            await self.kext.check()
+            await self.client_ceiling()
+            available = await self.watch_available()
+            await self.memory(available)
+            await self.seed()
+            await self.request_scenarios()
+            await self.fanout(available)
+        finally:
+            await self.cleanup()
+            await self.etcd_client.close()
+        self.results["meta"]["wall_seconds"] = round(time.monotonic() - self.progress.start, 1)
+        return self.results
+
+    def meta(self) -> dict[str, Any]:
+        def version(package: str) -> str:
+            try:
+                return importlib.metadata.version(package)
+            except importlib.metadata.PackageNotFoundError:
+                return "not installed"
+
+        def git(*args: str) -> str:
+            try:
+                return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True,
+                                      text=True, timeout=10).stdout.strip()
+            except OSError:
+                return ""
+
+        cpu_model = ""
+        with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+        memory = ""
+        with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+            memory = f.readline().split(":", 1)[1].strip()
+        return {
+            "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "size": asdict(self.size),
+            "versions": {
+                "python": platform.python_version(),
+                **{p: version(p) for p in ("kext", "Twisted", "aetcd", "grpcio", "protobuf",
+                                           "orjson", "pyOpenSSL", "cryptography",
+                                           "matplotlib")},
+                "kext_git": git("rev-parse", "--short", "HEAD")
+                + (" (with uncommitted changes)" if git("status", "--porcelain") else ""),
+            },
+            "machine": {
+                "cpu": cpu_model,
+                "cpus": os.cpu_count(),
+                "cpus_usable": len(os.sched_getaffinity(0)),
+                "memory": memory,
+                "kernel": platform.release(),
+            },
+            "config": {},
+        }
+
+    def _config(self) -> dict[str, Any]:
+        """What the suite ran against, recorded once processes are up."""
+        etcd_version = ""
+        with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(
+                f"{self.etcd_endpoint}/version", timeout=5) as response:
+            etcd_version = orjson.loads(response.read()).get("etcdserver", "")
+        config: dict[str, Any] = {
+            "etcd": {"endpoint": self.etcd_endpoint, "version": etcd_version,
+                     "started_by_suite": self.etcd_process is not None},
+            "kext": {"url": f"https://{self.kext.endpoint.authority}",
+                     "started_by_suite": self.kext_process is not None,
+                     "key_prefix": self.kext_prefix},
+            "client": "benchmarks.client: HTTP/1.1 keep-alive over TLS, one connection per "
+                      "worker, client certificate auth, one asyncio event loop (this process)",
+            "etcd_client": "aetcd gRPC stubs on one channel shared by the workers",
+        }
+        if self.etcd_process is not None:
+            config["etcd"]["flags"] = ("one member, data dir on tmpfs (/dev/shm), "
+                                       "--heartbeat-interval 10 --election-timeout 100")
+        if self.kext_process is not None:
+            config["kext"]["config"] = self.kext_process.config()
+        return config
+
+    # -- client ceiling
+
+    async def client_ceiling(self) -> None:
+        """The client alone: against a trivial endpoint served by Go (etcd's /version over
+        TLS with a client certificate), and against kext's /healthz (the cheapest request
+        through kext's TLS, authentication and filter chain)."""
+        self.results["meta"]["config"] = self._config()
+        trivial = Etcd(tls=True)
+        trivial.start()
+        try:
+            files = trivial.tls_files
+            url = urlsplit(trivial.endpoint)
+            endpoint = Endpoint("127.0.0.1", url.port or 0,
+                                client_ssl_context(files["ca"], files["client_cert"],
+                                                   files["client_key"]))
+            rows = []
+            for level in self.size.levels:
+                stats = await self._plain_load(endpoint, "/version", level,
+                                               {"server": trivial.pid})
+                rows.append({"concurrency": level, **stats})
+                self.progress.line(f"client alone  c={level:<4d} trivial TLS  {_fmt(stats)}")
+            self.results["client"]["trivial"] = rows
+        finally:
+            trivial.stop()
+        rows = []
+        for level in self.size.levels:
+            stats = await self._plain_load(self.kext.endpoint, "/healthz", level,
+                                           {"kext": self.kext_pid})
+            rows.append({"concurrency": level, **stats})
+            self.progress.line(f"client alone  c={level:<4d} kext /healthz {_fmt(stats)}")
+        self.results["client"]["kext_healthz"] = rows
+        self.results["client"]["note"] = (
+            "trivial: GET /version over TLS with a client certificate from a TLS etcd "
+            "started for this (a Go server, so the client is the limit); kext_healthz: GET "
+            "/healthz on kext (TLS, authentication, filters, no storage).")
+
+    async def _plain_load(self, endpoint: Endpoint, path: str, level: int,
+                          server: dict[str, int | None]) -> dict[str, Any]:
+        connections = await open_connections(endpoint, level)
+        try:
+            async def op(worker: int, seq: int) -> bool:
+                response = await connections[worker].request("GET", path)
+                return response.status == 200
+
+            await drive(op, level, duration=self.size.warmup)
+            meter = CPUMeter({**server, "client": os.getpid()})
+            stats = await drive(op, level, duration=self.size.ceiling_duration, meter=meter)
+        finally:
+            close_all(connections)
+        return stats.summary()
+
+    # -- watch availability and memory
+
+    async def watch_available(self) -> bool:
+        watchers = watch.KextWatchers(self.kext, self.client, self.kext_watch_prefix, "probe",
+                                      1)
+        try:
+            await watchers.open()
+        except watch.WatchNotAvailable as exc:
+            self.watch_note = f"watch not available: {exc}"
+            self.progress.line(self.watch_note)
+            return False
+        watchers.close()
+        return True
+
+    async def _settled_rss(self, pid: int | None, timeout: float = 10.0) -> int | None:
+        """pid's resident size once it stops changing (1 s within 0.5 %), or after timeout."""
+        if not pid:
+            return None
+        samples: list[int] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            samples.append(rss_bytes(pid))
+            recent = samples[-5:]
+            if len(recent) == 5 and max(recent) - min(recent) <= 0.005 * max(recent):
+                break
+            await asyncio.sleep(0.25)
+        return samples[-1]
+
+    async def memory(self, watch_available: bool) -> None:
+        """Resident size per 10,000 stored objects (the large list, written to etcd under
+        kext's keys) and per 1,000 idle watchers, for kext and etcd."""
+        n = self.size.large_list
+        ns = list_namespace(n)
+        full_ns = self.kext.namespace_prefix + ns
+        kext_before = await self._settled_rss(self.kext_pid)
+        etcd_before = await self._settled_rss(self.etcd_pid)
+        await put_many(self.client, [(self.kext_key(ns, f"o{i}"),
+                                      stored_widget(full_ns, f"o{i}", i)) for i in range(n)])
+        await self.kext.sync(ns)  # kext has seen the writes
+        kext_after = await self._settled_rss(self.kext_pid)
+        etcd_after = await self._settled_rss(self.etcd_pid)
+        count, _ = await self.kext.list_count(ns)
+        if count != n:
+            raise RuntimeError(f"kext lists {count} of the {n} objects written")
+        scale = 10000 / n
+        objects: dict[str, Any] = {
+            "objects": n,
+            "kext_rss_before": kext_before, "kext_rss_after": kext_after,
+            "etcd_rss_before": etcd_before, "etcd_rss_after": etcd_after,
+            "kext_bytes_per_10k": _delta(kext_before, kext_after, scale),
+            "etcd_bytes_per_10k": _delta(etcd_before, etcd_after, scale),
+            "note": "objects written to etcd directly (kext sees them through its watch, if "
+                    "it caches), then a consistent list of one item through kext; resident "
+                    "size once settled.",
+        }
+        objects["ratio"] = ratio(objects["kext_bytes_per_10k"], objects["etcd_bytes_per_10k"])
+        self.results["memory"]["objects"] = objects
+        self.progress.line(f"memory        {n} objects: kext +{_mib(objects['kext_bytes_per_10k'])}"
+                           f" etcd +{_mib(objects['etcd_bytes_per_10k'])} per 10k")
+        await put_many(self.client, [(self.etcd.key(ns, f"o{i}"), stored_widget(ns, f"o{i}", i))
+                                     for i in range(n)])
+
+        m = self.size.idle_watchers
+        scale = 1000 / m
+        watchers_result: dict[str, Any] = {"watchers": m}
+        if watch_available:
+            before = await self._settled_rss(self.kext_pid)
+            kext_watchers = watch.KextWatchers(self.kext, self.client, self.kext_watch_prefix,
+                                               "idle", m)
+            await kext_watchers.open()
+            after = await self._settled_rss(self.kext_pid)
+            kext_watchers.close()
+            watchers_result["kext_bytes_per_1k"] = _delta(before, after, scale)
+        else:
+            watchers_result["kext_bytes_per_1k"] = None
+            watchers_result["kext_note"] = self.watch_note
+        before = await self._settled_rss(self.etcd_pid)
+        etcd_watchers = watch.EtcdWatchers(self.client, self.etcd.prefix + "idle/", m)
+        await etcd_watchers.open(await self.etcd.current_revision() + 1)
+        after = await self._settled_rss(self.etcd_pid)
+        await etcd_watchers.close()
+        watchers_result["etcd_bytes_per_1k"] = _delta(before, after, scale)
+        watchers_result["ratio"] = ratio(watchers_result["kext_bytes_per_1k"],
+                                         watchers_result["etcd_bytes_per_1k"])
+        watchers_result["note"] = ("kext: one HTTPS connection per watch stream; etcd: one "
+                                   "gRPC watch stream per watcher on one channel")
+        self.results["memory"]["watchers"] = watchers_result
+        self.progress.line(
+            f"memory        {m} idle watchers: kext "
+            f"{_mib(watchers_result['kext_bytes_per_1k'])} etcd "
+            f"{_mib(watchers_result['etcd_bytes_per_1k'])} per 1k")
+
+    # -- request scenarios
+
+    async def seed(self) -> None:
+        """The pool get/update work on and the small list, under both targets."""
+        for ns, count, letter in ((POOL, self.size.pool, "p"),
+                                  (list_namespace(self.size.small_list), self.size.small_list,
+                                   "o")):
+            full = self.kext.namespace_prefix + ns
+            names = [f"{letter}{i}" for i in range(count)]
+            await put_many(self.client, [(self.kext_key(ns, name), stored_widget(full, name, i))
+                                         for i, name in enumerate(names)])
+            await put_many(self.client, [(self.etcd.key(ns, name), stored_widget(ns, name, i))
+                                         for i, name in enumerate(names)])
+            listed, _ = await self.kext.list_count(ns)
+            if listed != count:
+                raise RuntimeError(f"kext lists {listed} of the {count} objects seeded in {ns}")
+        self.progress.line(f"seeded        {self.size.pool} objects for get/update, "
+                           f"{self.size.small_list} and {self.size.large_list} for lists")
+
+    async def request_scenarios(self) -> None:
+        created = Created()
+        for scenario in crud_scenarios(self.size.pool, created, self.size.small_list,
+                                       self.size.large_list):
+            rows = []
+            for level in self.size.levels:
+                kext_stats = await self._run_kext(scenario, level)
+                self.progress.line(f"{scenario.name:<18} c={level:<4d} kext {_fmt(kext_stats)}")
+                etcd_stats = await self._run_etcd(scenario, level)
+                r = ratio(kext_stats["ops_per_s"], etcd_stats["ops_per_s"])
+                self.progress.line(f"{scenario.name:<18} c={level:<4d} etcd {_fmt(etcd_stats)}"
+                                   f"  kext/etcd {r}")
+                rows.append({
+                    "concurrency": level, "kext": kext_stats, "etcd": etcd_stats,
+                    "ratio": {
+                        "ops_per_s": r,
+                        "p50": ratio(kext_stats["p50_ms"], etcd_stats["p50_ms"]),
+                        "p99": ratio(kext_stats["p99_ms"], etcd_stats["p99_ms"]),
+                    },
+                })
+            self.results["scenarios"].append({"name": scenario.name, "title": scenario.title,
+                                              "levels": rows})
+
+    def _large(self, scenario: Scenario) -> bool:
+        return scenario.name.startswith(f"list-{self.size.large_list}-")
+
+    async def _run_kext(self, scenario: Scenario, level: int) -> dict[str, Any]:
+        connections = await self.kext.connect(level)
+        try:
+            if scenario.warmup and not self._large(scenario):
+                warm = scenario.kext_op(self.kext, connections, level)
+                await drive(warm.op, level, duration=self.size.warmup)
+            work = scenario.kext_op(self.kext, connections, level)
+            profiled = scenario.name in PROFILED and level == self.profiled_level
+            with self.profiler(f"{scenario.name}-c{level}", profiled):
+                stats = await self._drive(work.op, work.total, level,
+                                          f"{scenario.name} c={level} kext")
+        finally:
+            close_all(connections)
+        return stats.summary()
+
+    @property
+    def profiled_level(self) -> int:
+        """The concurrency of the profiled runs: the highest level up to 32."""
+        return max([level for level in self.size.levels if level <= 32] or self.size.levels)
+
+    @contextlib.contextmanager
+    def profiler(self, name: str, wanted: bool = True) -> Iterator[None]:
+        """py-spy on kext for the duration of the block (with --profile, for a wanted run)."""
+        if not wanted or self.profile_dir is None or not self.kext_pid:
+            yield
+            return
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        path = self.profile_dir / f"profile-{name}.txt"
+        with Profiler(self.kext_pid, path) as profiler:
+            yield
+        summary = profiler.summary()
+        summary["file"] = path.name
+        self.results.setdefault("profiles", {})[name] = summary
+        top = ", ".join(f"{area} {pct}%" for area, pct in summary.get("area_self_percent",
+                                                                        [])[:5])
+        self.progress.line(f"profiled      {name}: {summary.get('samples', 0)} samples; "
+                           f"{top or summary.get('error', '')}")
+
+    async def _run_etcd(self, scenario: Scenario, level: int) -> dict[str, Any]:
+        if scenario.warmup and not self._large(scenario):
+            warm = scenario.etcd_op(self.etcd, level)
+            await drive(warm.op, level, duration=self.size.warmup)
+        work = scenario.etcd_op(self.etcd, level)
+        stats = await self._drive(work.op, work.total, level, f"{scenario.name} c={level} etcd")
+        return stats.summary()
+
+    async def _drive(self, op: Any, total: int | None, level: int, label: str) -> Stats:
+        return await drive(op, level, duration=None if total is not None else self.size.duration,
+                           total=total, meter=self.meter(), progress=self.progress.ticker(label))
+
+    # -- watch fan-out
+
+    async def fanout(self, available: bool) -> None:
+        rate, duration = self.size.watch_rate, self.size.watch_duration
+        section: dict[str, Any] = {
+            "available": available, "note": self.watch_note, "write_rate": rate,
+            "write_seconds": duration, "levels": [],
+            "method": "a writer creates objects directly in etcd at a steady rate; delivery "
+                      "latency = watcher reads the event - writer about to write it",
+        }
+        self.results["watch"] = section
+        for n in self.size.watchers:
+            row: dict[str, Any] = {"watchers": n, "kext": None}
+            if available:
+                kext_result = await watch.kext_fanout(
+                    self.kext, self.client, self.kext_watch_prefix,
+                    f"fanout-{n}", n, rate, duration, self.meter(),
+                    self.profiler(f"watch-fanout-{n}", n == max(self.size.watchers)))
+                row["kext"] = kext_result.summary()
+                self.progress.line(f"watch fan-out N={n:<5d} kext {_fmt_watch(row['kext'])}")
+            etcd_result = await watch.etcd_fanout(self.client, self.etcd.prefix, f"fanout-{n}",
+                                                  n, rate, duration, self.meter())
+            row["etcd"] = etcd_result.summary()
+            self.progress.line(f"watch fan-out N={n:<5d} etcd {_fmt_watch(row['etcd'])}")
+            if row["kext"] is not None:
+                row["ratio"] = {
+                    "events_per_s": ratio(row["kext"]["events_per_s"],
+                                          row["etcd"]["events_per_s"]),
+                    "p50": ratio(row["kext"]["p50_ms"], row["etcd"]["p50_ms"]),
+                    "p99": ratio(row["kext"]["p99_ms"], row["etcd"]["p99_ms"]),
+                }
+            section["levels"].append(row)
+
+    # -- cleanup
+
+    async def cleanup(self) -> None:
+        """Remove what the run wrote (matters when the endpoints were given)."""
+        if self.etcd_client is None or self.kext_target is None:
+            return
+        with contextlib.suppress(Exception):
+            await delete_prefix(self.etcd_client, self.etcd.prefix)
+            await delete_prefix(self.etcd_client,
+                                f"{self.kext_prefix}/{GROUP}/{PLURAL}/{self.kext.namespace_prefix}")
+
+
+def _delta(before: int | None, after: int | None, scale: float) -> int | None:
+    if before is None or after is None:
+        return None
+    return int((after - before) * scale)
+
+
+def _mib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 1024 / 1024:.1f} MiB"
+
+
+def _fmt_watch(s: dict[str, Any]) -> str:
+    cpu = " ".join(f"{k} {v:.2f}" for k, v in s.get("cpu_cores", {}).items())
+    return (f"{s['events_per_s']:9.1f} events/s  delivered {s['delivered_events']}/"
+            f"{s['expected_events']}  p50 {s['p50_ms']:7.2f} ms  p99 {s['p99_ms']:7.2f} ms  "
+            f"cpu[{cpu}]")
