@@ -357,8 +357,9 @@ def validate_managed_fields(entries: object, path: str = "metadata.managedFields
 # -- ObjectMeta as a whole
 
 
-def _string_field(metadata: Mapping[str, Any], key: str, path: str,
-                  causes: list[Cause]) -> str:
+def string_field(metadata: Mapping[str, Any], key: str, path: str,
+                 causes: list[Cause]) -> str:
+    """metadata[key] when it is a string ("" when absent); a cause at path.key otherwise."""
     value = metadata.get(key)
     if value is None:
         return ""
@@ -375,16 +376,16 @@ def validate_object_meta(metadata: object, namespaced: bool, *, path: str = "met
     if not isinstance(metadata, Mapping):
         return [field_required(f"{path}.name", "name or generateName is required")]
     causes: list[Cause] = []
-    generate = _string_field(metadata, "generateName", path, causes)
+    generate = string_field(metadata, "generateName", path, causes)
     if generate:
         causes.extend(field_invalid(f"{path}.generateName", generate, m)
                       for m in name_rule(generate, True))
-    name = _string_field(metadata, "name", path, causes)
+    name = string_field(metadata, "name", path, causes)
     if not name:
         causes.append(field_required(f"{path}.name", "name or generateName is required"))
     else:
         causes.extend(field_invalid(f"{path}.name", name, m) for m in name_rule(name, False))
-    namespace = _string_field(metadata, "namespace", path, causes)
+    namespace = string_field(metadata, "namespace", path, causes)
     if namespaced:
         if not namespace:
             causes.append(field_required(f"{path}.namespace"))

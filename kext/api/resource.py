@@ -130,16 +130,6 @@ def _mapping(value: object, path: str, causes: list[Cause],
     return {}
 
 
-def _string(obj: dict[str, Any], key: str, path: str, causes: list[Cause]) -> str:
-    value = obj.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        causes.append(field_invalid(f"{path}.{key}", value, "must be a string"))
-        return ""
-    return value
-
-
 def _boolean(obj: dict[str, Any], key: str, path: str, causes: list[Cause]) -> bool:
     value = obj.get(key, False)
     if not isinstance(value, bool):
@@ -171,7 +161,7 @@ def _parse(manifest: object, causes: list[Cause]) -> ResourceDefinition | None:
     metadata = _mapping(manifest.get("metadata"), "metadata", causes)
     spec = _mapping(manifest.get("spec"), "spec", causes)
 
-    group = _string(spec, "group", "spec", causes)
+    group = meta.string_field(spec, "group", "spec", causes)
     if not group:
         causes.append(field_required("spec.group"))
     else:
@@ -184,7 +174,7 @@ def _parse(manifest: object, causes: list[Cause]) -> ResourceDefinition | None:
 
     names = _mapping(spec.get("names"), "spec.names", causes)
     plural, singular, kind, list_kind, short_names, categories = _names(names, causes)
-    name = _string(metadata, "name", "metadata", causes)
+    name = meta.string_field(metadata, "name", "metadata", causes)
     if not name:
         causes.append(field_required("metadata.name"))
     elif plural and group and name != f"{plural}.{group}":
@@ -219,10 +209,10 @@ def _parse(manifest: object, causes: list[Cause]) -> ResourceDefinition | None:
 def _names(names: dict[str, Any], causes: list[Cause]
            ) -> tuple[str, str, str, str, list[str], list[str]]:
     path = "spec.names"
-    plural = _string(names, "plural", path, causes)
-    kind = _string(names, "kind", path, causes)
-    singular = _string(names, "singular", path, causes)
-    list_kind = _string(names, "listKind", path, causes)
+    plural = meta.string_field(names, "plural", path, causes)
+    kind = meta.string_field(names, "kind", path, causes)
+    singular = meta.string_field(names, "singular", path, causes)
+    list_kind = meta.string_field(names, "listKind", path, causes)
     if not plural:
         causes.append(field_required(f"{path}.plural"))
     for key, value in (("plural", plural), ("singular", singular)):
@@ -321,7 +311,7 @@ def _versions(value: object, causes: list[Cause]) -> list[Version]:
 
 def _version(item: dict[str, Any], at: str, causes: list[Cause]) -> Version | None:
     before = len(causes)
-    name = _string(item, "name", at, causes)
+    name = meta.string_field(item, "name", at, causes)
     if not name:
         causes.append(field_required(f"{at}.name"))
     else:
@@ -331,7 +321,7 @@ def _version(item: dict[str, Any], at: str, causes: list[Cause]) -> Version | No
     served = _boolean(item, "served", at, causes)
     storage = _boolean(item, "storage", at, causes)
     deprecated = _boolean(item, "deprecated", at, causes)
-    warning = _string(item, "deprecationWarning", at, causes)
+    warning = meta.string_field(item, "deprecationWarning", at, causes)
     if warning and not deprecated:
         causes.append(field_invalid(f"{at}.deprecationWarning", warning,
                                     "can only be set for deprecated versions"))
@@ -375,19 +365,19 @@ def _printer_columns(value: object, path: str, causes: list[Cause]) -> list[Prin
         if not isinstance(col, dict):
             causes.append(field_invalid(at, col, "must be an object"))
             continue
-        name = _string(col, "name", at, causes)
+        name = meta.string_field(col, "name", at, causes)
         if not name:
             causes.append(field_required(f"{at}.name"))
-        type_ = _string(col, "type", at, causes)
+        type_ = meta.string_field(col, "type", at, causes)
         if not type_:
             causes.append(field_required(f"{at}.type",
                                          "must be one of " + ",".join(PRINTER_COLUMN_TYPES)))
         elif type_ not in PRINTER_COLUMN_TYPES:
             causes.append(field_not_supported(f"{at}.type", type_, PRINTER_COLUMN_TYPES))
-        fmt = _string(col, "format", at, causes)
+        fmt = meta.string_field(col, "format", at, causes)
         if fmt and fmt not in PRINTER_COLUMN_FORMATS:
             causes.append(field_not_supported(f"{at}.format", fmt, PRINTER_COLUMN_FORMATS))
-        json_path = _string(col, "jsonPath", at, causes)
+        json_path = meta.string_field(col, "jsonPath", at, causes)
         if not json_path:
             causes.append(field_required(f"{at}.jsonPath"))
         elif not json_path.startswith("."):
@@ -399,7 +389,8 @@ def _printer_columns(value: object, path: str, causes: list[Cause]) -> list[Prin
             priority = 0
         columns.append(PrinterColumn(
             name=name, type=type_, json_path=json_path,
-            description=_string(col, "description", at, causes), priority=priority, format=fmt,
+            description=meta.string_field(col, "description", at, causes),
+            priority=priority, format=fmt,
         ))
     return columns
 
