@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from kext.config import ConfigError, ServerConfig, load_config
+from kext.config import ConfigError, ServerConfig, load_config, unimplemented
 
 DEFAULT_CONFIG = "config/server.yaml"
 EXIT_BAD_CONFIG = 2
@@ -96,11 +96,15 @@ def _parser() -> argparse.ArgumentParser:
 def _load(path: str) -> ServerConfig | None:
     """The configuration at path, or None after printing its problems to stderr."""
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
         return None
+    problems = unimplemented(config)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return None if problems else config
 
 
 def _certs(cert_dir: str, hosts: Sequence[str], server_url: str) -> int:

@@ -742,3 +742,26 @@ def _resources(value: object, problems: list[str]) -> list[ResourceDefinition]:
             by_kind[kind_key] = where
             definitions.append(definition)
     return definitions
+
+
+def unimplemented(config: ServerConfig) -> list[str]:
+    """Settings this version of kext accepts in the schema but does not carry out yet, one
+    line each: serving with them would silently ignore them (for authorization: fail open),
+    so kext refuses to start instead."""
+    problems = []
+    if config.authorization.mode == "Delegated":
+        problems.append("authorization.mode: Delegated (SubjectAccessReview) is not implemented "
+                        "in this version of kext; use AlwaysAllow")
+    if config.authentication.token_review.enabled:
+        problems.append("authentication.tokenReview.enabled: TokenReview authentication is not "
+                        "implemented in this version of kext")
+    if config.authentication.from_cluster:
+        problems.append("authentication.fromCluster: reading extension-apiserver-authentication "
+                        "is not implemented in this version of kext; set the CA files instead")
+    if config.admission.hooks:
+        problems.append("admission.hooks: the admission chain is not implemented in this "
+                        "version of kext; use per-resource hooks (the kext.io/hooks annotation)")
+    if config.admission.webhooks:
+        problems.append("admission.webhooks: admission webhooks are not implemented in this "
+                        "version of kext")
+    return problems

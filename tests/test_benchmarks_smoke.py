@@ -3,6 +3,7 @@ assertions; the figures themselves belong to benchmarks/README.md)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -13,10 +14,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("etcd") is None,
-    reason="the benchmark starts a real etcd: install one (apt-get install etcd-server)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("etcd") is None,
+        reason="the benchmark starts a real etcd: install one (apt-get install etcd-server)",
+    ),
+    pytest.mark.skipif(
+        importlib.util.find_spec("matplotlib") is None,
+        reason="the benchmark draws its plots with matplotlib: pip install -e '.[bench]'",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

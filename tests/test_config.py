@@ -511,3 +511,19 @@ def test_usage_lists_the_commands() -> None:
     result = _kext("--help")
     assert result.returncode == 0
     assert "check" in result.stdout and "certs" in result.stdout
+
+
+def test_settings_not_carried_out_yet_refuse_to_start(tmp_path: Path) -> None:
+    """Delegated authorization would otherwise fail open: kext says so and exits 2."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    path = _write(tmp_path, f"kubernetes: {{kubeconfig: {kubeconfig}}}\n"
+                            "authorization: {mode: Delegated}\n")
+    result = _kext("check", "--config", path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "authorization.mode: Delegated (SubjectAccessReview) is not implemented in this "
+        "version of kext; use AlwaysAllow"
+    ]
+    served = _kext("--config", path)
+    assert served.returncode == 2 and "authorization.mode: Delegated" in served.stderr

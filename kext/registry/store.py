@@ -189,10 +189,28 @@ class Store:
             extra["send_initial_events"] = True
         if allow_bookmarks:
             extra["allow_bookmarks"] = True
-        return self.storage.watch(
+        events = self.storage.watch(
             self.prefix(namespace), resource_version=resource_version,
             predicate=self.predicate(selection), **extra,
         )
+        return self._status_errors(events)
+
+    async def _status_errors(
+        self, events: AsyncGenerator[WatchEvent, None]
+    ) -> AsyncGenerator[WatchEvent, None]:
+        """The storage's events, its errors turned into Status errors (410 Expired, 504...)."""
+        try:
+            async for event in events:
+                yield event
+        except storage_errors.StorageError as exc:
+            raise self._error(exc, "") from None
+        finally:
+            await events.aclose()
+
+    @property
+    def cache_revision(self) -> int:
+        """The revision the watch cache has reached (0 without a cache)."""
+        return int(getattr(self.storage, "resource_version", 0))
 
     # -- create
 
@@ -307,13 +325,26 @@ class Store:
             return field_manager.apply(current, applied, manager, force, meta.now(),
                                        subresource)
 
-        try:
-            return await self.update(namespace, name, version, apply_to, options, subresource,
-                                     applied=True)
-        except errors.StatusError as exc:
-            if exc.code != 404 or subresource or exc.reason != "NotFound":
-                raise
-        obj = field_manager.apply(None, applied, manager, force, meta.now())
+        for _ in range(2):
+            try:
+                return await self.update(namespace, name, version, apply_to, options,
+                                         subresource, applied=True)
+            except errors.StatusError as exc:
+                if exc.code != 404 or subresource or exc.reason != "NotFound":
+                    raise
+            try:
+                return await self._create_applied(namespace, name, version, applied, force,
+                                                  options)
+            except errors.StatusError as exc:
+                if exc.reason != "AlreadyExists":
+                    raise
+                # created concurrently since we looked: apply to that object instead
+        raise errors.conflict(self.group, self.resource, name, MODIFIED)
+
+    async def _create_applied(self, namespace: str, name: str, version: str, applied: Object,
+                              force: bool, options: WriteOptions) -> Result:
+        field_manager = self._field_managers[version]
+        obj = field_manager.apply(None, applied, options.field_manager, force, meta.now())
         metadata = obj.setdefault("metadata", {})
         if metadata.get("name", name) != name:
             raise errors.bad_request(
@@ -481,12 +512,12 @@ class _DryRun(Exception):
 
 def _keep_system_fields(metadata: dict[str, Any], old: dict[str, Any]) -> None:
     """Fields a client cannot change on update are taken from the stored object (as
-    rest.BeforeUpdate does); uid and creationTimestamp are restored only when left empty, so
-    a changed value is reported as an immutable-field error by validation."""
+    rest.BeforeUpdate does); uid is restored only when left empty, so a changed one is
+    reported as an immutable-field error by validation."""
     if not metadata.get("uid"):
         metadata["uid"] = old.get("uid")
-    if not metadata.get("creationTimestamp"):
-        metadata["creationTimestamp"] = old.get("creationTimestamp")
+    # as rest.BeforeUpdate: changes to the timestamp are ignored, never an error
+    metadata["creationTimestamp"] = old.get("creationTimestamp")
     for key in ("deletionTimestamp", "deletionGracePeriodSeconds"):
         if key in old:
             metadata[key] = old[key]

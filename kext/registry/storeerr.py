@@ -27,7 +27,9 @@ def interpret(exc: storage_errors.StorageError, group: str, resource: str,
     if isinstance(exc, storage_errors.InvalidObjectError):
         return errors.bad_request(str(exc))
     if isinstance(exc, storage_errors.UnavailableError):
-        return errors.service_unavailable(f"storage is unavailable: {exc}")
+        err = errors.service_unavailable(f"storage is unavailable: {exc}")
+        err.retry_after_seconds = 2
+        return err
     return errors.internal_error(str(exc))
 
 

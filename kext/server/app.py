@@ -13,6 +13,9 @@ from kext.config import ServerConfig
 
 log = logging.getLogger("kext")
 
+# How long SIGTERM waits for in-flight (non-watch) requests before closing storage.
+SHUTDOWN_DRAIN_SECONDS = 10.0
+
 
 @dataclass
 class Serving:
@@ -40,6 +43,8 @@ class APIServer:
         self.config = config
         self.serving = Serving()
         self.url = ""
+        self.shutting_down = False
+        self.inflight: Any = None
 
     async def start(self) -> None:
         from twisted.internet import reactor as _reactor
@@ -134,14 +139,16 @@ class APIServer:
             HealthEndpoint("healthz", [Check("ping", ping), Check("etcd", etcd_check)]),
             HealthEndpoint("livez", [Check("ping", ping), Check("etcd", etcd_check)]),
             HealthEndpoint("readyz", [Check("ping", ping), Check("etcd", etcd_check),
-                                      Check("watch-cache", cache_check)]),
+                                      Check("watch-cache", cache_check),
+                                      Check("shutdown", self.shutdown_check)]),
         ]
         router = Router(stores, health)
         metadata_paths.install(router, cfg.resources)
         router.add_path("/metrics", serve_metrics)
+        self.inflight = filters.InFlight(cfg.serving.max_requests_inflight,
+                                         cfg.serving.max_mutating_requests_inflight)
         handler = filters.chain(
-            router, authenticator, cfg.authorization.always_allow_paths,
-            cfg.serving.max_requests_inflight, cfg.serving.max_mutating_requests_inflight,
+            router, authenticator, cfg.authorization.always_allow_paths, self.inflight,
             cfg.serving.request_timeout_seconds,
         )
         site = http.make_site(handler, cfg.serving.max_request_body_bytes)
@@ -163,14 +170,22 @@ class APIServer:
             print(f"  try: kubectl --kubeconfig {self.kubeconfig} get {first}", flush=True)
         print(f"  health: curl -k {self.url}/readyz?verbose", flush=True)
 
+    async def shutdown_check(self) -> str | None:
+        return "the server is shutting down" if self.shutting_down else None
+
     async def stop(self) -> None:
-        """Stop listening, close storage, stop the embedded etcd."""
+        """Stop listening, let in-flight requests finish (bounded), end watches cleanly, close
+        storage, stop the embedded etcd."""
+        self.shutting_down = True
         if self.serving.port is not None:
             from twisted.internet.defer import Deferred
 
             stopping = self.serving.port.stopListening()
             if isinstance(stopping, Deferred):
                 await stopping.asFuture(asyncio.get_running_loop())
+        if self.inflight is not None and not await self.inflight.drained(SHUTDOWN_DRAIN_SECONDS):
+            log.warning("shutting down with requests still in flight after %ss",
+                        SHUTDOWN_DRAIN_SECONDS)
         for close in self.serving.closers:
             close()
         for cache in self.serving.caches:

@@ -83,24 +83,50 @@ def path_allowed(path: str, allowed: list[str]) -> bool:
     return False
 
 
-def with_max_inflight(handler: Handler, max_readonly: int, max_mutating: int) -> Handler:
+class InFlight:
+    """Requests being served now (watches excluded), by kind; shutdown waits for zero."""
+
+    def __init__(self, max_readonly: int, max_mutating: int) -> None:
+        self.limits = {"readonly": max_readonly, "mutating": max_mutating}
+        self.counts = {"readonly": 0, "mutating": 0}
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self, kind: str) -> None:
+        self.counts[kind] += 1
+        self._idle.clear()
+
+    def leave(self, kind: str) -> None:
+        self.counts[kind] -= 1
+        if not any(self.counts.values()):
+            self._idle.set()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait (bounded) until no request is in flight; False if some still were."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+def with_max_inflight(handler: Handler, inflight: InFlight) -> Handler:
     """Reject with 429 and Retry-After past the in-flight limits; watches are not counted."""
-    inflight = {"readonly": 0, "mutating": 0}
-    limits = {"readonly": max_readonly, "mutating": max_mutating}
 
     async def serve(request: APIRequest) -> AnyResponse:
         if is_long_running(request):
             return await handler(request)
         kind = "mutating" if request.method in MUTATING_METHODS else "readonly"
-        if limits[kind] > 0 and inflight[kind] >= limits[kind]:
+        limit = inflight.limits[kind]
+        if limit > 0 and inflight.counts[kind] >= limit:
             raise errors.too_many_requests(
                 "Too many requests, please try again later.", retry_after_seconds=1
             )
-        inflight[kind] += 1
+        inflight.enter(kind)
         try:
             return await handler(request)
         finally:
-            inflight[kind] -= 1
+            inflight.leave(kind)
 
     return serve
 
@@ -181,10 +207,10 @@ async def _counted(chunks: AsyncIterator[bytes], gauge: metrics.Gauge) -> AsyncI
 
 
 def chain(handler: Handler, authenticator: UnionAuthenticator, always_allow_paths: list[str],
-          max_readonly: int, max_mutating: int, timeout_seconds: float) -> Handler:
+          inflight: InFlight, timeout_seconds: float) -> Handler:
     """The full chain around the router, in kube-apiserver's order."""
     inner = with_timeout(handler, timeout_seconds)
-    inner = with_max_inflight(inner, max_readonly, max_mutating)
+    inner = with_max_inflight(inner, inflight)
     inner = with_authentication(inner, authenticator, always_allow_paths)
     return with_metrics(with_status_errors(inner))
 

@@ -81,9 +81,14 @@ class APIResource(Resource):
         # Deferred-driven coroutines.
         task = asyncio.ensure_future(self._serve(request))
         defer.Deferred.fromFuture(task).addErrback(self._crash, request)
+        # A client that goes away cancels its request (a watch stops at once, as kube's
+        # handlers stop when the request context ends).
+        request.notifyFinish().addErrback(lambda _: task.cancel())
         return server.NOT_DONE_YET
 
     def _crash(self, failure: Failure, request: server.Request) -> None:
+        if failure.check(defer.CancelledError, asyncio.CancelledError):
+            return  # the client went away
         log.error("unhandled error serving %s: %s", request.uri, failure.getTraceback())
         if not request.finished and not request.startedWriting:
             _write(request, status_response(errors.internal_error("unexpected server error")))
@@ -146,7 +151,7 @@ def _write(request: server.Request, response: Response) -> None:
     request.setResponseCode(response.code)
     request.setHeader(b"Content-Type", response.content_type.encode())
     for name, value in response.headers:
-        request.responseHeaders.addRawHeader(name.encode(), value.encode("latin-1"))
+        request.responseHeaders.addRawHeader(name.encode(), value.encode())
     if request.method != b"HEAD":
         request.setHeader(b"Content-Length", str(len(response.body)).encode())
         request.write(response.body)
@@ -158,15 +163,17 @@ async def _stream(request: server.Request, response: StreamResponse) -> None:
     request.setHeader(b"Content-Type", response.content_type.encode())
     request.setHeader(b"Cache-Control", b"no-cache, private")
     for name, value in response.headers:
-        request.responseHeaders.addRawHeader(name.encode(), value.encode("latin-1"))
-    # Send the status line and headers now: a watcher learns its watch is established before
-    # the first event, as kube-apiserver flushes them.
-    request.write(b"")
+        request.responseHeaders.addRawHeader(name.encode(), value.encode())
     flow = _FlowControl()
-    request.registerProducer(flow, True)
-    request.notifyFinish().addBoth(flow.closed)
     chunks = response.chunks
     try:
+        if getattr(request, "_disconnected", False):
+            return
+        request.notifyFinish().addBoth(flow.closed)
+        # Send the status line and headers now: a watcher learns its watch is established
+        # before the first event, as kube-apiserver flushes them.
+        request.write(b"")
+        request.registerProducer(flow, True)
         async for chunk in chunks:
             if flow.is_closed:
                 break

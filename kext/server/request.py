@@ -45,14 +45,37 @@ class APIRequest:
         content_type = self.header("content-type", "application/json").split(";")[0].strip()
         try:
             if content_type in ("application/yaml", "application/apply-patch+yaml"):
-                return yaml.load(self.body, Loader=_YAML_LOADER)
+                decoded = yaml.load(self.body, Loader=_YAML_LOADER)
+                orjson.dumps(decoded)  # what YAML holds beyond JSON (binary...) is refused here
+                return decoded
             return orjson.loads(self.body)
-        except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError, yaml.YAMLError) as exc:
             raise errors.bad_request(f"the request body could not be decoded: {exc}") from None
 
 
-class _YAMLLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """Safe YAML as Kubernetes reads it: timestamps stay strings (as in JSON)."""
+class _YAMLLoader(yaml.SafeLoader):
+    """Safe YAML as Kubernetes reads request bodies: timestamps stay strings (as in JSON),
+    mapping keys become strings, and aliases are refused (a few bytes of aliases can expand
+    into gigabytes: CVE-2019-11253)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("YAML aliases are not accepted in request bodies")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        mapping = super().construct_mapping(node, deep=True)
+        return {k if isinstance(k, str) else _scalar_key(k): v for k, v in mapping.items()}
+
+
+def _scalar_key(key: Any) -> str:
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if key is None:
+        return "null"
+    if isinstance(key, int | float):
+        return str(key)
+    raise yaml.YAMLError(f"a mapping key must be a string, not {type(key).__name__}")
 
 
 _YAMLLoader.yaml_implicit_resolvers = {
@@ -94,7 +117,7 @@ def encode(obj: Any, target: Target | None = None) -> tuple[bytes, str]:
 def object_response(code: int, obj: Any, target: Target | None = None,
                     warnings: list[str] | None = None) -> Response:
     body, content_type = encode(obj, target)
-    headers = [("Warning", f'299 - "{w}"') for w in (warnings or [])]
+    headers = [("Warning", f"299 - {errors.go_quote(w)}") for w in (warnings or [])]
     return Response(code, body, content_type, headers)
 
 

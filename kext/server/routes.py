@@ -69,6 +69,11 @@ class Router:
         if info.namespace and not store.namespaced:
             raise errors.path_not_found(request.path)
         verb = info.verb
+        if store.namespaced and not info.namespace and verb not in ("list", "watch"):
+            # only list and watch span all namespaces (as kube's CustomResource handler)
+            raise errors.path_not_found(request.path)
+        if verb in ("update", "patch") and not info.name:
+            raise errors.bad_request("name must be provided")
         if info.subresource:
             allowed = SUBRESOURCE_VERBS.get(info.subresource)
             if allowed is None or (info.subresource == "status"

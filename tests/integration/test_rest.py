@@ -32,6 +32,24 @@ def widget(name: str, **spec: Any) -> dict[str, Any]:
             "metadata": {"name": name}, "spec": {"size": 1, "color": "red", **spec}}
 
 
+def test_namespaced_writes_need_a_namespace(http: requests.Session, kext: KextProcess,
+                                            base: str) -> None:
+    http.post(base, json=widget("stays"))
+    everywhere = f"{kext.url}{GROUP}/widgets"
+    assert http.delete(everywhere).status_code == 404  # never a delete across namespaces
+    assert http.post(everywhere, json=widget("x")).status_code == 404
+    assert http.get(f"{base}/stays").status_code == 200
+    assert http.get(everywhere).status_code == 200  # list spans namespaces
+
+
+def test_yaml_aliases_are_refused(http: requests.Session, base: str) -> None:
+    bomb = ("apiVersion: example.kext.io/v1alpha1\nkind: Widget\nmetadata: {name: b}\n"
+            "spec: &a {size: 1}\nstatus: *a\n")
+    refused = http.post(base, data=bomb, headers={"Content-Type": "application/yaml"})
+    assert refused.status_code == 400
+    assert "aliases" in status_of(refused)["message"]
+
+
 def test_errors_are_status_objects(http: requests.Session, base: str) -> None:
     missing = http.get(f"{base}/nope")
     assert missing.status_code == 404
@@ -121,7 +139,7 @@ def test_delete_preconditions(http: requests.Session, base: str) -> None:
 
 def test_dry_run_persists_nothing(http: requests.Session, base: str) -> None:
     dry = http.post(f"{base}?dryRun=All", json=widget("d"))
-    assert dry.status_code == 200
+    assert dry.status_code == 201  # as kube: a dry-run create answers Created too
     assert dry.json()["metadata"]["uid"]
     assert http.get(f"{base}/d").status_code == 404
     http.post(base, json=widget("d"))

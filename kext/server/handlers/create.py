@@ -18,6 +18,5 @@ async def create(request: APIRequest, scope: Scope) -> Response:
     if not isinstance(obj, dict):
         raise errors.bad_request("the request body must be a JSON or YAML object")
     result = await scope.store.create(scope.namespace, scope.version.name, obj, options)
-    code = 200 if options.dry_run else 201
     body = transform.to_object(result.object, target, scope, request)
-    return object_response(code, body, target, result.warnings)
+    return object_response(201, body, target, result.warnings)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from kext.api import errors
 from kext.server.handlers import transform
-from kext.server.handlers.scope import Scope, list_options, selection
+from kext.server.handlers.scope import Scope, list_options, parse_resource_version, selection
 from kext.server.negotiation import negotiate
 from kext.server.request import APIRequest, Response, object_response
 
 
 async def get(request: APIRequest, scope: Scope) -> Response:
     target = negotiate(request.header("accept"))
-    rv = request.param("resourceVersion")
-    if rv and rv != "0" and not rv.isdigit():
-        raise errors.bad_request(f"resourceVersion: invalid value {rv!r}: must be an integer")
+    rv = parse_resource_version(request.param("resourceVersion"))
     obj = await scope.store.get(scope.namespace, scope.name, scope.version.name, rv)
     return object_response(200, transform.to_object(obj, target, scope, request), target)
 

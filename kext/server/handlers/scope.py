@@ -3,18 +3,34 @@ query parameters shared by several verbs, parsed once."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from kext.api import errors
 from kext.api.resource import Version
-from kext.api.selectors import parse_field_selector, parse_label_selector
+from kext.api.selectors import escape_field_value, parse_field_selector, parse_label_selector
 from kext.registry.fieldmanager import default_manager, validate_field_manager
-from kext.registry.store import DeleteOptions, Selection, Store, WriteOptions
+from kext.registry.store import (
+    DeleteOptions,
+    ListOptions,
+    Preconditions,
+    Selection,
+    Store,
+    WriteOptions,
+)
 from kext.server.request import APIRequest
-from kext.storage.interface import ListOptions, Preconditions
 
 FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
+INTEGER = re.compile(r"-?[0-9]+")
+RESOURCE_VERSION = re.compile(r"[0-9]+")
+
+
+def parse_resource_version(value: str) -> str:
+    """A resourceVersion query value: "" or a non-negative integer (400 otherwise)."""
+    if value and not RESOURCE_VERSION.fullmatch(value):
+        raise errors.bad_request(f"resourceVersion: invalid value {value!r}: must be an integer")
+    return value
 
 
 @dataclass(frozen=True)
@@ -63,11 +79,23 @@ def _dry_run(values: list[str]) -> bool:
     return bool(values)
 
 
-def selection(request: APIRequest, scope: Scope) -> Selection:
+def selection(request: APIRequest, scope: Scope, name: str = "") -> Selection:
     """The label and field selectors of a list, watch or deletecollection (400 when a field
-    is not one the resource can be selected by)."""
+    is not one the resource can be selected by). A name (a watch of one object) selects
+    `metadata.name`, as kube turns it into a field selector."""
     labels = request.param("labelSelector")
-    fields = parse_field_selector(request.param("fieldSelector"))
+    raw_fields = request.param("fieldSelector")
+    fields = parse_field_selector(raw_fields)
+    if name:
+        wanted = fields.requires_exact_match("metadata.name")
+        if wanted is not None and wanted != name:
+            raise errors.bad_request(
+                "fieldSelector metadata.name doesn't match requested name"
+            )
+        fields = parse_field_selector(
+            f"{raw_fields},metadata.name={escape_field_value(name)}" if raw_fields
+            else f"metadata.name={escape_field_value(name)}"
+        )
     fields.check_supported(scope.version, scope.store.namespaced)
     return Selection(
         parse_label_selector(labels) if labels else None,
@@ -103,8 +131,7 @@ def list_options(request: APIRequest) -> ListOptions:
         raise errors.bad_request(
             'resourceVersionMatch "exact" is forbidden for resourceVersion "0"'
         )
-    if rv and rv != "0" and not rv.isdigit():
-        raise errors.bad_request(f"resourceVersion: invalid value {rv!r}: must be an integer")
+    parse_resource_version(rv)
     return ListOptions(
         resource_version=rv,
         resource_version_match=match,
@@ -126,13 +153,20 @@ def delete_options(request: APIRequest) -> DeleteOptions:
     if not policy and orphan is not None:
         policy = "Orphan" if orphan else "Background"
     raw = body.get("preconditions") or {}
+    if not isinstance(raw, dict):
+        raise errors.bad_request("preconditions must be an object")
     preconditions = None
     if raw.get("uid") or raw.get("resourceVersion"):
         preconditions = Preconditions(raw.get("uid"), raw.get("resourceVersion"))
     grace = request.param("gracePeriodSeconds") or body.get("gracePeriodSeconds")
+    grace_seconds = None
+    if grace is not None and grace != "":
+        if not INTEGER.fullmatch(str(grace)):
+            raise errors.bad_request(f"gracePeriodSeconds: invalid value {grace!r}")
+        grace_seconds = int(grace)
     return DeleteOptions(
         dry_run=_dry_run(list(dry_run_values)),
         preconditions=preconditions,
         propagation_policy=str(policy),
-        grace_period_seconds=int(grace) if grace is not None and grace != "" else None,
+        grace_period_seconds=grace_seconds,
     )

@@ -15,12 +15,10 @@ import orjson
 
 from kext.api import errors
 from kext.api.table import parse_include_object, partial_object_metadata, table_convertor
-from kext.registry.storeerr import interpret
-from kext.server.handlers.scope import Scope, selection
+from kext.registry.store import WatchEvent
+from kext.server.handlers.scope import INTEGER, Scope, parse_resource_version, selection
 from kext.server.negotiation import Representation, Target, negotiate
 from kext.server.request import APIRequest, StreamResponse
-from kext.storage import errors as storage_errors
-from kext.storage.interface import WatchEvent
 
 # kube-apiserver picks a random timeout in [min, 2*min) so watches do not all end at once.
 MIN_REQUEST_TIMEOUT = 1800.0
@@ -38,13 +36,12 @@ def _options_invalid(message: str, field: str) -> errors.StatusError:
 
 async def watch(request: APIRequest, scope: Scope) -> StreamResponse:
     target = negotiate(request.header("accept"))
-    selected = selection(request, scope)
-    rv_raw = request.param("resourceVersion")
+    encoder = _Encoder(target, scope, request)
+    selected = selection(request, scope, name=scope.name)
+    rv_raw = parse_resource_version(request.param("resourceVersion"))
     match = request.param("resourceVersionMatch")
     send_initial = request.param("sendInitialEvents")
     allow_bookmarks = _bool(request, "allowWatchBookmarks")
-    if rv_raw and rv_raw != "0" and not rv_raw.isdigit():
-        raise errors.bad_request(f"resourceVersion: invalid value {rv_raw!r}: must be an integer")
     if send_initial:
         if match != "NotOlderThan":
             raise _options_invalid(
@@ -62,32 +59,29 @@ async def watch(request: APIRequest, scope: Scope) -> StreamResponse:
             "resourceVersionMatch",
         )
     timeout_raw = request.param("timeoutSeconds")
-    try:
-        timeout = float(timeout_raw) if timeout_raw else MIN_REQUEST_TIMEOUT * (
-            1 + random.random())
-    except ValueError:
-        raise errors.bad_request(f"timeoutSeconds: invalid value {timeout_raw!r}") from None
+    if timeout_raw and not INTEGER.fullmatch(timeout_raw):
+        raise errors.bad_request(f"timeoutSeconds: invalid value {timeout_raw!r}")
+    timeout = float(timeout_raw or 0)
+    if timeout <= 0:  # as kube: no (or zero) timeout is a random one of 30-60 minutes
+        timeout = MIN_REQUEST_TIMEOUT * (1 + random.random())
     resource_version = int(rv_raw) if rv_raw else None
     events = scope.store.watch(
         scope.namespace, resource_version, selected,
         send_initial_events=send_initial.lower() == "true",
         allow_bookmarks=allow_bookmarks,
     )
-    # Start the watch before answering so a resourceVersion that is too old or too new is an
-    # HTTP error (410/504) rather than an event, as kube-apiserver does for its cache.
-    cached_rv = getattr(scope.store.storage, "resource_version", 0)
-    # A resourceVersion the cache has not reached makes it wait for etcd (bounded): give that
+    # Start the watch before answering so a watch that cannot start is an HTTP error. A
+    # resourceVersion the cache has not reached makes it wait for etcd (bounded): give that
     # wait the time to end in a 504 before the stream starts.
-    patience = 4.0 if resource_version and resource_version > cached_rv else 0.05
-    first = await _first_event(events, scope, patience)
-    encoder = _Encoder(target, scope, request)
+    ahead = resource_version is not None and resource_version > scope.store.cache_revision
+    first = await _first_event(events, 4.0 if ahead else 0.05)
     return StreamResponse(
         _frames(first, events, encoder, scope, time.monotonic() + timeout),
         content_type="application/json",
     )
 
 
-async def _first_event(events: AsyncGenerator[WatchEvent, None], scope: Scope,
+async def _first_event(events: AsyncGenerator[WatchEvent, None],
                        patience: float) -> asyncio.Task[WatchEvent]:
     """Begin iterating: a watch that cannot start (revision ahead of etcd, cache not ready)
     fails here as an HTTP error; a revision too old becomes the stream's one ERROR event, as
@@ -96,12 +90,11 @@ async def _first_event(events: AsyncGenerator[WatchEvent, None], scope: Scope,
     done, _ = await asyncio.wait({task}, timeout=patience)
     if done and task.exception() is not None:
         exc = task.exception()
-        if isinstance(exc, storage_errors.ExpiredError):
+        if isinstance(exc, StopAsyncIteration) or (
+            isinstance(exc, errors.StatusError) and exc.reason == "Expired"
+        ):
             return task
-        if isinstance(exc, storage_errors.StorageError):
-            raise interpret(exc, scope.group, scope.resource, "") from None
-        if isinstance(exc, StopAsyncIteration):
-            return task
+        await events.aclose()
         assert exc is not None
         raise exc
     return task
@@ -124,9 +117,8 @@ async def _frames(first: asyncio.Task[WatchEvent], events: AsyncGenerator[WatchE
                 event = pending.result()
             except StopAsyncIteration:
                 return  # the cache ended this watcher (slow, or shutting down): client re-watches
-            except storage_errors.StorageError as exc:
-                status = interpret(exc, scope.group, scope.resource, "").status()
-                yield orjson.dumps({"type": "ERROR", "object": status}) + b"\n"
+            except errors.StatusError as exc:
+                yield orjson.dumps({"type": "ERROR", "object": exc.status()}) + b"\n"
                 return
             yield encoder.encode(event)
             pending = asyncio.ensure_future(anext(events))
