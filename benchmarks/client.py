@@ -66,6 +66,7 @@ class _Protocol(asyncio.Protocol):
         self.chunk_left = 0  # bytes left in the current chunk (+2 for its CRLF)
         self.stream: LineSink | None = None
         self.head: asyncio.Future[int] | None = None  # set when a streamed response's head is in
+        self.stream_ended = False  # a streamed response's body is complete
         self.partial = b""  # an incomplete line of a streamed body
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -158,6 +159,8 @@ class _Protocol(asyncio.Protocol):
             self.stream(lines, time.perf_counter())
 
     def _finish(self, body: bytes) -> None:
+        if self.stream is not None:
+            self.stream_ended = True
         waiter, self.waiter = self.waiter, None
         status, self.status = self.status, -1
         if waiter is not None and not waiter.done():
@@ -226,9 +229,7 @@ class Connection:
     def ended(self) -> bool:
         """Whether the server ended the (streamed) response or closed the connection."""
         protocol = self._protocol
-        return protocol is None or protocol.closed.done() or (
-            protocol.waiter is not None and protocol.waiter.done()
-        )
+        return protocol is None or protocol.closed.done() or protocol.stream_ended
 
     def close(self) -> None:
         protocol = self._protocol

@@ -385,10 +385,10 @@ class Suite:
         watchers = watch.KextWatchers(self.kext, self.client, self.kext_watch_prefix, "probe",
                                       1)
         try:
-            await watchers.open()
+            await watchers.open(timeout=15.0)
         except watch.WatchNotAvailable as exc:
-            self.watch_note = f"watch not available: {exc}"
-            self.progress.line(self.watch_note)
+            self.watch_note = str(exc)
+            self.progress.line(f"watch not available: {exc}")
             return False
         watchers.close()
         return True
