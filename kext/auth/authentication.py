@@ -31,13 +31,30 @@ def load_ca_bundle(path: str) -> list[x509.Certificate]:
         return x509.load_pem_x509_certificates(f.read())
 
 
+# Verified leaves by (DER, roots): a client sends the same certificate on every request of
+# every connection, and parsing plus a signature check per request cost a quarter of a GET.
+_VERIFIED: dict[tuple[bytes, int], x509.Certificate | None] = {}
+_VERIFIED_MAX = 4096
+
+
 def _verified_leaf(chain: Sequence[bytes],
                    roots: Sequence[x509.Certificate]) -> x509.Certificate | None:
-    """The leaf if it is valid now and directly issued by one of roots (TLS has already checked
-    the chain against the union of kext's CAs; this tells which CA it was)."""
+    """The leaf if it is directly issued by one of roots (TLS has already checked the chain
+    and its validity period against the union of kext's CAs; this tells which CA it was)."""
     if not chain or not roots:
         return None
-    leaf = x509.load_der_x509_certificate(chain[0])
+    key = (chain[0], id(roots))
+    if key in _VERIFIED:
+        return _VERIFIED[key]
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.clear()
+    leaf = _verify_leaf(chain[0], roots)
+    _VERIFIED[key] = leaf
+    return leaf
+
+
+def _verify_leaf(der: bytes, roots: Sequence[x509.Certificate]) -> x509.Certificate | None:
+    leaf = x509.load_der_x509_certificate(der)
     for root in roots:
         if leaf.issuer != root.subject:
             continue
