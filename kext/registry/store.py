@@ -369,16 +369,23 @@ class Store:
                 "propagationPolicy",
             )])
         key = self.key(namespace, name)
+
+        async def check(current: Object) -> None:
+            # Runs on the object storage is about to delete (one read, then the txn).
+            self._check_preconditions(current, options.preconditions, name)
+            if current["metadata"].get("finalizers"):
+                raise _Finalizing()
+            if options.dry_run:
+                raise _DryRun(current)
+
         try:
-            current = await self.storage.get(key)
+            deleted = await self.storage.delete(key, validate=check)
+        except _Finalizing:
+            return await self._mark_deleting(key, name, version, options)
+        except _DryRun as dry:
+            return Result(self.to_version(dry.object, version), deleted=True)
         except storage_errors.StorageError as exc:
             raise self._error(exc, name) from None
-        self._check_preconditions(current, options.preconditions, name)
-        if current["metadata"].get("finalizers"):
-            return await self._mark_deleting(key, name, version, options)
-        if options.dry_run:
-            return Result(self.to_version(current, version), deleted=True)
-        deleted = await self._delete_now(key, name, current, options.preconditions)
         return Result(self.to_version(deleted, version), deleted=True)
 
     async def _mark_deleting(self, key: str, name: str, version: str,
@@ -500,6 +507,10 @@ class Store:
                 f"Precondition failed: ResourceVersion in precondition: {rv}, "
                 f"ResourceVersion in object meta: {metadata.get('resourceVersion')}",
             )
+
+
+class _Finalizing(Exception):
+    """Aborts a delete: finalizers remain, so the object is only marked for deletion."""
 
 
 class _DryRun(Exception):

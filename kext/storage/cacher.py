@@ -164,6 +164,9 @@ class Cacher:
         self._keys: list[str] = []
         self._rv = 0
         self._generation = 0  # bumped by every relist
+        # (cache revision, generation, etcd revision) of the last proof that the cache held
+        # etcd's current state, so repeated consistent reads do not rescan etcd
+        self._proven: tuple[int, int, int] = (-1, -1, -1)
         # Recent events in revision order; a watch from N >= _window_floor can be served.
         self._events: deque[WatchEvent] = deque()
         self._window_floor = 0
@@ -391,6 +394,9 @@ class Cacher:
         deadline = loop.time() + self.block_timeout
         if minimum is None:
             minimum = await self.store.current_revision()
+            if self._proven == (self._rv, self._generation, minimum):
+                # proven current at this etcd revision already, and nothing was written since
+                return minimum
         while True:
             if self._rv >= minimum:
                 return self._rv
@@ -403,6 +409,8 @@ class Cacher:
             if (self._rv, self._generation) != (revision, generation):
                 continue  # the cache moved meanwhile: look again
             if unchanged and etcd_revision >= minimum:
+                # remember the proof: until etcd or the cache moves, it holds without a scan
+                self._proven = (revision, generation, etcd_revision)
                 return etcd_revision
             # Changes are on their way to the cache (wait for the latest write), or only
             # deletes are, or etcd has not reached minimum yet (wait a while, look again).
