@@ -247,3 +247,18 @@ def test_list_resource_versions(http: requests.Session, base: str) -> None:
     assert [i["metadata"]["name"] for i in at_zero["items"]] == ["rv"]
     bad_token = http.get(f"{base}?limit=1&continue=garbage")
     assert bad_token.status_code == 400
+
+
+def test_bad_options_are_invalid_options(http: requests.Session, base: str) -> None:
+    """As kube's Validate*Options: 422 Invalid on the options kind, naming the field."""
+    bad_dry_run = http.post(f"{base}?dryRun=Some", json=widget("o"))
+    assert bad_dry_run.status_code == 422
+    assert status_of(bad_dry_run)["details"]["kind"] == "CreateOptions"
+    assert status_of(bad_dry_run)["details"]["causes"][0]["field"] == "dryRun"
+    bad_validation = http.post(f"{base}?fieldValidation=Loose", json=widget("o"))
+    assert bad_validation.status_code == 422
+    assert status_of(bad_validation)["details"]["causes"][0]["field"] == "fieldValidation"
+    bad_list = http.get(f"{base}?resourceVersion=5&resourceVersionMatch=Exact&continue=x")
+    assert bad_list.status_code == 422
+    assert status_of(bad_list)["details"]["kind"] == "ListOptions"
+    assert http.get(f"{base}/o").status_code == 404  # nothing was created

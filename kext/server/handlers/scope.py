@@ -55,27 +55,25 @@ class Scope:
 def write_options(request: APIRequest, options_kind: str = "CreateOptions") -> WriteOptions:
     """dryRun, fieldValidation and fieldManager of a write. The manager defaults to the
     User-Agent's program name, as kube-apiserver records it in managedFields."""
-    dry_run = _dry_run(request.query.get("dryRun", []))
+    causes: list[errors.Cause] = []
+    dry_run = _dry_run(request.query.get("dryRun", []), causes)
     validation = request.param("fieldValidation", "Warn") or "Warn"
     if validation not in FIELD_VALIDATION:
-        raise errors.bad_request(
-            f"fieldValidation parameter unsupported: {validation!r}; "
-            "supported values: Strict, Warn, Ignore"
-        )
+        causes.append(errors.field_not_supported("fieldValidation", validation,
+                                                 list(FIELD_VALIDATION)))
     manager = request.param("fieldManager")
-    causes = validate_field_manager(manager) if manager else []
-    if causes:
+    if manager:
+        causes.extend(validate_field_manager(manager))
+    if causes:  # as kube's Validate*Options: 422 on the options kind
         raise errors.invalid("meta.k8s.io", options_kind, "", causes)
     return WriteOptions(dry_run, validation,
                         manager or default_manager(request.header("user-agent")))
 
 
-def _dry_run(values: list[str]) -> bool:
+def _dry_run(values: list[str], causes: list[errors.Cause]) -> bool:
     for value in values:
         if value != "All":
-            raise errors.bad_request(
-                f'dryRun: Unsupported value: "{value}": supported values: "All"'
-            )
+            causes.append(errors.field_not_supported("dryRun", value, ["All"]))
     return bool(values)
 
 
@@ -111,27 +109,35 @@ def list_options(request: APIRequest) -> ListOptions:
         raise errors.bad_request(
             f"limit: invalid value {limit_raw!r}: must be an integer"
         ) from None
-    rv = request.param("resourceVersion")
+    rv = parse_resource_version(request.param("resourceVersion"))
     match = request.param("resourceVersionMatch")
     continue_token = request.param("continue")
+    # kube's ValidateListOptions: each rule a cause of one 422 on ListOptions
+    causes: list[errors.Cause] = []
     if match and match not in ("Exact", "NotOlderThan"):
-        raise errors.bad_request(
-            f'resourceVersionMatch: Unsupported value: "{match}": '
-            'supported values: "Exact", "NotOlderThan"'
-        )
+        causes.append(errors.field_not_supported("resourceVersionMatch", match,
+                                                 ["Exact", "NotOlderThan"]))
     if match and not rv:
-        raise errors.bad_request(
-            "resourceVersionMatch is forbidden unless resourceVersion is provided"
-        )
+        causes.append(errors.field_forbidden(
+            "resourceVersionMatch", "resourceVersionMatch is forbidden unless resourceVersion "
+            "is provided"))
+    if match and continue_token:
+        causes.append(errors.field_forbidden(
+            "resourceVersionMatch", "resourceVersionMatch is forbidden when continue is "
+            "provided"))
     if continue_token and rv and rv != "0":
-        raise errors.bad_request(
-            "specifying resource version is not allowed when using continue"
-        )
+        causes.append(errors.field_forbidden(
+            "resourceVersion", "specifying resource version is not allowed when using "
+            "continue"))
     if match == "Exact" and rv == "0":
-        raise errors.bad_request(
-            'resourceVersionMatch "exact" is forbidden for resourceVersion "0"'
-        )
-    parse_resource_version(rv)
+        causes.append(errors.field_forbidden(
+            "resourceVersionMatch", 'resourceVersionMatch "exact" is forbidden for '
+            'resourceVersion "0"'))
+    if request.param("sendInitialEvents"):
+        causes.append(errors.field_forbidden(
+            "sendInitialEvents", "sendInitialEvents is forbidden for list"))
+    if causes:
+        raise errors.invalid("meta.k8s.io", "ListOptions", "", causes)
     return ListOptions(
         resource_version=rv,
         resource_version_match=match,
@@ -148,6 +154,10 @@ def delete_options(request: APIRequest) -> DeleteOptions:
         if isinstance(decoded, dict):
             body = decoded
     dry_run_values = request.query.get("dryRun") or body.get("dryRun") or []
+    causes: list[errors.Cause] = []
+    dry_run = _dry_run(list(dry_run_values), causes)
+    if causes:
+        raise errors.invalid("meta.k8s.io", "DeleteOptions", "", causes)
     policy = request.param("propagationPolicy") or body.get("propagationPolicy") or ""
     orphan = body.get("orphanDependents")
     if not policy and orphan is not None:
@@ -165,7 +175,7 @@ def delete_options(request: APIRequest) -> DeleteOptions:
             raise errors.bad_request(f"gracePeriodSeconds: invalid value {grace!r}")
         grace_seconds = int(grace)
     return DeleteOptions(
-        dry_run=_dry_run(list(dry_run_values)),
+        dry_run=dry_run,
         preconditions=preconditions,
         propagation_policy=str(policy),
         grace_period_seconds=grace_seconds,
