@@ -105,23 +105,43 @@ async def _frames(first: asyncio.Task[WatchEvent], events: AsyncGenerator[WatchE
     """The stream's chunks: one encoded event each, an ERROR event for a storage failure, and
     an end at the timeout."""
     loop = asyncio.get_running_loop()
-    # monotonic deadline -> the loop's clock, for asyncio.timeout_at
-    deadline_at = loop.time() + (deadline - time.monotonic())
+    task = asyncio.current_task()
+    # One timer for the whole watch, not one per event (with 1,000 watchers, per-event tasks
+    # and timers were most of kext's time): at the deadline it flags the watch, and cancels
+    # the task only while the task waits for the next event.
+    state = {"waiting": False, "expired": False}
+
+    def expire() -> None:
+        state["expired"] = True
+        if state["waiting"] and task is not None:
+            task.cancel()
+
+    timer = loop.call_at(loop.time() + (deadline - time.monotonic()), expire)
     try:
-        done, _ = await asyncio.wait({first}, timeout=max(deadline_at - loop.time(), 0))
+        done, _ = await asyncio.wait({first}, timeout=max(deadline - time.monotonic(), 0))
         if not done:
             return
         event = first.result()
         while True:
             yield encoder.encode(event)
-            # Awaited in this task (no task per event: with 1,000 watchers that dominated).
-            async with asyncio.timeout_at(deadline_at):
+            if state["expired"]:
+                return
+            state["waiting"] = True
+            try:
                 event = await anext(events)
-    except (StopAsyncIteration, TimeoutError):
-        return  # the cache ended this watcher (slow, shutting down) or the timeout passed
+            except asyncio.CancelledError:
+                if not state["expired"] or task is None:
+                    raise
+                task.uncancel()  # our own timeout, not a cancelled request
+                return
+            finally:
+                state["waiting"] = False
+    except StopAsyncIteration:
+        return  # the cache ended this watcher (slow, or shutting down): the client re-watches
     except errors.StatusError as exc:
         yield orjson.dumps({"type": "ERROR", "object": exc.status()}) + b"\n"
     finally:
+        timer.cancel()
         if not first.done():
             first.cancel()
             # the generator must be idle before it can be closed
