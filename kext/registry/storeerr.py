@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from kext.api import errors
 from kext.storage import errors as storage_errors
+
+log = logging.getLogger(__name__)
 
 
 def interpret(exc: storage_errors.StorageError, group: str, resource: str,
@@ -24,6 +28,12 @@ def interpret(exc: storage_errors.StorageError, group: str, resource: str,
         )
         err.causes.append(errors.Cause("ResourceVersionTooLarge", "Too large resource version"))
         return err
+    if isinstance(exc, storage_errors.CorruptObjectError):
+        # as kube's NewStorageReadError: the server's data, not the request, is at fault; the
+        # etcd key stays in the server's log
+        log.error("%s", exc)
+        what = f"{resource}.{group} {name}" if name else f"{resource}.{group}"
+        return errors.internal_error(f"unable to transform or decode {what}")
     if isinstance(exc, storage_errors.InvalidObjectError):
         return errors.bad_request(str(exc))
     if isinstance(exc, storage_errors.UnavailableError):

@@ -43,4 +43,8 @@ class UnavailableError(StorageError):
 
 
 class InvalidObjectError(StorageError):
-    """A stored value could not be decoded, or a continue token is malformed."""
+    """What the request asked for is malformed (a continue token, a resourceVersion)."""
+
+
+class CorruptObjectError(InvalidObjectError):
+    """A stored value (or one about to be stored) is not a JSON object: the server's fault."""

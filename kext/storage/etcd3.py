@@ -34,6 +34,7 @@ from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
 from kext.storage.errors import (
+    CorruptObjectError,
     ExpiredError,
     InvalidObjectError,
     KeyExistsError,
@@ -376,11 +377,11 @@ def _decode(key: str | bytes, value: bytes, revision: int) -> Object:
     try:
         obj = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        raise InvalidObjectError(
+        raise CorruptObjectError(
             _str(key), f"cannot decode the object at {_str(key)}: {exc}"
         ) from None
     if not isinstance(obj, dict):
-        raise InvalidObjectError(_str(key), f"the value at {_str(key)} is not a JSON object")
+        raise CorruptObjectError(_str(key), f"the value at {_str(key)} is not a JSON object")
     meta = obj.get("metadata")
     if isinstance(meta, dict):
         meta["resourceVersion"] = str(revision)
@@ -411,7 +412,7 @@ def _encode(key: str, obj: Object) -> bytes:
     try:
         return orjson.dumps(obj)
     except TypeError as exc:
-        raise InvalidObjectError(key, f"cannot encode the object for {key}: {exc}") from None
+        raise CorruptObjectError(key, f"cannot encode the object for {key}: {exc}") from None
 
 
 def _str(key: str | bytes) -> str:
@@ -933,7 +934,7 @@ def _watch_event(event: Any, predicate: Predicate | None) -> WatchEvent | None:
         prev = _decode(event.prev_kv.key, event.prev_kv.value, event.prev_kv.mod_revision)
     if event.type == rpc.Event.DELETE:
         if prev is None:
-            raise InvalidObjectError(
+            raise CorruptObjectError(
                 key, f"etcd sent a delete of {key} at revision {revision} without the object"
             )
         if predicate is not None and not predicate(prev):
