@@ -584,26 +584,47 @@ class Etcd3Store:
         *,
         preconditions: Preconditions | None = None,
         validate: Callable[[Object], Awaitable[None]] | None = None,
+        cached: Object | None = None,
     ) -> Object:
         """Delete key if the preconditions hold and validate passes (both checked against the
         current object, retried on concurrent change). Returns the deleted object with the
-        delete's revision as resourceVersion."""
+        delete's revision as resourceVersion. cached (e.g. the watch cache's copy, not mutated)
+        is taken as the current object so a delete of an up-to-date object costs one
+        transaction, as kube's cachedExistingObject; a stale one costs one retry."""
         key_b = key.encode()
-        kv, _ = await self._get_kv(key)
+        kv: Any = None
+        if cached is not None:
+            value = orjson.dumps(cached)
+            mod_revision = int(cached["metadata"]["resourceVersion"])
+        else:
+            kv, _ = await self._get_kv(key)
         while True:
-            if kv is None:
+            from_cache = kv is None and cached is not None
+            if kv is not None:
+                value, mod_revision = kv.value, kv.mod_revision
+            elif cached is None:
                 raise KeyNotFoundError(key, f"key not found: {key}")
-            current = _decode(kv.key, kv.value, kv.mod_revision)
-            _check_preconditions(key, preconditions, current)
-            if validate is not None:
-                await validate(_decode(kv.key, kv.value, kv.mod_revision))
+            cached = None  # only the first attempt may use it
+            current = _decode(key_b, value, mod_revision)
+            try:
+                _check_preconditions(key, preconditions, current)
+                if validate is not None:
+                    await validate(_decode(key_b, value, mod_revision))
+            except Exception:
+                if not from_cache:
+                    raise
+                # A cached copy may be stale: decide on what etcd holds (as kube does).
+                kv, _ = await self._get_kv(key)
+                if kv is None:
+                    raise KeyNotFoundError(key, f"key not found: {key}") from None
+                continue
             txn = rpc.TxnRequest(
                 compare=[
                     rpc.Compare(
                         key=key_b,
                         target=rpc.Compare.MOD,
                         result=rpc.Compare.EQUAL,
-                        mod_revision=kv.mod_revision,
+                        mod_revision=mod_revision,
                     )
                 ],
                 success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key_b))],

@@ -164,6 +164,36 @@ async def test_delete_with_preconditions(store: Etcd3Store, key_prefix: str) -> 
         await store.get(key)
 
 
+async def test_delete_from_a_cached_object(store: Etcd3Store, key_prefix: str) -> None:
+    """A cached copy saves the read; a stale one is caught by the transaction's compare and
+    the checks run again on what is stored now."""
+    key = key_prefix + "a"
+    stale = await store.create(key, widget("a", size=1))
+
+    async def bump(obj: Object | None) -> Object:
+        assert obj is not None
+        return {**obj, "spec": {"size": 2}}
+
+    current = await store.guaranteed_update(key, bump)
+    checked: list[int] = []
+
+    async def validate(obj: Object) -> None:
+        checked.append(obj["spec"]["size"])
+
+    with pytest.raises(ResourceVersionConflictError):  # decided on the stored object
+        await store.delete(key, cached=stale, validate=validate, preconditions=Preconditions(
+            resource_version=stale["metadata"]["resourceVersion"]))
+    # the stale copy passed, the transaction's compare caught it, etcd's state decided
+    assert checked == [1]
+    deleted = await store.delete(key, cached=stale, validate=validate, preconditions=Preconditions(
+        resource_version=current["metadata"]["resourceVersion"]))
+    assert deleted["spec"] == current["spec"] == {"size": 2}
+    assert checked == [1, 2]  # the stale copy failed the precondition: etcd's state was read
+    assert stale["metadata"]["resourceVersion"] != deleted["metadata"]["resourceVersion"]
+    with pytest.raises(KeyNotFoundError):
+        await store.get(key)
+
+
 async def test_delete_validation_rejects(store: Etcd3Store, key_prefix: str) -> None:
     key = key_prefix + "a"
     created = await store.create(key, widget("a", protected=True))
