@@ -494,3 +494,16 @@ def _drop_unknown(obj: object, known: frozenset[str], path: str, unknown: list[s
         for key in [k for k in obj if k not in known]:
             unknown.append(f"{path}.{key}")
             del obj[key]
+
+
+def list_meta(resource_version: str, continue_token: str = "",
+              remaining_item_count: int | None = None) -> dict[str, Any]:
+    """A ListMeta: only the fields that are set, as kube's JSON omits empty ones."""
+    out: dict[str, Any] = {}
+    if resource_version:
+        out["resourceVersion"] = resource_version
+    if continue_token:
+        out["continue"] = continue_token
+    if remaining_item_count is not None:
+        out["remainingItemCount"] = remaining_item_count
+    return out

@@ -436,13 +436,7 @@ class TableConvertor:
             else:
                 row["object"] = partial_object_metadata(obj, meta_version)
             rows.append(row)
-        list_meta: dict[str, Any] = {}
-        if resource_version:
-            list_meta["resourceVersion"] = resource_version
-        if continue_token:
-            list_meta["continue"] = continue_token
-        if remaining_item_count is not None:
-            list_meta["remainingItemCount"] = remaining_item_count
+        list_meta = meta.list_meta(resource_version, continue_token, remaining_item_count)
         return {
             "kind": "Table",
             "apiVersion": api_version,
@@ -478,13 +472,7 @@ def partial_object_metadata_list(objects: Iterable[Mapping[str, Any]], *,
                                  remaining_item_count: int | None = None,
                                  meta_version: str = "v1") -> dict[str, Any]:
     """A PartialObjectMetadataList of objects, with the list's metadata."""
-    list_meta: dict[str, Any] = {}
-    if resource_version:
-        list_meta["resourceVersion"] = resource_version
-    if continue_token:
-        list_meta["continue"] = continue_token
-    if remaining_item_count is not None:
-        list_meta["remainingItemCount"] = remaining_item_count
+    list_meta = meta.list_meta(resource_version, continue_token, remaining_item_count)
     return {
         "kind": "PartialObjectMetadataList",
         "apiVersion": f"meta.k8s.io/{meta_version}",

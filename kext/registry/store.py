@@ -85,7 +85,7 @@ class Store:
             v.name: Strategy(definition, v) for v in definition.served_versions
         }
         self._status_strategies = {
-            v.name: StatusStrategy(definition, v)
+            v.name: StatusStrategy(self._strategies[v.name])
             for v in definition.served_versions if v.status_subresource
         }
         self._field_managers = {
@@ -152,15 +152,13 @@ class Store:
             result = await self.storage.list(self.prefix(namespace), options)
         except storage_errors.StorageError as exc:
             raise self._error(exc, "") from None
-        list_meta: dict[str, Any] = {"resourceVersion": result.resource_version}
-        if result.continue_token:
-            list_meta["continue"] = result.continue_token
-        if result.remaining_item_count is not None and result.continue_token:
-            list_meta["remainingItemCount"] = result.remaining_item_count
+        # remainingItemCount only means something beside a continue token
+        remaining = result.remaining_item_count if result.continue_token else None
         return {
             "apiVersion": self._api_version(version),
             "kind": self.definition.list_kind,
-            "metadata": list_meta,
+            "metadata": meta.list_meta(result.resource_version, result.continue_token,
+                                       remaining),
             "items": [self.to_version(o, version) for o in result.items],
         }
 
@@ -219,7 +217,8 @@ class Store:
         """Create obj; applied=True when obj is the outcome of a server-side apply (its
         managedFields are already the apply's)."""
         strategy = self.strategy(version)
-        warnings = self._check_type_meta(obj, version)
+        self._check_type_meta(obj, version)
+        warnings: list[str] = []
         metadata = obj.setdefault("metadata", {})
         if not isinstance(metadata, dict):
             raise errors.bad_request("metadata must be an object")
@@ -269,7 +268,8 @@ class Store:
                 raise errors.not_found(self.group, self.resource, name)
             old = self.to_version(current, version)
             new = await updated(copy.deepcopy(old))
-            warnings[:] = self._check_type_meta(new, version)
+            self._check_type_meta(new, version)
+            warnings.clear()  # a retried update reports what its last attempt found
             metadata = new.get("metadata")
             if not isinstance(metadata, dict):
                 raise errors.bad_request("metadata must be an object")
@@ -308,7 +308,7 @@ class Store:
             raise self._error(exc, name) from None
         if finalized:
             # The last finalizer went away on an object being deleted: delete it now.
-            deleted = await self._delete_now(key, name, stored, None)
+            deleted = await self._delete_now(key, name)
             return Result(self.to_version(deleted, version), warnings, deleted=True)
         return Result(self.to_version(stored, version), warnings)
 
@@ -371,15 +371,16 @@ class Store:
         key = self.key(namespace, name)
 
         async def check(current: Object) -> None:
-            # Runs on the object storage is about to delete (one read, then the txn).
-            self._check_preconditions(current, options.preconditions, name)
+            # Runs on the object storage is about to delete (one read, then the txn), after
+            # storage checked the preconditions on it.
             if current["metadata"].get("finalizers"):
                 raise _Finalizing()
             if options.dry_run:
                 raise _DryRun(current)
 
         try:
-            deleted = await self.storage.delete(key, validate=check)
+            deleted = await self.storage.delete(key, preconditions=options.preconditions,
+                                                validate=check)
         except _Finalizing:
             return await self._mark_deleting(key, name, version, options)
         except _DryRun as dry:
@@ -393,7 +394,6 @@ class Store:
         async def mark(current: Object | None) -> Object:
             if current is None:
                 raise errors.not_found(self.group, self.resource, name)
-            self._check_preconditions(current, options.preconditions, name)
             metadata = current["metadata"]
             if not metadata.get("deletionTimestamp"):
                 metadata["deletionTimestamp"] = meta.now()
@@ -405,24 +405,23 @@ class Store:
             return current
 
         try:
-            marked = await self.storage.guaranteed_update(key, mark)
+            marked = await self.storage.guaranteed_update(
+                key, mark, preconditions=options.preconditions
+            )
         except _DryRun as dry:
             marked = dry.object
         except storage_errors.StorageError as exc:
             raise self._error(exc, name) from None
         return Result(self.to_version(marked, version), deleted=False)
 
-    async def _delete_now(self, key: str, name: str, current: Object,
-                          preconditions: Preconditions | None) -> Object:
+    async def _delete_now(self, key: str, name: str) -> Object:
         async def still_deletable(obj: Object) -> None:
             # Finalizers added since we looked keep the object.
             if obj["metadata"].get("finalizers"):
                 raise errors.conflict(self.group, self.resource, name, MODIFIED)
 
         try:
-            return await self.storage.delete(
-                key, preconditions=preconditions, validate=still_deletable
-            )
+            return await self.storage.delete(key, validate=still_deletable)
         except storage_errors.StorageError as exc:
             raise self._error(exc, name) from None
 
@@ -446,7 +445,7 @@ class Store:
 
     # -- helpers
 
-    def _check_type_meta(self, obj: Object, version: str) -> list[str]:
+    def _check_type_meta(self, obj: Object, version: str) -> None:
         if not isinstance(obj, dict):
             raise errors.bad_request("the body must be a JSON object")
         api_version = obj.get("apiVersion")
@@ -463,7 +462,6 @@ class Store:
                 if api_version != self._api_version(version)
                 else f"the kind in the data ({kind}) does not match the expected kind ({self.kind})"
             )
-        return []
 
     def _check_namespace(self, metadata: dict[str, Any], namespace: str) -> None:
         if not self.namespaced:
@@ -488,25 +486,6 @@ class Store:
     async def _validate(self, causes: list[Cause], name: str) -> None:
         if causes:
             raise errors.invalid(self.group, self.kind, name, causes)
-
-    def _check_preconditions(self, current: Object, preconditions: Preconditions | None,
-                             name: str) -> None:
-        if preconditions is None:
-            return
-        metadata = current["metadata"]
-        if preconditions.uid and preconditions.uid != metadata.get("uid"):
-            raise errors.conflict(
-                self.group, self.resource, name,
-                f"Precondition failed: UID in precondition: {preconditions.uid}, "
-                f"UID in object meta: {metadata.get('uid')}",
-            )
-        rv = preconditions.resource_version
-        if rv and rv != metadata.get("resourceVersion"):
-            raise errors.conflict(
-                self.group, self.resource, name,
-                f"Precondition failed: ResourceVersion in precondition: {rv}, "
-                f"ResourceVersion in object meta: {metadata.get('resourceVersion')}",
-            )
 
 
 class _Finalizing(Exception):

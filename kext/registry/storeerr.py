@@ -18,7 +18,7 @@ def interpret(exc: storage_errors.StorageError, group: str, resource: str,
     if isinstance(exc, storage_errors.KeyExistsError):
         return errors.already_exists(group, resource, name)
     if isinstance(exc, storage_errors.ResourceVersionConflictError):
-        return errors.conflict(group, resource, name, str(exc) or _MODIFIED)
+        return errors.conflict(group, resource, name, str(exc) or MODIFIED)
     if isinstance(exc, storage_errors.ExpiredError):
         return errors.expired(str(exc))
     if isinstance(exc, storage_errors.TooLargeResourceVersionError):
@@ -46,4 +46,3 @@ def interpret(exc: storage_errors.StorageError, group: str, resource: str,
 MODIFIED = (
     "the object has been modified; please apply your changes to the latest version and try again"
 )
-_MODIFIED = MODIFIED

@@ -94,7 +94,16 @@ class Strategy:
 
 
 class StatusStrategy(Strategy):
-    """Updates through `/status`: only `.status` (and managedFields) may change."""
+    """Updates through `/status`: only `.status` (and managedFields) may change. It shares
+    the main strategy's compiled schema and hooks rather than building them again."""
+
+    def __init__(self, main: Strategy) -> None:
+        self.definition = main.definition
+        self.version = main.version
+        self.namespaced = main.namespaced
+        self.has_status = main.has_status
+        self.schema = main.schema
+        self.hooks = main.hooks
 
     def prepare_for_update(self, new: Object, old: Object) -> None:
         status = new.get("status")

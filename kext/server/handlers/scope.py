@@ -167,7 +167,8 @@ def delete_options(request: APIRequest) -> DeleteOptions:
         raise errors.bad_request("preconditions must be an object")
     preconditions = None
     if raw.get("uid") or raw.get("resourceVersion"):
-        preconditions = Preconditions(raw.get("uid"), raw.get("resourceVersion"))
+        # an empty value is no precondition
+        preconditions = Preconditions(raw.get("uid") or None, raw.get("resourceVersion") or None)
     grace = request.param("gracePeriodSeconds") or body.get("gracePeriodSeconds")
     grace_seconds = None
     if grace is not None and grace != "":
