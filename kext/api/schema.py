@@ -113,8 +113,8 @@ def _is_cidr(value: str) -> bool:
     return True
 
 
-def _is_date(value: str) -> bool:
-    m = _DATE.match(value)
+def _calendar_date(m: re.Match[str] | None) -> bool:
+    """Whether a match's first three groups are a real year, month and day."""
     if not m:
         return False
     try:
@@ -124,13 +124,13 @@ def _is_date(value: str) -> bool:
     return True
 
 
+def _is_date(value: str) -> bool:
+    return _calendar_date(_DATE.match(value))
+
+
 def _is_datetime(value: str) -> bool:
     m = _DATETIME.match(value)
-    if not m:
-        return False
-    try:
-        date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-    except ValueError:
+    if not m or not _calendar_date(m):
         return False
     return int(m.group(4)) < 24 and int(m.group(5)) < 60 and int(m.group(6)) < 61
 

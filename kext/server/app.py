@@ -113,19 +113,17 @@ class APIServer:
         authenticator = UnionAuthenticator(authenticators, cfg.authentication.anonymous,
                                            request_header)
 
-        caches = []
         stores = []
         for definition in cfg.resources:
             cache = Cacher(storage, resource_root(cfg.storage.prefix, definition))
             await cache.start()
             self.serving.caches.append(cache)
-            caches.append(cache)
             stores.append(Store(definition, cache, cfg.storage.prefix))
             metrics.storage.add(definition.group, definition.storage_version.name,
                                 definition.kind, definition.plural, cache)
 
         async def cache_check() -> str | None:
-            waiting = [c.root for c in caches if not c.ready]
+            waiting = [c.root for c in self.serving.caches if not c.ready]
             return f"watch cache not primed: {', '.join(waiting)}" if waiting else None
 
         async def etcd_check() -> str | None:

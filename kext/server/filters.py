@@ -5,6 +5,7 @@ pkg/endpoints/filters). Each filter wraps a Handler and returns a Handler."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -91,6 +92,11 @@ class InFlight:
         self.counts = {"readonly": 0, "mutating": 0}
         self._idle = asyncio.Event()
         self._idle.set()
+        # apiserver_current_inflight_requests is read from these counts when scraped
+        for kind, label in (("readonly", "readOnly"), ("mutating", "mutating")):
+            metrics.current_inflight.labels(label).set_function(
+                functools.partial(self.counts.__getitem__, kind)
+            )
 
     def enter(self, kind: str) -> None:
         self.counts[kind] += 1
@@ -162,8 +168,8 @@ def _reported_verb(request: APIRequest) -> str:
 
 
 def with_metrics(handler: Handler) -> Handler:
-    """apiserver_request_total / _duration_seconds and the in-flight and long-running gauges,
-    labelled as kube-apiserver labels them."""
+    """apiserver_request_total / _duration_seconds and the long-running gauge, labelled as
+    kube-apiserver labels them (the in-flight gauge reads InFlight)."""
 
     async def serve(request: APIRequest) -> AnyResponse:
         info = request.info
@@ -174,15 +180,7 @@ def with_metrics(handler: Handler) -> Handler:
         labels = (_reported_verb(request), "All" if request.param("dryRun") else "",
                   info.api_group, info.api_version, info.resource, info.subresource, scope,
                   "apiserver")
-        long_running = is_long_running(request)
-        kind = "mutating" if request.method in MUTATING_METHODS else "readOnly"
-        if not long_running:
-            metrics.current_inflight.labels(kind).inc()
-        try:
-            response = await handler(request)
-        finally:
-            if not long_running:
-                metrics.current_inflight.labels(kind).dec()
+        response = await handler(request)
         metrics.requests_total.labels(*labels, str(response.code)).inc()
         metrics.request_duration.labels(*labels).observe(time.monotonic() - started)
         if isinstance(response, StreamResponse):

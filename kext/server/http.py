@@ -148,22 +148,24 @@ def _to_api_request(request: server.Request) -> APIRequest:
 def _write(request: server.Request, response: Response) -> None:
     if request.finished or getattr(request, "_disconnected", False):
         return
-    request.setResponseCode(response.code)
-    request.setHeader(b"Content-Type", response.content_type.encode())
-    for name, value in response.headers:
-        request.responseHeaders.addRawHeader(name.encode(), value.encode())
+    _start(request, response)
     if request.method != b"HEAD":
         request.setHeader(b"Content-Length", str(len(response.body)).encode())
         request.write(response.body)
     request.finish()
 
 
-async def _stream(request: server.Request, response: StreamResponse) -> None:
+def _start(request: server.Request, response: Response | StreamResponse) -> None:
+    """Status code and headers (values UTF-8: Warning texts may name any field)."""
     request.setResponseCode(response.code)
     request.setHeader(b"Content-Type", response.content_type.encode())
-    request.setHeader(b"Cache-Control", b"no-cache, private")
     for name, value in response.headers:
         request.responseHeaders.addRawHeader(name.encode(), value.encode())
+
+
+async def _stream(request: server.Request, response: StreamResponse) -> None:
+    _start(request, response)
+    request.setHeader(b"Cache-Control", b"no-cache, private")
     flow = _FlowControl()
     chunks = response.chunks
     try:
