@@ -11,10 +11,10 @@ import jsonpatch
 import orjson
 
 from kext.api import errors
-from kext.registry.fieldmanager import patch_options_causes
 from kext.server.handlers import transform
 from kext.server.handlers.scope import Scope, write_options
 from kext.server.negotiation import negotiate
+from kext.server.options import patch_options_causes
 from kext.server.request import APIRequest, Response, object_response
 
 JSON_PATCH = "application/json-patch+json"

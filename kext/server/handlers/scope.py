@@ -10,7 +10,6 @@ from typing import Any
 from kext.api import errors
 from kext.api.resource import Version
 from kext.api.selectors import escape_field_value, parse_field_selector, parse_label_selector
-from kext.registry.fieldmanager import default_manager, validate_field_manager
 from kext.registry.store import (
     DeleteOptions,
     ListOptions,
@@ -19,6 +18,7 @@ from kext.registry.store import (
     Store,
     WriteOptions,
 )
+from kext.server.options import default_manager, validate_field_manager
 from kext.server.request import APIRequest
 
 FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
