@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from kext.config import EtcdConfig
-from kext.storage.cacher import INITIAL_EVENTS_END_ANNOTATION, Cacher
+from kext.storage.cacher import Cacher
 from kext.storage.errors import (
     ExpiredError,
     KeyNotFoundError,
@@ -24,7 +23,17 @@ from kext.storage.errors import (
     UnavailableError,
 )
 from kext.storage.etcd3 import Etcd3Store, EtcdClient, connect
-from kext.storage.interface import Interface, ListOptions, Object, Predicate, UpdateFunc, WatchEvent
+from kext.storage.interface import (
+    INITIAL_EVENTS_END_ANNOTATION,
+    Interface,
+    ListOptions,
+    Object,
+    Predicate,
+    UpdateFunc,
+    WatchEvent,
+    WatchOptions,
+)
+from kext.storage.settings import EtcdSettings
 from tests.etcd import EtcdServer, until
 
 pytestmark = pytest.mark.asyncio
@@ -112,7 +121,7 @@ async def started(cacher: Cacher) -> Cacher:
 
 async def caught_up(cacher: Cacher, revision: int) -> None:
     async def reached() -> bool:
-        return cacher.resource_version >= revision
+        return cacher.last_sync_resource_version >= revision
 
     await until(reached, what=f"the cache to reach revision {revision}")
 
@@ -132,7 +141,7 @@ async def test_primes_then_serves_lists_from_memory(
     assert interface is cacher and cacher.ready
     assert cacher.object_count == 5
     assert cacher.etcd_watch_count == 1
-    assert cacher.resource_version >= max(rv(o) for o in objects)
+    assert cacher.last_sync_resource_version >= max(rv(o) for o in objects)
 
     listed = await cacher.list(key_prefix, ListOptions(resource_version="0"))
     from_etcd = await store.list(key_prefix, ListOptions())
@@ -249,7 +258,7 @@ async def test_watch_exactly_once_in_order_under_concurrent_writers(
     store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix))
-    start = cacher.resource_version
+    start = cacher.last_sync_resource_version
     written: list[tuple[str, Object]] = []
 
     async def writer(n: int) -> None:
@@ -284,7 +293,7 @@ async def test_watch_older_than_the_window_is_expired(
     store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix, window=4))
-    start = cacher.resource_version
+    start = cacher.last_sync_resource_version
     writes = [await store.create(key_prefix + f"w{i}", widget(f"w{i}")) for i in range(10)]
     await caught_up(cacher, rv(writes[-1]))
     with pytest.raises(ExpiredError, match=rf"too old resource version: {start} \("):
@@ -320,7 +329,7 @@ async def test_selector_transitions(
 ) -> None:
     """An object entering the selection is ADDED, leaving it DELETED (cacheWatcher)."""
     cacher = await started(make_cacher(store, key_prefix))
-    start = cacher.resource_version
+    start = cacher.last_sync_resource_version
     blue_a = cacher.watch(key_prefix, resource_version=start, predicate=color("blue"))
     blue_b = cacher.watch(key_prefix, resource_version=start, predicate=color("blue"))
     everything = cacher.watch(key_prefix, resource_version=start)
@@ -373,7 +382,7 @@ async def test_send_initial_events_then_bookmark(
 
     # resourceVersion "" (None): the state at etcd's current revision, though just written.
     watch = cacher.watch(key_prefix, resource_version=None, predicate=color("blue"),
-                         send_initial_events=True, allow_bookmarks=True)
+                         options=WatchOptions(send_initial_events=True, allow_bookmarks=True))
     async with contextlib.aclosing(watch):
         added = await take(watch, 2)
         assert [(e.type, e.object) for e in added] == [("ADDED", a), ("ADDED", c)]
@@ -387,7 +396,8 @@ async def test_send_initial_events_then_bookmark(
 
     # NotOlderThan N, with N just written; no end bookmark without allowWatchBookmarks.
     e = await store.create(key_prefix + "e", widget("e", color="blue"))
-    watch = cacher.watch(key_prefix, resource_version=rv(e), send_initial_events=True)
+    watch = cacher.watch(key_prefix, resource_version=rv(e),
+                         options=WatchOptions(send_initial_events=True))
     async with contextlib.aclosing(watch):
         initial = await take(watch, 5)
         assert [x.object["metadata"]["name"] for x in initial] == ["a", "b", "c", "d", "e"]
@@ -399,13 +409,13 @@ async def test_bookmarks_when_idle(
     store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix, bookmark_interval=0.05))
-    start = cacher.resource_version
+    start = cacher.last_sync_resource_version
 
     def wanted(obj: Object) -> bool:
         return bool(obj["metadata"]["name"] == "wanted")
 
     with_bookmarks = cacher.watch(key_prefix, resource_version=start, predicate=wanted,
-                                  allow_bookmarks=True)
+                                  options=WatchOptions(allow_bookmarks=True))
     without = cacher.watch(key_prefix, resource_version=start, predicate=wanted)
     pending = asyncio.ensure_future(next_event(without))
     # Nothing this watcher selects changes, but the resource's revision moves.
@@ -452,10 +462,9 @@ class GatedStore(Etcd3Store):
         self,
         key_prefix: str,
         *,
-        resource_version: int,
+        resource_version: int | None,
         predicate: Predicate | None = None,
-        recursive: bool = True,
-        progress_notify: bool = False,
+        options: WatchOptions | None = None,
     ) -> AsyncGenerator[WatchEvent, None]:
         last = resource_version
         while True:
@@ -464,7 +473,7 @@ class GatedStore(Etcd3Store):
                 await self.connected.wait()
                 self.idle.clear()
             events = super().watch(key_prefix, resource_version=last, predicate=predicate,
-                                   recursive=recursive, progress_notify=progress_notify)
+                                   options=options)
             try:
                 while True:
                     following = asyncio.ensure_future(anext(events))
@@ -491,7 +500,7 @@ async def test_compaction_past_the_cache_relists_and_expires_watchers(
 ) -> None:
     store = GatedStore(etcd_client)
     cacher = await started(make_cacher(store, key_prefix))
-    start = cacher.resource_version
+    start = cacher.last_sync_resource_version
     watch = cacher.watch(key_prefix, resource_version=start)
     a = await store.create(key_prefix + "a", widget("a"))
     assert (await next_event(watch)).object == a
@@ -524,11 +533,11 @@ async def test_etcd_restart_loses_nothing(
     make_etcd: Callable[..., EtcdServer], key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     server = make_etcd()
-    client = await connect(EtcdConfig(endpoints=[server.endpoint]), request_timeout=2.0)
+    client = await connect(EtcdSettings(endpoints=(server.endpoint,), request_timeout=2.0))
     store = Etcd3Store(client)
     try:
         cacher = await started(make_cacher(store, key_prefix))
-        start = cacher.resource_version
+        start = cacher.last_sync_resource_version
         writes = [await store.create(key_prefix + f"w{i}", widget(f"w{i}")) for i in range(3)]
         async with contextlib.aclosing(cacher.watch(key_prefix, resource_version=start)) as watch:
             received = await take(watch, 1)  # two more written, not yet consumed
@@ -555,7 +564,7 @@ async def test_one_etcd_watch_for_a_thousand_watchers(
     """1,000 watchers all get a burst of 50 writes through one etcd watch; a watcher that
     never reads is cut off without holding anyone up."""
     server = make_etcd()
-    client = await connect(EtcdConfig(endpoints=[server.endpoint]))
+    client = await connect(EtcdSettings(endpoints=(server.endpoint,)))
     store = Etcd3Store(client)
     try:
         seed = await store.create(key_prefix + "seed", widget("seed"))
@@ -564,7 +573,7 @@ async def test_one_etcd_watch_for_a_thousand_watchers(
 
         stalled = cacher.watch(key_prefix, resource_version=0)
         assert (await next_event(stalled)).object == seed  # then never read again
-        start = cacher.resource_version
+        start = cacher.last_sync_resource_version
 
         async def consume() -> list[WatchEvent]:
             events: list[WatchEvent] = []
@@ -607,7 +616,7 @@ async def test_a_failing_selector_ends_only_its_watch(
     store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix))
-    start = cacher.resource_version
+    start = cacher.last_sync_resource_version
 
     def broken(obj: Object) -> bool:
         return bool(obj["spec"]["missing"])

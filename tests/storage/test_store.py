@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from kext.config import EtcdConfig
+from kext.storage.continue_token import decode_continue, encode_continue
 from kext.storage.embedded import free_port
 from kext.storage.errors import (
     ExpiredError,
@@ -23,16 +23,9 @@ from kext.storage.errors import (
     TooLargeResourceVersionError,
     UnavailableError,
 )
-from kext.storage.etcd3 import (
-    Endpoint,
-    Etcd3Store,
-    EtcdClient,
-    connect,
-    decode_continue,
-    encode_continue,
-    parse_endpoint,
-)
+from kext.storage.etcd3 import Endpoint, Etcd3Store, EtcdClient, connect, parse_endpoint
 from kext.storage.interface import Interface, ListOptions, Object, Preconditions, UpdateFunc
+from kext.storage.settings import EtcdSettings
 from tests.etcd import EtcdServer, make_tls_files, until
 
 pytestmark = pytest.mark.asyncio
@@ -538,7 +531,7 @@ async def test_etcd_down_is_unavailable_then_recovers(
     make_etcd: Callable[..., EtcdServer], key_prefix: str
 ) -> None:
     server = make_etcd()
-    client = await connect(EtcdConfig(endpoints=[server.endpoint]), request_timeout=2.0)
+    client = await connect(EtcdSettings(endpoints=(server.endpoint,), request_timeout=2.0))
     store = Etcd3Store(client)
     try:
         created = await store.create(key_prefix + "a", widget("a"))
@@ -564,7 +557,7 @@ async def test_etcd_that_does_not_answer_is_unavailable(
     make_etcd: Callable[..., EtcdServer], key_prefix: str
 ) -> None:
     server = make_etcd()
-    client = await connect(EtcdConfig(endpoints=[server.endpoint]), request_timeout=0.5)
+    client = await connect(EtcdSettings(endpoints=(server.endpoint,), request_timeout=0.5))
     store = Etcd3Store(client)
     try:
         await store.create(key_prefix + "a", widget("a"))
@@ -591,13 +584,13 @@ async def test_etcd_that_does_not_answer_is_unavailable(
 
 async def test_connect_to_nothing_is_unavailable() -> None:
     with pytest.raises(UnavailableError, match="cannot reach etcd"):
-        await connect(EtcdConfig(endpoints=[f"http://127.0.0.1:{free_port()}"]),
-                      dial_timeout=0.5)
+        await connect(EtcdSettings(endpoints=(f"http://127.0.0.1:{free_port()}",),
+                                   dial_timeout=0.5))
 
 
 async def test_connect_uses_the_first_endpoint_that_answers(etcd_server: EtcdServer) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    client = await connect(EtcdConfig(endpoints=[dead, etcd_server.endpoint]), dial_timeout=0.5)
+    client = await connect(EtcdSettings(endpoints=(dead, etcd_server.endpoint), dial_timeout=0.5))
     try:
         assert client.endpoint == etcd_server.endpoint
         assert await Etcd3Store(client).current_revision() > 0
@@ -609,8 +602,8 @@ async def test_fails_over_to_another_endpoint(
     make_etcd: Callable[..., EtcdServer], key_prefix: str
 ) -> None:
     first, second = make_etcd(), make_etcd()
-    config = EtcdConfig(endpoints=[first.endpoint, second.endpoint])
-    client = await connect(config, request_timeout=2.0, dial_timeout=1.0)
+    client = await connect(EtcdSettings(endpoints=(first.endpoint, second.endpoint),
+                                        request_timeout=2.0, dial_timeout=1.0))
     store = Etcd3Store(client)
     try:
         assert client.endpoint == first.endpoint
@@ -635,9 +628,8 @@ async def test_client_certificate_tls(
     tls = make_tls_files(tmp_path)
     server = make_etcd(tls=tls)
     assert server.endpoint.startswith("https://")
-    config = EtcdConfig(endpoints=[server.endpoint], ca_file=tls.ca,
-                        cert_file=tls.client_cert, key_file=tls.client_key)
-    client = await connect(config)
+    client = await connect(EtcdSettings(endpoints=(server.endpoint,), ca_file=tls.ca,
+                                        cert_file=tls.client_cert, key_file=tls.client_key))
     try:
         store = Etcd3Store(client)
         created = await store.create(key_prefix + "a", widget("a"))
@@ -646,7 +638,8 @@ async def test_client_certificate_tls(
         await client.close()
     # Without a client certificate etcd refuses the connection.
     with pytest.raises(UnavailableError):
-        await connect(EtcdConfig(endpoints=[server.endpoint], ca_file=tls.ca), dial_timeout=1.0)
+        await connect(EtcdSettings(endpoints=(server.endpoint,), ca_file=tls.ca,
+                                   dial_timeout=1.0))
 
 
 async def test_implements_the_storage_interface(store: Etcd3Store) -> None:

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from kext.config import EtcdConfig
 from kext.storage.errors import ExpiredError, UnavailableError
 from kext.storage.etcd3 import Etcd3Store, connect
-from kext.storage.interface import Object, UpdateFunc, WatchEvent
+from kext.storage.interface import Object, UpdateFunc, WatchEvent, WatchOptions
+from kext.storage.settings import EtcdSettings
 from tests.etcd import EtcdServer, until
 
 pytestmark = pytest.mark.asyncio
@@ -187,7 +187,8 @@ async def test_watch_of_one_key(store: Etcd3Store, key_prefix: str) -> None:
     start = await store.current_revision()
     await store.create(key_prefix + "ab", widget("ab"))
     a = await store.create(key_prefix + "a", widget("a"))
-    watch = store.watch(key_prefix + "a", resource_version=start, recursive=False)
+    watch = store.watch(key_prefix + "a", resource_version=start,
+                        options=WatchOptions(recursive=False))
     async with contextlib.aclosing(watch):
         assert summary(await take(watch, 1)) == [("ADDED", "a", rv(a))]
 
@@ -204,7 +205,7 @@ async def test_closing_the_watch_cancels_it_in_etcd(
     make_etcd: Callable[..., EtcdServer], key_prefix: str
 ) -> None:
     server = make_etcd()
-    client = await connect(EtcdConfig(endpoints=[server.endpoint]))
+    client = await connect(EtcdSettings(endpoints=(server.endpoint,)))
     store = Etcd3Store(client)
     try:
         baseline = await watchers(server)
@@ -247,13 +248,14 @@ async def test_progress_notifications_are_bookmarks(
     make_etcd: Callable[..., EtcdServer], key_prefix: str
 ) -> None:
     server = make_etcd(extra=("--experimental-watch-progress-notify-interval", "100ms"))
-    client = await connect(EtcdConfig(endpoints=[server.endpoint]))
+    client = await connect(EtcdSettings(endpoints=(server.endpoint,)))
     store = Etcd3Store(client)
     try:
         created = await store.create(key_prefix + "a", widget("a"))
         # A write elsewhere moves the revision without an event under key_prefix.
         other = await store.create("/elsewhere/b", widget("b"))
-        watch = store.watch(key_prefix, resource_version=rv(created) - 1, progress_notify=True)
+        watch = store.watch(key_prefix, resource_version=rv(created) - 1,
+                            options=WatchOptions(progress_notify=True))
         async with contextlib.aclosing(watch):
             assert (await next_event(watch)).type == "ADDED"
             bookmark = await next_event(watch)
@@ -269,7 +271,7 @@ async def test_watch_survives_etcd_restart(
 ) -> None:
     """Stop etcd mid-watch, start it again, write: every event once, in order."""
     server = make_etcd()
-    client = await connect(EtcdConfig(endpoints=[server.endpoint]), request_timeout=2.0)
+    client = await connect(EtcdSettings(endpoints=(server.endpoint,), request_timeout=2.0))
     store = Etcd3Store(client)
     try:
         start = await store.current_revision()
@@ -307,7 +309,7 @@ async def test_watch_waits_for_etcd_that_is_down(
     """A watch opened while etcd is down keeps retrying and delivers once etcd is back."""
     caplog.set_level(logging.DEBUG, logger="kext.storage.etcd3")
     server = make_etcd()
-    client = await connect(EtcdConfig(endpoints=[server.endpoint]), request_timeout=2.0)
+    client = await connect(EtcdSettings(endpoints=(server.endpoint,), request_timeout=2.0))
     store = Etcd3Store(client)
     try:
         start = await store.current_revision()
