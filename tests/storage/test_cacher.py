@@ -1,7 +1,9 @@
-"""The watch cache on a real etcd (modelled on k8s.io/apiserver pkg/storage/cacher's tests and
+"""The watch cache (modelled on k8s.io/apiserver pkg/storage/cacher's tests and
 pkg/storage/testing/watcher_tests.go): priming, fresh reads, watches served from memory exactly
-once and in order, selector transitions, watch-list and bookmarks, compaction, etcd restarts,
-and one etcd watch fanned out to a thousand watchers."""
+once and in order, selector transitions, watch-list and bookmarks, compaction; each on a real
+etcd and on the memory store (the `store` fixture), which proves the cache needs nothing but
+storage.Interface. Then, on etcd processes of their own: etcd restarts, and one etcd watch
+fanned out to a thousand watchers."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from kext.storage.errors import (
     TooLargeResourceVersionError,
     UnavailableError,
 )
-from kext.storage.etcd3 import Etcd3Store, EtcdClient, connect
+from kext.storage.etcd3 import Etcd3Store, connect
 from kext.storage.interface import (
     INITIAL_EVENTS_END_ANNOTATION,
     Interface,
@@ -35,6 +37,8 @@ from kext.storage.interface import (
 )
 from kext.storage.settings import EtcdSettings
 from tests.etcd import EtcdServer, until
+from tests.storage.conftest import ContractStore
+from tests.storage.memory import MemoryStore
 
 pytestmark = pytest.mark.asyncio
 
@@ -74,7 +78,7 @@ async def take(watch: AsyncIterator[WatchEvent], n: int) -> list[WatchEvent]:
     return [await next_event(watch) for _ in range(n)]
 
 
-async def create_eventually(store: Etcd3Store, key: str, obj: Object) -> Object:
+async def create_eventually(store: ContractStore, key: str, obj: Object) -> Object:
     """Create obj, retrying while etcd is (still) unavailable."""
     created: list[Object] = []
 
@@ -102,7 +106,7 @@ async def make_cacher() -> AsyncIterator[Callable[..., Cacher]]:
     """make_cacher(store, root, **options) -> a Cacher (start it yourself); stopped after."""
     made: list[Cacher] = []
 
-    def make(store: Etcd3Store, root: str, **options: Any) -> Cacher:
+    def make(store: ContractStore, root: str, **options: Any) -> Cacher:
         options.setdefault("block_timeout", 1.0)
         cacher = Cacher(store, root, **options)
         made.append(cacher)
@@ -130,7 +134,7 @@ async def caught_up(cacher: Cacher, revision: int) -> None:
 
 
 async def test_primes_then_serves_lists_from_memory(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     objects = [await store.create(key_prefix + f"ns{i % 2}/w{i}", widget(f"w{i}"))
                for i in range(5)]
@@ -161,7 +165,7 @@ async def test_primes_then_serves_lists_from_memory(
 
 
 async def test_consistent_reads_are_never_stale(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix))
     for i in range(3):
@@ -200,7 +204,7 @@ async def test_consistent_reads_are_never_stale(
 
 
 async def test_reads_ahead_of_etcd_are_too_large(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix, block_timeout=0.3))
     await store.create(key_prefix + "a", widget("a"))
@@ -213,7 +217,7 @@ async def test_reads_ahead_of_etcd_are_too_large(
 
 
 async def test_pages_from_the_cache_continue_in_etcd(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     for i in range(5):
         last = await store.create(key_prefix + f"w{i}", widget(f"w{i}"))
@@ -235,7 +239,7 @@ async def test_pages_from_the_cache_continue_in_etcd(
 
 
 async def test_watch_from_zero_lists_then_follows(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     a = await store.create(key_prefix + "a", widget("a"))
     b = await store.create(key_prefix + "b", widget("b"))
@@ -255,7 +259,7 @@ async def _true(value: bool) -> bool:
 
 
 async def test_watch_exactly_once_in_order_under_concurrent_writers(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix))
     start = cacher.last_sync_resource_version
@@ -290,7 +294,7 @@ async def test_watch_exactly_once_in_order_under_concurrent_writers(
 
 
 async def test_watch_older_than_the_window_is_expired(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix, window=4))
     start = cacher.last_sync_resource_version
@@ -306,7 +310,7 @@ async def test_watch_older_than_the_window_is_expired(
 
 
 async def test_watch_ahead_of_the_cache(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix, block_timeout=0.3))
     future = await store.current_revision() + 1000
@@ -325,7 +329,7 @@ async def test_watch_ahead_of_the_cache(
 
 
 async def test_selector_transitions(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     """An object entering the selection is ADDED, leaving it DELETED (cacheWatcher)."""
     cacher = await started(make_cacher(store, key_prefix))
@@ -372,8 +376,34 @@ async def test_selector_transitions(
         assert summary(await take(replay, 5)) == summary(a_events)
 
 
+async def test_watch_of_one_key(
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
+) -> None:
+    """recursive=False: the one key, not its siblings that share the name as a prefix."""
+    a = await store.create(key_prefix + "ns/a", widget("a"))
+    await store.create(key_prefix + "ns/ab", widget("ab"))
+    cacher = await started(make_cacher(store, key_prefix))
+    start = cacher.last_sync_resource_version
+    one = WatchOptions(recursive=False)
+    async with contextlib.aclosing(
+        cacher.watch(key_prefix + "ns/a", resource_version=0, options=one)
+    ) as watch:
+        assert [(e.type, e.object) for e in await take(watch, 1)] == [("ADDED", a)]
+        await store.guaranteed_update(key_prefix + "ns/ab", set_spec(size=1))
+        a2 = await store.guaranteed_update(key_prefix + "ns/a", set_spec(size=2))
+        assert summary(await take(watch, 1)) == [("MODIFIED", "a", rv(a2))]
+    # From the window: the same.
+    await caught_up(cacher, rv(a2))
+    async with contextlib.aclosing(
+        cacher.watch(key_prefix + "ns/a", resource_version=start, options=one)
+    ) as watch:
+        assert summary(await take(watch, 1)) == [("MODIFIED", "a", rv(a2))]
+        deleted = await store.delete(key_prefix + "ns/a")
+        assert summary(await take(watch, 1)) == [("DELETED", "a", rv(deleted))]
+
+
 async def test_send_initial_events_then_bookmark(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix))
     a = await store.create(key_prefix + "a", widget("a", color="blue"))
@@ -406,7 +436,7 @@ async def test_send_initial_events_then_bookmark(
 
 
 async def test_bookmarks_when_idle(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix, bookmark_interval=0.05))
     start = cacher.last_sync_resource_version
@@ -439,12 +469,13 @@ async def test_bookmarks_when_idle(
 # -- recovery
 
 
-class GatedStore(Etcd3Store):
-    """An Etcd3Store whose watches the test can cut off from etcd and reconnect (from the last
-    revision they delivered), so that a compaction can overtake them."""
+class Gated:
+    """A store (mixed into Etcd3Store or MemoryStore) whose watches the test can cut off and
+    reconnect (from the last revision they delivered), so that a compaction can overtake
+    them."""
 
-    def __init__(self, client: EtcdClient) -> None:
-        super().__init__(client)
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
         self.connected = asyncio.Event()
         self.connected.set()
         self.cut = asyncio.Event()
@@ -472,8 +503,9 @@ class GatedStore(Etcd3Store):
                 self.idle.set()
                 await self.connected.wait()
                 self.idle.clear()
-            events = super().watch(key_prefix, resource_version=last, predicate=predicate,
-                                   options=options)
+            events = super().watch(  # type: ignore[misc]
+                key_prefix, resource_version=last, predicate=predicate, options=options
+            )
             try:
                 while True:
                     following = asyncio.ensure_future(anext(events))
@@ -495,10 +527,27 @@ class GatedStore(Etcd3Store):
                 await events.aclose()
 
 
+class GatedEtcd3Store(Gated, Etcd3Store):
+    pass
+
+
+class GatedMemoryStore(Gated, MemoryStore):
+    pass
+
+
+@pytest.fixture(params=["etcd", "memory"])
+def gated_store(request: pytest.FixtureRequest) -> GatedEtcd3Store | GatedMemoryStore:
+    """A gated Etcd3Store on the session etcd, or a gated MemoryStore."""
+    if request.param == "memory":
+        return GatedMemoryStore()
+    return GatedEtcd3Store(request.getfixturevalue("etcd_client"))
+
+
 async def test_compaction_past_the_cache_relists_and_expires_watchers(
-    etcd_client: EtcdClient, key_prefix: str, make_cacher: Callable[..., Cacher]
+    gated_store: GatedEtcd3Store | GatedMemoryStore, key_prefix: str,
+    make_cacher: Callable[..., Cacher],
 ) -> None:
-    store = GatedStore(etcd_client)
+    store = gated_store
     cacher = await started(make_cacher(store, key_prefix))
     start = cacher.last_sync_resource_version
     watch = cacher.watch(key_prefix, resource_version=start)
@@ -613,7 +662,7 @@ async def _watching(server: EtcdServer, n: int) -> bool:
 
 
 async def test_a_failing_selector_ends_only_its_watch(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix))
     start = cacher.last_sync_resource_version
