@@ -17,7 +17,7 @@ from kext.registry.fieldmanager import FieldManager
 from kext.registry.storeerr import MODIFIED, interpret
 from kext.registry.strategy import StatusStrategy, Strategy
 from kext.storage import errors as storage_errors
-from kext.storage.interface import Interface, ListOptions, Preconditions, WatchEvent
+from kext.storage.interface import Interface, ListOptions, Preconditions, WatchEvent, WatchOptions
 
 Object = dict[str, Any]
 
@@ -180,16 +180,13 @@ class Store:
     def watch(self, namespace: str, resource_version: int | None, selection: Selection, *,
               send_initial_events: bool = False,
               allow_bookmarks: bool = False) -> AsyncGenerator[WatchEvent, None]:
-        """Changes after resource_version (0 or None for "": current state as ADDED first).
-        The initial-events and bookmark options need the watch cache as storage."""
-        extra: dict[str, bool] = {}
-        if send_initial_events:
-            extra["send_initial_events"] = True
-        if allow_bookmarks:
-            extra["allow_bookmarks"] = True
+        """Changes after resource_version (0 or None for "": current state as ADDED first),
+        with the watch-list initial events and bookmarks as storage.WatchOptions says."""
         events = self.storage.watch(
             self.prefix(namespace), resource_version=resource_version,
-            predicate=self.predicate(selection), **extra,
+            predicate=self.predicate(selection),
+            options=WatchOptions(send_initial_events=send_initial_events,
+                                 allow_bookmarks=allow_bookmarks),
         )
         return self._status_errors(events)
 
@@ -208,7 +205,7 @@ class Store:
     @property
     def cache_revision(self) -> int:
         """The revision the watch cache has reached (0 without a cache)."""
-        return int(getattr(self.storage, "resource_version", 0))
+        return self.storage.last_sync_resource_version
 
     # -- create
 

@@ -9,12 +9,21 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from kext.config import ServerConfig
+from kext.config import ServerConfig, StorageConfig
+from kext.storage.settings import EmbeddedEtcdSettings, EtcdSettings
 
 log = logging.getLogger("kext")
 
 # How long SIGTERM waits for in-flight (non-watch) requests before closing storage.
 SHUTDOWN_DRAIN_SECONDS = 10.0
+
+
+def storage_settings(cfg: StorageConfig) -> tuple[EtcdSettings, EmbeddedEtcdSettings]:
+    """What storage needs from the configuration: how to reach etcd, and how to run the
+    embedded one (used when no endpoint is configured)."""
+    etcd = EtcdSettings(endpoints=tuple(cfg.etcd.endpoints), ca_file=cfg.etcd.ca_file,
+                        cert_file=cfg.etcd.cert_file, key_file=cfg.etcd.key_file)
+    return etcd, EmbeddedEtcdSettings(data_dir=cfg.embedded.data_dir)
 
 
 @dataclass
@@ -73,14 +82,14 @@ class APIServer:
         url_host = f"[{host}]" if ":" in host else host
         self.url = f"https://{url_host}:{cfg.serving.port}"
 
-        etcd_cfg = cfg.storage.etcd
-        if not etcd_cfg.endpoints:
-            self.serving.embedded = EmbeddedEtcd(cfg.storage.embedded)
+        etcd_settings, embedded_settings = storage_settings(cfg.storage)
+        if not etcd_settings.endpoints:
+            self.serving.embedded = EmbeddedEtcd(embedded_settings)
             endpoint = await self.serving.embedded.start()
-            etcd_cfg = type(etcd_cfg)(endpoints=[endpoint])
+            etcd_settings = EtcdSettings(endpoints=(endpoint,))
             log.info("embedded etcd serving on %s (data in %s)", endpoint,
                      cfg.storage.embedded.data_dir)
-        client = await connect(etcd_cfg)
+        client = await connect(etcd_settings)
         self.serving.storage = client
         storage = Etcd3Store(client)
 
