@@ -1,6 +1,7 @@
 """Shared fixtures: one real etcd for the whole session, a fresh key prefix per test, and an
 `Etcd3Store` on that etcd. Async tests and fixtures run on pytest-asyncio (one event loop per
-test): mark a module with `pytestmark = pytest.mark.asyncio`."""
+test): mark a module with `pytestmark = pytest.mark.asyncio`. The session header says which
+etcd binary the tests run (tests/etcd.py: `KEXT_TEST_ETCD` picks another)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ import pytest
 import pytest_asyncio
 
 from kext.storage.etcd3 import Etcd3Store, EtcdClient
-from tests.etcd import EtcdServer, TLSFiles, scratch_dir
+from tests.etcd import EtcdServer, TLSFiles, etcd_description, scratch_dir
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"etcd: {etcd_description()}"
 
 
 @pytest.fixture(scope="session")
