@@ -124,7 +124,8 @@ class APIServer:
 
         stores = []
         for definition in cfg.resources:
-            cache = Cacher(storage, resource_root(cfg.storage.prefix, definition))
+            cache = Cacher(storage, resource_root(cfg.storage.prefix, definition),
+                           bookmark_interval=cfg.storage.watch_cache.bookmark_interval)
             await cache.start()
             self.serving.caches.append(cache)
             stores.append(Store(definition, cache, cfg.storage.prefix))
