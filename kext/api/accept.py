@@ -19,7 +19,7 @@ from typing import TypeVar
 JSON = "application/json"
 YAML = "application/yaml"
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def parse_accept(header: str | None) -> tuple[MediaRange, ...]:
 
 
 def negotiate_media_type(accept: str | None, offered: Sequence[str],
-                         choose: Callable[[MediaRange, str], T | None]) -> T | None:
+                         choose: Callable[[MediaRange, str], _T | None]) -> _T | None:
     """The first choice an Accept header allows, or None (406 Not Acceptable).
 
     Clauses are tried by preference, each against the offered media types in the server's

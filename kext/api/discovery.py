@@ -326,8 +326,8 @@ def _arch() -> str:
 # --- Accept negotiation ---------------------------------------------------------------------
 
 
-# Parameters kube's negotiation understands on a discovery media type; any other one makes the
-# clause unacceptable.
+# The parameters a discovery clause may carry; kext passes over a clause with any other one
+# (kube instead ignores parameters it does not know, e.g. charset or profile).
 _KNOWN_PARAMS = {"g", "v", "as", "pretty", "stream"}
 _AGGREGATED_VERSIONS = {"v2": DiscoveryFormat.AGGREGATED_V2,
                         "v2beta1": DiscoveryFormat.AGGREGATED_V2BETA1}
