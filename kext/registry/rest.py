@@ -36,10 +36,12 @@ class RequestContext:
 # Called with the object being written and the stored one (None on create); changes the
 # object in place or returns a replacement (None keeps the object it was given).
 MutateObjectFunc = Callable[[Object, Object | None], Awaitable[Object | None]]
-# Called with the object about to be stored and the stored one (None on create); refuses
-# the write by raising a StatusError (cf. rest.ValidateObjectFunc, ValidateObjectUpdateFunc).
+# Called with copies of the object about to be stored and of the stored one (None on create);
+# refuses the write by raising a StatusError (cf. rest.ValidateObjectFunc and
+# ValidateObjectUpdateFunc).
 ValidateObjectFunc = Callable[[Object, Object | None], Awaitable[None]]
-# Called with the object about to be deleted (or marked for deletion); refuses by raising.
+# Called with a copy of the object about to be deleted (or marked for deletion); refuses by
+# raising a StatusError.
 ValidateDeleteFunc = Callable[[Object], Awaitable[None]]
 
 

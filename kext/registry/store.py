@@ -234,7 +234,8 @@ class Store:
         self._validate(strategy.validate(obj), metadata.get("name", ""))
         await strategy.canonicalize(obj, None)
         if admission.validate is not None:
-            await admission.validate(obj, None)
+            # as kube: validation gets a copy, so it cannot change what is stored
+            await admission.validate(copy.deepcopy(obj), None)
         obj["apiVersion"] = self._storage_api_version
         name = metadata["name"]
         if ctx.dry_run:
@@ -294,7 +295,7 @@ class Store:
             self._validate(strategy.validate_update(new, old), name)
             await strategy.canonicalize(new, old)
             if admission.validate is not None:
-                await admission.validate(new, old)
+                await admission.validate(copy.deepcopy(new), copy.deepcopy(old))
             new["apiVersion"] = self._storage_api_version
             finalized = bool(
                 new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers")

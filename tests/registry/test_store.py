@@ -181,3 +181,13 @@ async def test_delete_validation_refuses_a_delete(widgets: Store) -> None:
         await widgets.delete(CTX, "w", VERSION, DeleteOptions(), refuse)
     assert raised.value.code == 403
     assert (await widgets.get("ns", "w", VERSION))["metadata"]["name"] == "w"
+
+
+async def test_validation_cannot_change_what_is_stored(widgets: Store) -> None:
+    async def meddle(obj: Object, old: Object | None) -> None:
+        obj["spec"]["color"] = "red"
+
+    result = await widgets.create(CTX, VERSION, widget(), Admission(validate=meddle))
+    assert result.object["spec"]["color"] == "blue"
+    updated = await widgets.update(CTX, "w", VERSION, bump_size, Admission(validate=meddle))
+    assert updated.object["spec"]["color"] == "blue"
