@@ -60,6 +60,7 @@ class APIServer:
         from twisted.internet import task
 
         from kext import metrics
+        from kext.admission.hooks import load_hooks
         from kext.auth.authentication import (
             RequestHeaderAuthenticator,
             UnionAuthenticator,
@@ -68,6 +69,7 @@ class APIServer:
         )
         from kext.certs import dialable_url, ensure_self_signed
         from kext.registry.store import Store, resource_root
+        from kext.registry.strategy import crd_strategies
         from kext.server import filters, http, metadata_paths
         from kext.server.healthz import Check, HealthEndpoint, ping
         from kext.server.routes import Router
@@ -127,7 +129,9 @@ class APIServer:
             cache = Cacher(storage, resource_root(cfg.storage.prefix, definition))
             await cache.start()
             self.serving.caches.append(cache)
-            stores.append(Store(definition, cache, cfg.storage.prefix))
+            strategies = crd_strategies(definition,
+                                        load_hooks(definition.hooks.get("status", ())))
+            stores.append(Store(definition, cache, cfg.storage.prefix, strategies))
             metrics.storage.add(definition.group, definition.storage_version.name,
                                 definition.kind, definition.plural, cache)
 

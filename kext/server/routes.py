@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from kext.admission.chain import Chain, resource_chain
 from kext.api import errors
 from kext.registry.store import Store
 from kext.server.handlers import create, delete, get, patch, update, watch
@@ -35,6 +36,10 @@ class Router:
 
     def __init__(self, stores: list[Store], health: list[HealthEndpoint]) -> None:
         self.stores = {(s.group, s.resource): s for s in stores}
+        # each resource's admission chain, its hooks loaded once
+        self.chains: dict[tuple[str, str], Chain] = {
+            key: resource_chain(s.definition) for key, s in self.stores.items()
+        }
         self.health = {f"/{h.name}": h for h in health}
         self.paths: dict[str, PathHandler] = {}
         self.verbs = dict(VERBS)
@@ -85,7 +90,8 @@ class Router:
         handler = self.verbs.get(verb)
         if handler is None:
             raise errors.method_not_supported(store.group, store.resource, verb)
-        scope = Scope(store, version, info.namespace, info.name, info.subresource)
+        scope = Scope(store, version, info.namespace, info.name, info.subresource,
+                      self.chains[(store.group, store.resource)])
         return await handler(request, scope)
 
 
