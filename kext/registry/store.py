@@ -83,7 +83,9 @@ class Store:
         self._storage_api_version = f"{self.group}/{definition.storage_version.name}"
         self.strategies = strategies if strategies is not None else crd_strategies(definition)
         self._field_managers = {
-            v.name: FieldManager.for_version(definition, v) for v in definition.served_versions
+            # the strategy's compiled schema: one compilation per version serves both
+            v.name: FieldManager.for_version(definition, v, self.strategies.main[v.name].schema)
+            for v in definition.served_versions
         }
 
     # -- keys and versions
