@@ -87,7 +87,6 @@ class Process:
         self.options = options
         self.etcd = options.storage.etcd  # the etcd every server connects to
         self.embedded: EmbeddedEtcd | None = None
-        self.certificates: ServingCertificates | None = None
         self.listener: socket.socket | None = None
 
     async def start(self) -> ServingCertificates:
@@ -99,20 +98,19 @@ class Process:
             self.etcd = EtcdConfig(endpoints=[endpoint])
             log.info("embedded etcd serving on %s (data in %s)", endpoint,
                      self.options.storage.embedded.data_dir)
-        self.certificates = serving_certificates(self.options)
-        return self.certificates
+        return serving_certificates(self.options)
 
     def listen(self) -> socket.socket:
-        """The listening socket (opened on first call). A server that serves it takes its
-        own descriptor of it; this one stays open until stop()."""
+        """The listening socket (opened on first call). A server that serves it takes a
+        descriptor of its own; this one stays open until close_listener() or stop()."""
         if self.listener is None:
             serving = self.options.serving
             self.listener = listen(serving.bind_address, serving.port)
         return self.listener
 
     def close_listener(self) -> None:
-        """Stop accepting connections in this process (the servers' descriptors close as
-        they stop listening)."""
+        """Close this process's descriptor of the socket: connections are then accepted only
+        while a server serving it still listens."""
         if self.listener is not None:
             self.listener.close()
             self.listener = None
