@@ -15,7 +15,7 @@ import orjson
 
 from kext.api import errors
 from kext.api.table import parse_include_object, partial_object_metadata, table_convertor
-from kext.metrics import Metrics
+from kext.metrics import Metrics, WatchEventCounts
 from kext.registry.store import WatchEvent
 from kext.server.handlers.scope import INTEGER, Scope, parse_resource_version, selection
 from kext.server.negotiation import Representation, Target, negotiate
@@ -76,7 +76,7 @@ async def watch(request: APIRequest, scope: Scope, metrics: Metrics) -> StreamRe
     # wait the time to end in a 504 before the stream starts.
     ahead = resource_version is not None and resource_version > scope.store.cache_revision
     first = await _first_event(events, 4.0 if ahead else 0.05)
-    recorder = _EventRecorder(metrics, scope)
+    recorder = metrics.watch_event_counts(scope.group, scope.version.name, scope.resource)
     return StreamResponse(
         _frames(first, events, encoder, recorder, time.monotonic() + timeout),
         content_type="application/json",
@@ -103,10 +103,12 @@ async def _first_event(events: AsyncGenerator[WatchEvent, None],
 
 
 async def _frames(first: asyncio.Task[WatchEvent], events: AsyncGenerator[WatchEvent, None],
-                  encoder: _Encoder, recorder: _EventRecorder,
+                  encoder: _Encoder, recorder: WatchEventCounts,
                   deadline: float) -> AsyncGenerator[bytes, None]:
     """The stream's chunks: one encoded event each, an ERROR event for a storage failure, and
-    an end at the timeout. Each is recorded as it is handed to the connection."""
+    an end at the timeout. Each is recorded (apiserver_watch_events_total and _sizes, by the
+    watched group, version and resource, cf. watchEventMetricsRecorder) as it is handed to
+    the connection."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     # One timer for the whole watch, not one per event (with 1,000 watchers, per-event tasks
@@ -127,7 +129,7 @@ async def _frames(first: asyncio.Task[WatchEvent], events: AsyncGenerator[WatchE
         event = first.result()
         while True:
             frame = encoder.encode(event)
-            recorder.record(frame)
+            recorder.record(len(frame))
             yield frame
             if state["expired"]:
                 return
@@ -145,7 +147,7 @@ async def _frames(first: asyncio.Task[WatchEvent], events: AsyncGenerator[WatchE
         return  # the cache ended this watcher (slow, or shutting down): the client re-watches
     except errors.StatusError as exc:
         frame = orjson.dumps({"type": "ERROR", "object": exc.status()}) + b"\n"
-        recorder.record(frame)
+        recorder.record(len(frame))
         yield frame
     finally:
         timer.cancel()
@@ -155,20 +157,6 @@ async def _frames(first: asyncio.Task[WatchEvent], events: AsyncGenerator[WatchE
             with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
                 await first
         await events.aclose()
-
-
-class _EventRecorder:
-    """apiserver_watch_events_total and _sizes of one watch, labelled with the watched group,
-    version and resource (cf. watchEventMetricsRecorder)."""
-
-    def __init__(self, metrics: Metrics, scope: Scope) -> None:
-        labels = (scope.group, scope.version.name, scope.resource)
-        self.count = metrics.watch_events.labels(*labels)
-        self.sizes = metrics.watch_events_sizes.labels(*labels)
-
-    def record(self, frame: bytes) -> None:
-        self.count.inc()
-        self.sizes.observe(len(frame))
 
 
 class _Encoder:
