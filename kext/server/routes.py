@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from kext.admission.chain import Chain, resource_chain
 from kext.api import errors
 from kext.registry.store import Store
-from kext.server.handlers import create, delete, get, patch, update, watch
+from kext.server.handlers import create, delete, get, patch, update
 from kext.server.handlers.scope import Scope
 from kext.server.healthz import HealthEndpoint
 from kext.server.request import AnyResponse, APIRequest
@@ -24,7 +24,6 @@ VERBS: dict[str, ResourceHandler] = {
     "patch": patch.patch,
     "delete": delete.delete,
     "deletecollection": delete.delete_collection,
-    "watch": watch.watch,
 }
 
 # Verbs each subresource path accepts.
@@ -34,7 +33,8 @@ SUBRESOURCE_VERBS = {"status": ("get", "update", "patch")}
 class Router:
     """Routes an authenticated request to its handler."""
 
-    def __init__(self, stores: list[Store], health: list[HealthEndpoint]) -> None:
+    def __init__(self, stores: list[Store], health: list[HealthEndpoint],
+                 watch: ResourceHandler) -> None:
         self.stores = {(s.group, s.resource): s for s in stores}
         # each resource's admission chain, its hooks loaded once
         self.chains: dict[tuple[str, str], Chain] = {
@@ -42,7 +42,8 @@ class Router:
         }
         self.health = {f"/{h.name}": h for h in health}
         self.paths: dict[str, PathHandler] = {}
-        self.verbs = dict(VERBS)
+        # watch is the server's own: it records that server's watch-event metrics
+        self.verbs = {**VERBS, "watch": watch}
 
     def add_path(self, path: str, handler: PathHandler) -> None:
         self.paths[path] = handler
