@@ -581,9 +581,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"kext's image (default {Install.image}, built from the Dockerfile)")
     parser.add_argument("--ca-file", default="", metavar="CA.pem",
                         help="the CA that signs the serving certificate and is the APIService "
-                        "caBundle (its key beside it, CA.key, or --ca-key-file); default: a CA "
+                        "caBundle; default: a CA "
                         "generated in --cert-dir and reused on the next run")
-    parser.add_argument("--ca-key-file", default="", metavar="FILE", help=argparse.SUPPRESS)
+    parser.add_argument("--ca-key-file", default="", metavar="FILE",
+                        help="the key of --ca-file (default: CA.key beside it)")
     parser.add_argument("--cert-dir", default="", metavar="DIR",
                         help="where the serving and etcd certificates are kept between runs "
                         "(default var/cluster-certs/NS)")

@@ -61,6 +61,7 @@ def build_renderer() -> Path:
         return binary
     binary.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GO111MODULE": "off", "GOPATH": DEBIAN_GOPATH, "CGO_ENABLED": "0"}
+    env.setdefault("GOCACHE", str(REPO / "var" / "render" / "go-build"))
     partial = binary.with_suffix(f".{os.getpid()}")
     built = subprocess.run([go, "build", "-o", str(partial), str(RENDER_SOURCE)], env=env,
                            capture_output=True, text=True, timeout=600)
