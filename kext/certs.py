@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 import yaml
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ADMIN_USER = "kext-admin"
@@ -34,6 +34,12 @@ CERT_DAYS = 365
 RENEW_BEFORE = datetime.timedelta(days=30)
 # Certificates start a little in the past so a client whose clock lags still accepts them.
 BACKDATE = datetime.timedelta(hours=1)
+
+# The private keys a TLS server can sign handshakes with.
+PrivateKey = (rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+              | ed448.Ed448PrivateKey | dsa.DSAPrivateKey)
+PRIVATE_KEY_TYPES = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey,
+                     ed448.Ed448PrivateKey, dsa.DSAPrivateKey)
 
 
 @dataclass(frozen=True)
@@ -170,19 +176,76 @@ def issue_cert(
     return KeyPair(builder.sign(ca.key, hashes.SHA256()), key)
 
 
-def load_key_pair(cert_path: str, key_path: str) -> KeyPair | None:
-    """The PEM certificate and EC key at these paths, or None when either is missing,
-    unreadable or they do not belong together."""
+# -- reading PEM files: the one place kext parses certificates and keys (cryptography's
+# loaders), with errors that name the file and say what is wrong with it.
+
+
+class PEMError(ValueError):
+    """A certificate or key file kext cannot use; the message names the file and why."""
+
+
+def _read(path: str) -> bytes:
     try:
-        with open(cert_path, "rb") as f:
-            cert = x509.load_pem_x509_certificate(f.read())
-        with open(key_path, "rb") as f:
-            key = serialization.load_pem_private_key(f.read(), password=None)
-    except (OSError, ValueError, TypeError):
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as error:
+        raise PEMError(f"{path}: cannot read: {error.strerror or error}") from None
+
+
+def load_certificates(path: str) -> list[x509.Certificate]:
+    """Every certificate in a PEM file, in file order (a serving chain, leaf first, or a CA
+    bundle); blocks of other kinds are skipped. PEMError when the file cannot be read, holds
+    no certificate, or one does not parse."""
+    data = _read(path)
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError as error:
+        if b"CERTIFICATE-----" not in data:
+            raise PEMError(f"{path}: no PEM certificate (-----BEGIN CERTIFICATE-----) in the "
+                           "file") from None
+        raise PEMError(f"{path}: a PEM certificate in the file does not parse: {error}") from None
+
+
+def load_private_key(path: str) -> PrivateKey:
+    """The unencrypted PEM private key in a file (PKCS#8, or the traditional RSA and EC
+    forms). PEMError when the file cannot be read, holds no key, the key is encrypted, or
+    it does not parse."""
+    data = _read(path)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise PEMError(f"{path}: the private key is encrypted; kext needs it unencrypted") from None
+    except (ValueError, UnsupportedAlgorithm) as error:
+        if b"PRIVATE KEY-----" not in data:
+            raise PEMError(f"{path}: no PEM private key (-----BEGIN PRIVATE KEY-----) in the "
+                           "file") from None
+        raise PEMError(f"{path}: the PEM private key does not parse: {error}") from None
+    if not isinstance(key, PRIVATE_KEY_TYPES):
+        raise PEMError(f"{path}: a {type(key).__name__} cannot sign TLS handshakes")
+    return key
+
+
+def load_serving_pair(cert_path: str, key_path: str) -> tuple[list[x509.Certificate], PrivateKey]:
+    """A certificate chain (leaf first) and the private key of its leaf; PEMError when either
+    file is unusable or the key belongs to another certificate."""
+    chain = load_certificates(cert_path)
+    key = load_private_key(key_path)
+    if key.public_key() != chain[0].public_key():
+        raise PEMError(f"{key_path}: the private key does not belong to the first certificate "
+                       f"in {cert_path}")
+    return chain, key
+
+
+def load_key_pair(cert_path: str, key_path: str) -> KeyPair | None:
+    """The PEM certificate and EC key kext generated at these paths, or None when either is
+    missing, unreadable, not an EC key, or they do not belong together."""
+    try:
+        chain, key = load_serving_pair(cert_path, key_path)
+    except PEMError:
         return None
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
         return None
-    return KeyPair(cert, key)
+    return KeyPair(chain[0], key)
 
 
 def serving_hosts(hosts: Sequence[str], server_url: str = "") -> list[str]:

@@ -6,6 +6,9 @@
     kext certs --service NAME --namespace NS --dir DIR   CA and serving cert for a Service
     kext manifests --config FILE [--namespace NS] [--image IMG] [--ca-file CA.pem]
                                          the cluster objects for `kubectl apply -f -`
+    kext init DIR --domain D             a new project: server.yaml, a resource, hooks, a test
+    kext create resource --group G ...   add a resource to the project in this directory
+    kext docs [--config FILE] --out DIR  an API reference: DIR/index.md and DIR/index.html
 
 Exit codes: 0 success, 2 bad configuration or usage (one line per problem on stderr).
 """
@@ -17,6 +20,7 @@ import base64
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from kext.config import ConfigError, ServerConfig, load_config, unimplemented
 
@@ -41,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return command(args.config, args.namespace, args.image, args.ca_file, args.ca_key_file,
                        args.cert_dir)
+    if args.command in ("init", "create", "docs"):
+        return _scaffold(args)
     config = _load(args.config)
     if config is None:
         return EXIT_BAD_CONFIG
@@ -119,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
         "settings are for a local run; the cluster's server.yaml is the chart's). Notes and "
         "the files written go to stderr.",
     ))
+    _scaffold_parsers(commands)
     return parser
 
 
@@ -140,6 +147,60 @@ def _service_certs(cert_dir: str, service: str, namespace: str, cluster_domain: 
         print(f"{verb:5} {path}: {what}")
     print(f"caBundle: {base64.b64encode(result.ca.cert_pem).decode('ascii')}")
     return 0
+
+
+def _scaffold_parsers(commands: Any) -> None:
+    """`kext init`, `kext create resource` and `kext docs` (kext.scaffold, kext.docs)."""
+    init = commands.add_parser(
+        "init", help="write a new project: server.yaml, an example resource, hooks, a test",
+        description="Write a new kext project into DIR: server.yaml (the embedded default), "
+        "an example resource in the API group web.DOMAIN with Python hooks, a pytest test, a "
+        "README and a PROJECT file. Existing files are never overwritten.",
+    )
+    init.add_argument("dir", metavar="DIR", help="the project directory (created if absent)")
+    init.add_argument("--domain", required=True, metavar="D",
+                      help="the domain of the project's API groups, e.g. example.com")
+    create = commands.add_parser("create", help="add to the project in this directory")
+    what = create.add_subparsers(dest="what", metavar="WHAT", required=True)
+    resource = what.add_parser(
+        "resource", help="add a resource: resources/<plural>.yaml, registered in server.yaml",
+        description="Add a CustomResourceDefinition for the API group G.<domain> (the domain "
+        "from ./PROJECT; G as given when it contains a dot) as resources/<plural>.yaml and "
+        "list it in ./server.yaml. Existing files are never overwritten.",
+    )
+    resource.add_argument("--group", required=True, metavar="G")
+    resource.add_argument("--version", required=True, metavar="V", help="e.g. v1alpha1")
+    resource.add_argument("--kind", required=True, metavar="K", help="CamelCase, e.g. Widget")
+    resource.add_argument("--plural", metavar="P", help="default: the kind's English plural")
+    resource.add_argument("--scope", default="Namespaced", choices=("Namespaced", "Cluster"))
+    resource.add_argument("--status", action="store_true", help="add the status subresource")
+    resource.add_argument("--scale", action="store_true",
+                          help="add the scale subresource (and status, which it reads)")
+    resource.add_argument("--hooks", action="store_true",
+                          help="add a Python hooks module, named in the kext.io/hooks annotation")
+    docs = commands.add_parser(
+        "docs", help="write an API reference (Markdown and one HTML page)",
+        description="Write DIR/index.md and DIR/index.html: every served group, version and "
+        "kind of the configuration's resources, their fields, validation, printer columns "
+        "and an example object.",
+    )
+    docs.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE")
+    docs.add_argument("--out", required=True, metavar="DIR")
+
+
+def _scaffold(args: argparse.Namespace) -> int:
+    if args.command == "init":
+        from kext.scaffold import run_init
+
+        return run_init(args.dir, args.domain)
+    if args.command == "create":
+        from kext.scaffold import run_create_resource
+
+        return run_create_resource(args.group, args.version, args.kind, args.plural,
+                                   args.scope, args.status, args.scale, args.hooks)
+    from kext.docs import run_docs
+
+    return run_docs(args.config, args.out)
 
 
 def _load(path: str) -> ServerConfig | None:

@@ -230,8 +230,9 @@ class Node:
     __slots__ = (
         "additional", "additional_allows", "all_of", "any_of", "default", "defaulted",
         "embedded", "enum", "enum_keys", "enum_shown", "exclusive_maximum",
-        "exclusive_minimum", "format", "format_check", "has_additional", "int_or_string",
-        "items", "list_map_keys", "list_type", "max_items", "max_length",
+        "exclusive_minimum", "format", "format_check", "has_additional", "has_default",
+        "int_or_string", "items", "list_map_keys", "list_type", "map_type", "max_items",
+        "max_length",
         "max_properties", "maximum", "min_items", "min_length", "min_properties", "minimum",
         "multiple_of", "not_", "nullable", "one_of", "pattern", "pattern_source", "preserve",
         "properties", "required", "type", "type_label", "unique_items",
@@ -297,10 +298,14 @@ class Node:
 
         default = s.get("default")
         self.default: Any = _NO_DEFAULT if default is None else default
+        self.has_default = default is not None
+        # "" is atomic for a list and granular for a map, their defaults.
         list_type = s.get("x-kubernetes-list-type")
         self.list_type: str = list_type if list_type in ("set", "map") else ""
         keys = s.get("x-kubernetes-list-map-keys")
         self.list_map_keys: tuple[str, ...] = tuple(keys) if isinstance(keys, list) else ()
+        map_type = s.get("x-kubernetes-map-type")
+        self.map_type: str = map_type if map_type == "atomic" else ""
         # Properties that carry a default, looked up on every defaulting pass.
         self.defaulted: tuple[tuple[str, Node], ...] = tuple(
             (k, p) for k, p in (self.properties or {}).items() if p.default is not _NO_DEFAULT

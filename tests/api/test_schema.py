@@ -336,3 +336,27 @@ def test_cel_rules_are_counted() -> None:
     s = Schema({"type": "object", "x-kubernetes-validations": [{"rule": "self.a > 0"}],
                 "properties": {"a": {"type": "integer"}}})
     assert s.cel_rules == 1
+
+
+def test_compiled_nodes_carry_the_merge_extensions() -> None:
+    # What server-side apply reads off the compiled schema instead of the raw one.
+    root = Schema({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "selector": {"type": "object", "x-kubernetes-map-type": "atomic",
+                     "additionalProperties": {"type": "string"}},
+        "labels": {"type": "object", "x-kubernetes-map-type": "granular",
+                   "additionalProperties": {"type": "string"}},
+        "ports": WIDGET["properties"]["spec"]["properties"]["ports"],
+        "args": {"type": "array", "x-kubernetes-list-type": "atomic",
+                 "items": {"type": "string"}},
+    }}}}).root
+    assert root.properties is not None
+    spec = root.properties["spec"].properties
+    assert spec is not None
+    assert (spec["selector"].map_type, spec["labels"].map_type) == ("atomic", "")
+    ports = spec["ports"]
+    assert (ports.list_type, ports.list_map_keys) == ("map", ("name",))
+    assert ports.items is not None and ports.items.properties is not None
+    assert ports.items.properties["protocol"].has_default
+    assert ports.items.properties["protocol"].default == "TCP"
+    assert not ports.items.properties["name"].has_default
+    assert spec["args"].list_type == ""

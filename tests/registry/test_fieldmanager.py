@@ -1,5 +1,5 @@
-"""Server-side apply and managedFields (kext.registry.fieldmanager), in memory: the wire shapes
-are kube-apiserver's for a custom resource."""
+"""Server-side apply and managedFields (kext.registry.fieldmanager.FieldManager), in memory: the
+wire shapes are kube-apiserver's for a custom resource."""
 
 from __future__ import annotations
 
@@ -9,19 +9,10 @@ from typing import Any
 
 import pytest
 
-from kext.api import errors
 from kext.api.errors import StatusError
 from kext.api.resource import ResourceDefinition, Version
-from kext.registry.fieldmanager import (
-    LAST_APPLIED_ANNOTATION,
-    FieldManager,
-    default_manager,
-    fields_to_set,
-    patch_options_causes,
-    path_string,
-    set_to_fields,
-    validate_field_manager,
-)
+from kext.api.schema import Schema
+from kext.registry.fieldmanager import LAST_APPLIED_ANNOTATION, FieldManager
 
 API_VERSION = "example.kext.io/v1alpha1"
 T1 = "2024-01-01T00:00:00Z"
@@ -73,7 +64,7 @@ SCHEMA: dict[str, Any] = {"type": "object", "properties": {
 
 @pytest.fixture
 def fm() -> FieldManager:
-    return FieldManager(API_VERSION, "Widget", SCHEMA, status_subresource=True)
+    return FieldManager(API_VERSION, "Widget", Schema(SCHEMA), status_subresource=True)
 
 
 def widget(spec: dict[str, Any] | None = None, **metadata: Any) -> dict[str, Any]:
@@ -99,57 +90,6 @@ def entries(obj: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 def conflict_of(exc: pytest.ExceptionInfo[StatusError]) -> dict[str, Any]:
     return exc.value.status()
-
-
-# -- fieldsV1 sets
-
-
-def test_fields_round_trip_uses_kube_encoding() -> None:
-    fields = {
-        "f:metadata": {"f:labels": {".": {}, "f:app": {}}},
-        "f:spec": {
-            ".": {},
-            "f:ports": {
-                "k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {
-                    ".": {}, "f:containerPort": {}, "f:protocol": {},
-                },
-            },
-            "f:tags": {"v:\"a\"": {}, "v:\"b\"": {}},
-        },
-    }
-    paths = fields_to_set(fields)
-    assert ("f:spec",) in paths
-    assert ("f:metadata",) not in paths
-    assert ("f:metadata", "f:labels") in paths
-    assert ("f:spec", "f:tags", 'v:"a"') in paths
-    assert json.dumps(set_to_fields(paths)) == json.dumps(fields)
-
-
-def test_fields_keys_are_canonical_and_ordered() -> None:
-    # Key order inside k:{} and spacing do not matter; output is SMD-sorted: fields, keys,
-    # values, then indexes, `.` first.
-    paths = fields_to_set({
-        "i:1": {}, "v:2": {}, "k:{ \"protocol\":\"TCP\", \"containerPort\":80 }": {},
-        "f:b": {"f:x": {}, ".": {}}, "f:a": {}, "x:future": {},
-    })
-    out = set_to_fields(paths)
-    assert list(out) == ["f:a", "f:b", 'k:{"containerPort":80,"protocol":"TCP"}', "v:2", "i:1"]
-    assert list(out["f:b"]) == [".", "f:x"]
-
-
-@pytest.mark.parametrize("bad", [
-    "not an object", {"f:spec": 3}, {"k:{not json}": {}}, {"k:[1]": {}}, {"x": {}},
-])
-def test_malformed_fields_are_rejected(bad: object) -> None:
-    with pytest.raises(ValueError):
-        fields_to_set(bad)
-
-
-def test_path_string_matches_kube() -> None:
-    path = ("f:spec", 'k:{"containerPort":80,"protocol":"TCP"}', "f:name")
-    assert path_string(path) == '.spec[containerPort=80,protocol="TCP"].name'
-    assert path_string(("f:spec", "f:tags", 'v:"a"')) == '.spec.tags[="a"]'
-    assert path_string(("f:spec", "f:x", "i:2")) == ".spec.x[2]"
 
 
 # -- apply
@@ -377,7 +317,7 @@ def test_noop_apply_keeps_times(fm: FieldManager) -> None:
 
 
 def test_apply_errors_follow_kube() -> None:
-    fm = FieldManager(API_VERSION, "Widget", SCHEMA)
+    fm = FieldManager(API_VERSION, "Widget", Schema(SCHEMA))
     wrong = {**widget({}), "kind": "Gadget"}
     with pytest.raises(StatusError) as exc:
         fm.apply(None, wrong, "alice", False, T1)
@@ -552,8 +492,8 @@ def test_update_moves_ownership_and_drops_removed_fields(fm: FieldManager) -> No
 
 
 def test_updates_per_api_version_are_separate_managers() -> None:
-    v1 = FieldManager("example.kext.io/v1", "Widget", SCHEMA)
-    v2 = FieldManager("example.kext.io/v2", "Widget", SCHEMA)
+    v1 = FieldManager("example.kext.io/v1", "Widget", Schema(SCHEMA))
+    v2 = FieldManager("example.kext.io/v2", "Widget", Schema(SCHEMA))
     live = stored(v1.update(None, widget({"size": 1}), "editor", T1))
     new = copy.deepcopy(live)
     new["spec"]["color"] = "red"
@@ -637,34 +577,6 @@ def test_kubectl_server_side_apply_takes_over_client_side_apply(fm: FieldManager
         fm.apply(live, widget({"size": 4}), "someone-else", False, T2)
 
 
-# -- request options
-
-
-def test_default_manager_from_user_agent() -> None:
-    assert default_manager("kubectl/v1.30.0 (linux/amd64) kubernetes/abc") == "kubectl"
-    assert default_manager("Go-http-client/1.1") == "Go-http-client"
-    assert default_manager("python\x07-client/1") == "python-client"
-    assert default_manager("") == ""
-    assert default_manager("x" * 200) == "x" * 128
-
-
-def test_field_manager_options_match_kube() -> None:
-    missing = errors.invalid("meta.k8s.io", "PatchOptions", "",
-                             patch_options_causes(True, "", None))
-    assert (missing.code, missing.message) == (
-        422, 'PatchOptions.meta.k8s.io "" is invalid: '
-             "fieldManager: Required value: is required for apply patch")
-    forced = errors.invalid("meta.k8s.io", "PatchOptions", "",
-                            patch_options_causes(False, "m", False))
-    assert forced.message == ('PatchOptions.meta.k8s.io "" is invalid: '
-                              "force: Forbidden: may not be specified for non-apply patch")
-    assert patch_options_causes(True, "kubectl", True) == []
-    assert [c.message for c in validate_field_manager("a" * 129)] == [
-        "Too long: may not be more than 128 bytes"]
-    assert [c.message for c in validate_field_manager("a\x07")] == [
-        'Invalid value: "a\\a": invalid character U+0007']
-
-
 def test_a_number_turning_boolean_is_a_change(fm: FieldManager) -> None:
     live = stored(fm.update(None, widget({"extra": {"flag": 1}}), "creator", T1))
     new = copy.deepcopy(live)
@@ -680,10 +592,35 @@ def test_for_version_reads_a_declared_resource() -> None:
         list_kind="WidgetList", namespaced=True,
         versions=(Version("v1alpha1", True, True, SCHEMA, status_subresource=True),),
     )
-    fm = FieldManager.for_version(definition, definition.versions[0])
-    assert (fm.api_version, fm.kind, fm.status_subresource) == (API_VERSION, "Widget", True)
-    obj = fm.apply(None, {**widget({"size": 1}), "status": {"phase": "x"}}, "a", False, T1)
-    assert entries(obj)[("a", "Apply")]["fieldsV1"] == {"f:spec": {"f:size": {}}}
+    version = definition.versions[0]
+    # Compiled here, or the compiled schema the version's strategy already holds.
+    for fm in (FieldManager.for_version(definition, version),
+               FieldManager.for_version(definition, version, Schema(version.schema))):
+        assert (fm.api_version, fm.kind, fm.status_subresource) == (API_VERSION, "Widget", True)
+        obj = fm.apply(None, {**widget({"size": 1}), "status": {"phase": "x"}}, "a", False, T1)
+        assert entries(obj)[("a", "Apply")]["fieldsV1"] == {"f:spec": {"f:size": {}}}
+
+
+def test_embedded_resources_are_typed_as_objects() -> None:
+    # A nested x-kubernetes-embedded-resource gets apiVersion, kind and an ObjectMeta whose
+    # labels are owned one by one, and whose finalizers are a set, as at the root.
+    schema = Schema({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "template": {"type": "object", "x-kubernetes-embedded-resource": True,
+                     "properties": {"spec": {"type": "object", "properties": {
+                         "size": {"type": "integer"}}}}},
+    }}}})
+    fm = FieldManager(API_VERSION, "Widget", schema)
+    template = {"apiVersion": "v1", "kind": "Pod", "spec": {"size": 1},
+                "metadata": {"labels": {"app": "a"}, "finalizers": ["f"]}}
+    obj = fm.apply(None, widget({"template": template}), "alice", False, T1)
+    assert entries(obj)[("alice", "Apply")]["fieldsV1"] == {"f:spec": {"f:template": {
+        "f:apiVersion": {}, "f:kind": {},
+        "f:metadata": {"f:finalizers": {'v:"f"': {}}, "f:labels": {"f:app": {}}},
+        "f:spec": {"f:size": {}}}}}
+    with pytest.raises(StatusError) as exc:
+        fm.apply(None, widget({"template": {**template, "kind": 3}}), "alice", False, T1)
+    assert exc.value.message.endswith(
+        ".spec.template.kind: expected string, got &value.valueUnstructured{Value:3}")
 
 
 def test_an_entry_with_fields_is_not_a_reset(fm: FieldManager) -> None:
