@@ -39,6 +39,7 @@ import datetime
 import email.utils
 import http.client
 import json
+import select
 import socket
 import ssl
 import threading
@@ -334,6 +335,12 @@ class KubeAPIServer:
         return f"https://{HOST}:{self.port}"
 
     @property
+    def open_connections(self) -> int:
+        """TLS connections open now."""
+        with self._lock:
+            return len(self._sockets)
+
+    @property
     def running(self) -> bool:
         return self._httpd is not None
 
@@ -560,6 +567,7 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         owner = self.server.owner
         raw = self.request
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # headers and body: no Nagle
         raw.settimeout(10)
         try:
             self.request = owner._tls.wrap_socket(raw, server_side=True)
@@ -854,6 +862,10 @@ class _Handler(BaseHTTPRequestHandler):
                         "metadata": {"resourceVersion": str(current)}}})
                 if deadline is not None and now >= deadline:
                     break
+                if select.select([self.request], [], [], 0)[0]:
+                    # A watching client sends nothing: readable means it hung up.
+                    self.close_connection = True
+                    return
             if not owner._stopping.is_set():
                 self._chunk_end()
             else:

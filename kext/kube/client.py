@@ -31,8 +31,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 from twisted.internet import error as net_error
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.ssl import (
     Certificate,
@@ -165,16 +171,17 @@ class KubeClient:
         what = f"{method} {path}"
         token_retried = False
         attempt = 0
+        failure: KubeError | None = None
         while True:
             started = time.monotonic()
             token = self._tokens.token()
-            failure: KubeError
             try:
                 async with asyncio.timeout_at(deadline):
                     response = await self._round_trip(method, url, body, token, loop)
             except TimeoutError:
+                last = f" (before that: {failure})" if attempt else ""
                 raise KubeTimeout(f"{what}: no answer from {self.server} within "
-                                  f"{budget:g}s") from None
+                                  f"{budget:g}s{last}") from None
             except KubeUnavailable as error:
                 if not idempotent or _permanent(error):
                     raise
@@ -249,7 +256,7 @@ class KubeClient:
         deferred = self._agent.request(method.encode(), url.encode(),
                                        self._headers(token, body), producer)
         try:
-            return await deferred.asFuture(loop)
+            return await _response(deferred, loop)
         except KubeError:
             raise
         except Exception as error:
@@ -404,11 +411,8 @@ class _ClusterEndpoints:
         if access.client_cert_pem:
             chain = x509.load_pem_x509_certificates(access.client_cert_pem)
             key = serialization.load_pem_private_key(access.client_key_pem, password=None)
-            self._options.update(
-                privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
-                certificate=crypto.X509.from_cryptography(chain[0]),
-                extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
-            )
+            # pyOpenSSL takes cryptography's objects (its own X509/PKey are deprecated).
+            self._options.update(privateKey=key, certificate=chain[0], extraCertChain=chain[1:])
         self._server_name = access.tls_server_name
         self._creators: dict[tuple[str, int], Any] = {}
 
@@ -421,7 +425,15 @@ class _ClusterEndpoints:
             self._creators[key] = optionsForClientTLS(
                 self._server_name or host, self._trust,
                 extraCertificateOptions=dict(self._options))
-        endpoint: Any = HostnameEndpoint(self._reactor, host, uri.port, timeout=CONNECT_TIMEOUT)
+        # An address is dialled directly: HostnameEndpoint's happy-eyeballs timer would add
+        # 0.3 s to every refused connection.
+        endpoint: Any
+        if isIPAddress(host):
+            endpoint = TCP4ClientEndpoint(self._reactor, host, uri.port, CONNECT_TIMEOUT)
+        elif isIPv6Address(host):
+            endpoint = TCP6ClientEndpoint(self._reactor, host, uri.port, CONNECT_TIMEOUT)
+        else:
+            endpoint = HostnameEndpoint(self._reactor, host, uri.port, timeout=CONNECT_TIMEOUT)
         return wrapClientTLS(self._creators[key], endpoint, clock=self._reactor)
 
 
@@ -464,6 +476,14 @@ class _BodyCollector(Protocol):
             self.finished.errback(reason)
 
     def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+
+class _Discard(Protocol):
+    """Takes a response body nobody wants and closes its connection."""
+
+    def connectionMade(self) -> None:
         if self.transport is not None:
             self.transport.stopProducing()
 
@@ -521,6 +541,31 @@ class _StreamProtocol(Protocol):
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+
+def _response(deferred: Deferred[Any], loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+    """Deferred.asFuture for a request: a response that arrives after the future was
+    cancelled (cancellation reaches the Deferred a loop turn later) would hold its connection
+    paused for ever, waiting for a reader; it is closed instead."""
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def arrived(response: Any) -> None:
+        if future.cancelled():
+            response.deliverBody(_Discard())
+        else:
+            future.set_result(response)
+
+    def failed(failure: Failure) -> None:
+        if not future.cancelled():
+            future.set_exception(failure.value or Exception("request failed"))
+
+    def cancelled(_: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            deferred.cancel()
+
+    deferred.addCallbacks(arrived, failed)
+    future.add_done_callback(cancelled)
+    return future
 
 
 def _header_map(headers: Headers) -> dict[str, tuple[str, ...]]:
