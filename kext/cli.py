@@ -3,6 +3,7 @@
     kext [--config FILE]                 run the server (default config/server.yaml)
     kext check [--config FILE]           validate the configuration and resource definitions
     kext certs --dir DIR [--hosts ...]   CA, serving cert, client CA, admin cert, kubeconfig
+    kext doctor [--kubeconfig F]         why kext's APIService is not Available (exit 0 or 1)
 
 Exit codes: 0 success, 2 bad configuration or usage (one line per problem on stderr).
 """
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "certs":
         return _certs(args.dir, args.hosts, args.server)
+    if args.command == "doctor":
+        return _doctor(args)
     config = _load(args.config)
     if config is None:
         return EXIT_BAD_CONFIG
@@ -90,7 +93,36 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the server URL written into the kubeconfig (default https://127.0.0.1:8443)",
     )
+    doctor = commands.add_parser(
+        "doctor",
+        help="check kext's installation in a cluster, one line per check (exit 0 or 1)",
+        description="Explain why an APIService of kext's is not Available: the APIService, "
+        "its Service and endpoints, the caBundle against kext's serving certificate, the "
+        "auth-delegation RBAC, discovery through kube-apiserver, clock skew.",
+    )
+    doctor.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                        help="the server.yaml kext runs with (its API groups are checked)")
+    doctor.add_argument("--kubeconfig", default="", metavar="FILE",
+                        help="default $KUBECONFIG, ~/.kube/config, else in-cluster")
+    doctor.add_argument("--context", default="", help="the kubeconfig context to use")
+    doctor.add_argument("--namespace", default="", metavar="NS",
+                        help="the namespace kext is installed in (default: the APIService's)")
+    doctor.add_argument("--service-account", default="", metavar="NAME",
+                        help="kext's ServiceAccount (default: read from its pods)")
     return parser
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from kext import doctor
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    return doctor.main(config, args.kubeconfig, args.context, args.namespace,
+                       args.service_account)
 
 
 def _load(path: str) -> ServerConfig | None:

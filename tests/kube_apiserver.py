@@ -485,6 +485,11 @@ class KubeAPIServer:
             obj = self._store.objects.get((resource, namespace, name))
             return copy.deepcopy(obj) if obj else None
 
+    def clear_objects(self) -> None:
+        """Forget every object (no DELETED events: watches from before see nothing)."""
+        with self._store.cond:
+            self._store.objects.clear()
+
     def compact(self) -> int:
         """Forget the event log: a watch from an older resourceVersion gets 410 Expired."""
         store = self._store
