@@ -132,6 +132,8 @@ class KubeClient:
             FileToken(access.token_file, token_period) if access.token_file
             else StaticToken(access.token)
         )
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, not {pool_size}")
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = pool_size
         self._agent = Agent.usingEndpointFactory(
