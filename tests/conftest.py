@@ -1,6 +1,14 @@
 """Shared fixtures: one real etcd for the whole session, a fresh key prefix per test, and an
 `Etcd3Store` on that etcd. Async tests and fixtures run on pytest-asyncio (one event loop per
-test): mark a module with `pytestmark = pytest.mark.asyncio`."""
+test): mark a module with `pytestmark = pytest.mark.asyncio`.
+
+Integration tests (a real etcd or kext process) carry the `integration` marker, so the unit
+tests run alone with `-m "not integration"` (the README's test command runs them first, with
+coverage). The marker is given here rather than by hand: to every test under
+tests/integration/ or in INTEGRATION_MODULES, to every test whose fixtures start or reach
+etcd (ETCD_FIXTURES, directly or through other fixtures), and to the "etcd" case of a test
+parametrized over backends (`store`, `gated_store`, `backend`...: its fixture reaches etcd
+through request.getfixturevalue, which the fixture closure does not show)."""
 
 from __future__ import annotations
 
@@ -14,6 +22,31 @@ import pytest_asyncio
 
 from kext.storage.etcd3 import Etcd3Store, EtcdClient
 from tests.etcd import EtcdServer, TLSFiles, scratch_dir
+
+
+ETCD_FIXTURES = frozenset({"etcd_server", "make_etcd", "etcd_client"})
+# Modules that start etcd or kext processes of their own, without a fixture of ETCD_FIXTURES.
+INTEGRATION_MODULES = frozenset({"tests/storage/test_embedded.py",
+                                 "tests/test_benchmarks_smoke.py"})
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def is_integration(item: pytest.Item) -> bool:
+    """Whether a collected test needs a real etcd or kext process (see the module docstring)."""
+    path = Path(item.path).resolve().relative_to(ROOT).as_posix()
+    if path.startswith("tests/integration/") or path in INTEGRATION_MODULES:
+        return True
+    if ETCD_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "etcd" in callspec.params.values()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    integration = pytest.mark.integration
+    for item in items:
+        if is_integration(item):
+            item.add_marker(integration)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,45 @@
+"""The resources registry and server tests are written against: config/resources' Widget
+(namespaced, status subresource, printer columns, a selectable field) and Gadget
+(cluster-scoped), and objects of them as a client would send them."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import yaml
+
+from kext.api.resource import ResourceDefinition, parse_crd
+from tests.kext_process import REPO
+
+Object = dict[str, Any]
+GROUP = "example.kext.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+@functools.cache
+def definition(plural: str) -> ResourceDefinition:
+    """The parsed CRD of config/resources/<plural>.yaml (parsed once: it is immutable)."""
+    crd = yaml.safe_load((REPO / f"config/resources/{plural}.yaml").read_text())
+    parsed, problems = parse_crd(crd, plural)
+    assert parsed is not None, problems
+    return parsed
+
+
+def widget(name: str = "w", *, labels: dict[str, str] | None = None,
+           finalizers: list[str] | None = None, **spec: Any) -> Object:
+    """A Widget as a client sends it (color blue unless given)."""
+    metadata: Object = {"name": name}
+    if labels is not None:
+        metadata["labels"] = labels
+    if finalizers is not None:
+        metadata["finalizers"] = finalizers
+    return {"apiVersion": API_VERSION, "kind": "Widget", "metadata": metadata,
+            "spec": {"color": "blue", **spec}}
+
+
+def gadget(name: str = "g", **spec: Any) -> Object:
+    """A Gadget (cluster-scoped) as a client sends it."""
+    return {"apiVersion": API_VERSION, "kind": "Gadget", "metadata": {"name": name},
+            "spec": {"model": "m1", **spec}}
