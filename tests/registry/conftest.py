@@ -14,7 +14,7 @@ import pytest_asyncio
 from kext.api.resource import ResourceDefinition
 from kext.registry.store import Store, resource_root
 from kext.registry.strategy import Strategies
-from kext.storage.cacher import Cacher
+from kext.storage.cacher import DEFAULT_BLOCK_TIMEOUT, Cacher
 from kext.storage.etcd3 import Etcd3Store
 from kext.storage.interface import Interface
 from tests.registry.objects import definition
@@ -35,11 +35,14 @@ class Storage:
     caches: list[Cacher] = field(default_factory=list)
 
     async def store(self, definition: ResourceDefinition,
-                    strategies: Strategies | None = None) -> Store:
-        """A Store of definition on this storage (its watch cache started and primed)."""
+                    strategies: Strategies | None = None, *,
+                    block_timeout: float = DEFAULT_BLOCK_TIMEOUT) -> Store:
+        """A Store of definition on this storage (its watch cache started and primed; reads
+        wait at most block_timeout seconds for it to reach a revision)."""
         interface: Interface = self.base
         if self.cached:
-            cache = Cacher(self.base, resource_root(self.prefix, definition))
+            cache = Cacher(self.base, resource_root(self.prefix, definition),
+                           block_timeout=block_timeout)
             await cache.start()
             await cache.wait_ready(5)
             self.caches.append(cache)
@@ -61,6 +64,12 @@ def _storage(request: pytest.FixtureRequest) -> Storage:
     if kind == "etcd":
         return Storage(kind, Etcd3Store(request.getfixturevalue("etcd_client")), cached=False)
     return Storage(kind, MemoryStore(), cached=kind == "cacher")
+
+
+@pytest.fixture
+def cached_storage() -> Storage:
+    """A Cacher on a MemoryStore, as kext runs (watches are the cache's)."""
+    return Storage("cacher", MemoryStore(), cached=True)
 
 
 @pytest.fixture(params=IN_MEMORY)

@@ -4,12 +4,17 @@
 
 from __future__ import annotations
 
+import copy
 import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 import yaml
 
+from kext.api.errors import StatusError
 from kext.api.resource import ResourceDefinition, parse_crd
+from kext.registry.store import UpdatedObject
 from tests.kext_process import REPO
 
 Object = dict[str, Any]
@@ -43,3 +48,20 @@ def gadget(name: str = "g", **spec: Any) -> Object:
     """A Gadget (cluster-scoped) as a client sends it."""
     return {"apiVersion": API_VERSION, "kind": "Gadget", "metadata": {"name": name},
             "spec": {"model": "m1", **spec}}
+
+
+async def refused(call: Awaitable[object]) -> StatusError:
+    """The StatusError an awaitable raises (failing the test when it raises none)."""
+    with pytest.raises(StatusError) as raised:
+        await call
+    return raised.value
+
+
+def change(edit: Callable[[Object], object]) -> UpdatedObject:
+    """A patch-like update function: edit(obj) applied to a copy of the current object."""
+    async def updated(current: Object | None) -> Object:
+        assert current is not None
+        new = copy.deepcopy(current)
+        edit(new)
+        return new
+    return updated

@@ -9,22 +9,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kext.api.errors import StatusError
 from kext.registry.rest import RequestContext
 from kext.registry.store import Store
 from tests.registry.conftest import Storage
-from tests.registry.objects import API_VERSION, VERSION, gadget, widget
+from tests.registry.objects import API_VERSION, VERSION, gadget, refused, widget
 
 pytestmark = pytest.mark.asyncio
 
 CTX = RequestContext(namespace="ns", field_manager="test")
-
-
-async def refused(call: object) -> StatusError:
-    """The StatusError an awaitable raises (failing the test when it raises none)."""
-    with pytest.raises(StatusError) as raised:
-        await call  # type: ignore[misc]
-    return raised.value
 
 
 async def test_a_created_object_gets_its_system_fields(widgets: Store) -> None:
