@@ -23,7 +23,6 @@ import pytest_asyncio
 from kext.storage.etcd3 import Etcd3Store, EtcdClient
 from tests.etcd import EtcdServer, TLSFiles, scratch_dir
 
-
 ETCD_FIXTURES = frozenset({"etcd_server", "make_etcd", "etcd_client"})
 # Modules that start etcd or kext processes of their own, without a fixture of ETCD_FIXTURES.
 INTEGRATION_MODULES = frozenset({"tests/storage/test_embedded.py",
