@@ -194,6 +194,13 @@ async def next_chunk(response: AnyResponse, timeout: float = 5) -> Any:
     return orjson.loads(chunk)
 
 
+async def eventually(condition: Callable[[], bool], timeout: float = 5) -> None:
+    """Poll condition (bounded) until it holds, letting other tasks run in between."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
 async def close_stream(response: AnyResponse) -> None:
     assert isinstance(response, StreamResponse)
     aclose = getattr(response.chunks, "aclose", None)
@@ -219,18 +226,16 @@ class _TLSConnection:
 
 
 class WireTransport(StringTransport):
-    """An in-memory transport that tells waiters when bytes are written, and presents a TLS
-    client chain as a TLS transport's handle does."""
+    """An in-memory transport that tells waiters when bytes are written, and presents the
+    client's TLS chain (none when empty) as a TLS transport's handle does."""
 
     def __init__(self, chain: Sequence[KeyPair] = ()) -> None:
         super().__init__(peerAddress=IPv4Address("TCP", "127.0.0.1", 50123),
                          hostAddress=IPv4Address("TCP", "127.0.0.1", 8443))
-        self._tls = _TLSConnection(chain) if chain else None
+        self._tls = _TLSConnection(chain)
         self._written = asyncio.Event()
 
     def getHandle(self) -> Any:
-        if self._tls is None:
-            raise AttributeError("not a TLS connection")
         return self._tls
 
     def write(self, data: bytes) -> None:
