@@ -50,7 +50,7 @@ from kext.server.process import ServingCertificates
 from kext.server.request import AnyResponse, APIRequest, Response, StreamResponse
 from kext.server.request_info import parse_request_info
 from kext.server.routes import Router
-from kext.storage.cacher import Cacher
+from kext.storage.cacher import DEFAULT_BLOCK_TIMEOUT, Cacher
 from kext.storage.settings import EtcdSettings
 from tests.registry.objects import definition
 from tests.storage.memory import MemoryStore
@@ -79,10 +79,11 @@ class InMemoryServer:
     async def start(cls, tmp_path: Path,
                     resources: Sequence[ResourceDefinition] | None = None,
                     configure: Callable[[ServerConfig, Path], None] | None = None,
-                    ) -> InMemoryServer:
+                    block_timeout: float = DEFAULT_BLOCK_TIMEOUT) -> InMemoryServer:
         """A server built as kext builds one from the config (Widgets and Gadgets unless
         resources are given; configure may change the options first, given tmp_path for
-        files), its watch caches primed."""
+        files), its watch caches primed (reads and watches wait at most block_timeout
+        seconds for a cache to be ready or reach a revision)."""
         client_ca = new_ca("kext-test-clients")
         ca_file = tmp_path / "client-ca.crt"
         ca_file.write_bytes(client_ca.cert_pem)
@@ -105,7 +106,8 @@ class InMemoryServer:
 
         # what APIServer.prepare_run does, on the MemoryStore instead of an etcd client
         for d in config.resources:
-            cache = Cacher(storage, resource_root(config.storage_prefix, d))
+            cache = Cacher(storage, resource_root(config.storage_prefix, d),
+                           block_timeout=block_timeout)
             await cache.start()
             api_server.serving.caches.append(cache)
             strategies = crd_strategies(d, load_hooks(d.hooks.get("status", ())))

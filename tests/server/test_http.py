@@ -5,6 +5,7 @@ watch streams read chunk by chunk, and a client that goes away."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -13,6 +14,7 @@ import pytest
 import pytest_asyncio
 
 from kext.api import errors
+from kext.server import filters
 from kext.server.request import APIRequest, Response, StreamResponse
 from kext.server.request_info import parse_request_info
 from tests.registry.objects import widget
@@ -78,8 +80,6 @@ async def test_the_client_certificate_is_read_from_the_tls_connection(
     async def whoami(request: APIRequest) -> Response:
         seen.append(request.user.name if request.user else "")
         return Response(200, b"{}")
-
-    from kext.server import filters
 
     chain = filters.chain(whoami, server.server.authenticator, server.server.authorizer,
                           server.server.inflight, 60, server.server.metrics)
@@ -261,3 +261,43 @@ async def test_the_handler_sees_what_the_request_info_says(server: InMemoryServe
     assert seen[0].info == parse_request_info(
         "DELETE", "/apis/example.kext.io/v1alpha1/namespaces/ns/widgets", {})
     assert seen[0].info.verb == "deletecollection"
+
+
+async def test_a_client_that_does_not_read_pauses_its_stream(server: InMemoryServer,
+                                                             wire: Wire) -> None:
+    await server.request("POST", WIDGETS, widget("a"))
+    wire.send("GET", f"{WIDGETS}?watch=true")
+    await wire.transport.until(lambda d: b'"name":"a"' in d)
+    producer = wire.transport.producer
+    assert producer is not None and wire.transport.streaming
+    producer.pauseProducing()  # what a full send buffer does
+    await server.request("POST", WIDGETS, widget("b"))  # written: the stream then waits
+    await server.request("POST", WIDGETS, widget("c"))
+    await eventually(lambda: b'"name":"b"' in wire.transport.value())
+    with pytest.raises(TimeoutError):
+        await wire.transport.until(lambda d: b'"name":"c"' in d, timeout=0.05)
+    producer.resumeProducing()
+    await wire.transport.until(lambda d: b'"name":"c"' in d)
+
+
+async def test_stopping_lets_requests_in_flight_finish(server: InMemoryServer) -> None:
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def slow(request: APIRequest) -> Response:
+        entered.set()
+        await release.wait()
+        return Response(200, b"{}")
+
+    s = server.server
+    chain = filters.chain(slow, s.authenticator, s.authorizer, s.inflight, 60, s.metrics)
+    in_flight = asyncio.ensure_future(chain(server.api_request("GET", WIDGETS)))
+    await asyncio.wait_for(entered.wait(), 5)
+    stopping = asyncio.ensure_future(s.stop())
+    await eventually(lambda: s.shutting_down)
+    assert (await server.request("GET", "/readyz")).code == 500  # load balancers move away
+    assert not stopping.done() and s.serving.caches[0].ready  # waiting for the request
+    release.set()
+    assert (await in_flight).code == 200
+    await asyncio.wait_for(stopping, 5)
+    assert not s.serving.caches[0].ready

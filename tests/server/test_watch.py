@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from kext.server.request import StreamResponse
 from kext.storage.interface import INITIAL_EVENTS_END_ANNOTATION
 from tests.registry.objects import API_VERSION, widget
-from tests.server.inmemory import WIDGETS, InMemoryServer, close_stream, next_chunk
+from tests.server.inmemory import (
+    WIDGETS,
+    InMemoryServer,
+    body,
+    close_stream,
+    next_chunk,
+)
 from tests.server.test_handlers import MERGE, PARTIAL, TABLE, create, status
 
 pytestmark = pytest.mark.asyncio
@@ -205,3 +212,32 @@ async def test_many_watchers_get_every_event(server: InMemoryServer) -> None:
         for stream in streams:
             await close_stream(stream)
     assert server.server.serving.caches[0].watcher_count == 0
+
+
+async def test_a_watch_ahead_of_storage_is_504_before_the_stream(tmp_path: Path) -> None:
+    server = await InMemoryServer.start(tmp_path, block_timeout=0.05)
+    try:
+        ahead = await server.storage.current_revision() + 10
+        error = status(await server.request("GET", f"{WIDGETS}?watch=true&resourceVersion={ahead}"),
+                       504, "Timeout")
+        assert error["message"] == f"Too large resource version: {ahead}, current: {ahead - 10}"
+        assert error["details"]["causes"] == [
+            {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]
+    finally:
+        await server.stop()
+
+
+async def test_without_a_primed_watch_cache_storage_serves(server: InMemoryServer) -> None:
+    # a watch cache that is not primed (listing again after a failure): storage serves reads
+    # and writes meanwhile, and readyz says why the server is not ready
+    cache = server.server.serving.caches[0]
+    await cache.stop()
+    try:
+        assert (await server.request("POST", WIDGETS, widget())).code == 201
+        listed = await server.request("GET", WIDGETS)
+        assert [i["metadata"]["name"] for i in body(listed)["items"]] == ["w"]
+        readyz = await server.request("GET", "/readyz/watch-cache")
+        assert readyz.code == 500
+        assert b"watch cache not primed: /registry/example.kext.io/widgets/" in readyz.body
+    finally:
+        await cache.start()
