@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +28,15 @@ API_VERSION = f"{GROUP}/{VERSION}"
 def definition(plural: str) -> ResourceDefinition:
     """The parsed CRD of config/resources/<plural>.yaml (parsed once: it is immutable)."""
     crd = yaml.safe_load((REPO / f"config/resources/{plural}.yaml").read_text())
+    parsed, problems = parse_crd(crd, plural)
+    assert parsed is not None, problems
+    return parsed
+
+
+def definition_with_hooks(plural: str, hooks: dict[str, list[str]]) -> ResourceDefinition:
+    """config/resources/<plural>.yaml with its `kext.io/hooks` annotation set to hooks."""
+    crd = yaml.safe_load((REPO / f"config/resources/{plural}.yaml").read_text())
+    crd["metadata"]["annotations"] = {"kext.io/hooks": json.dumps(hooks)}
     parsed, problems = parse_crd(crd, plural)
     assert parsed is not None, problems
     return parsed
