@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def is_integration(item: pytest.Item) -> bool:
     """Whether a collected test needs a real etcd or kext process (see the module docstring)."""
-    path = Path(item.path).resolve().relative_to(ROOT).as_posix()
-    if path.startswith("tests/integration/") or path in INTEGRATION_MODULES:
+    path = Path(item.path).resolve()
+    relative = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else ""
+    if relative.startswith("tests/integration/") or relative in INTEGRATION_MODULES:
         return True
     if ETCD_FIXTURES.intersection(getattr(item, "fixturenames", ())):
         return True

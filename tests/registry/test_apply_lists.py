@@ -63,7 +63,8 @@ def apply(store: Store, manager: str, spec: Object, force: bool = False) -> Any:
 
 def owned(result: Any, manager: str) -> Object:
     entries = {e["manager"]: e for e in result.object["metadata"]["managedFields"]}
-    return entries[manager]["fieldsV1"]["f:spec"]  # type: ignore[no-any-return]
+    spec: Object = entries[manager]["fieldsV1"]["f:spec"]
+    return spec
 
 
 async def test_keyed_list_entries_belong_to_whoever_applied_them(services: Store) -> None:

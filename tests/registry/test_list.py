@@ -4,6 +4,8 @@ client gets for a revision that is gone or not reached yet."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from kext.api.selectors import parse_field_selector, parse_label_selector
@@ -20,8 +22,8 @@ CTX = RequestContext(namespace="ns", field_manager="test")
 EVERYTHING = Selection()
 
 
-def names(listed: dict[str, object]) -> list[str]:
-    return [i["metadata"]["name"] for i in listed["items"]]  # type: ignore[index,attr-defined]
+def names(listed: dict[str, Any]) -> list[str]:
+    return [i["metadata"]["name"] for i in listed["items"]]
 
 
 async def fill(widgets: Store) -> None:

@@ -37,7 +37,7 @@ async def next_event(events: Events) -> WatchEvent:
 
 async def seen(events: Events, count: int) -> list[tuple[str, str]]:
     """The next count events as (type, name)."""
-    out = []
+    out: list[tuple[str, str]] = []
     for _ in range(count):
         event = await next_event(events)
         out.append((event.type, event.object["metadata"].get("name", "")))

@@ -263,8 +263,8 @@ class Wire:
     def __init__(self, handler: Any, max_body_bytes: int = 3 * 1024 * 1024,
                  chain: Sequence[KeyPair] = ()) -> None:
         site = make_site(handler, max_body_bytes)
-        site.reactor = MemoryReactorClock()  # the connection's timeouts, never run
-        self.clock = site.reactor
+        self.clock = MemoryReactorClock()
+        site.reactor = self.clock  # type: ignore[assignment]  # timeouts: never run
         self.transport = WireTransport(chain)
         self.channel = site.buildProtocol(self.transport.getPeer())
         assert self.channel is not None
@@ -279,9 +279,9 @@ class Wire:
             lines.append(f"Content-Length: {len(body)}")
         self.channel.dataReceived(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
 
-    async def response(self, timeout: float = 5) -> http.client.HTTPResponse:
+    async def response(self, timeout: float = 5) -> WireResponse:
         """The next complete response on the connection (its bytes taken off the wire)."""
-        parsed: list[http.client.HTTPResponse] = []
+        parsed: list[WireResponse] = []
 
         def complete(data: bytes) -> bool:
             parsed[:] = []
@@ -300,6 +300,20 @@ class Wire:
         self.channel.connectionLost(ConnectionError("closed by the test"))
 
 
+@dataclass(frozen=True)
+class WireResponse:
+    """One HTTP response as read off the wire."""
+
+    status: int
+    reason: str
+    headers: http.client.HTTPMessage
+    content: bytes
+
+    def header(self, name: str) -> str | None:
+        """A header's raw value (latin-1 as on the wire; kext writes UTF-8)."""
+        return self.headers.get(name)
+
+
 class _Socket:
     def __init__(self, data: bytes) -> None:
         self._file = io.BytesIO(data)
@@ -308,17 +322,12 @@ class _Socket:
         return self._file
 
 
-def parse_response(data: bytes) -> http.client.HTTPResponse | None:
+def parse_response(data: bytes) -> WireResponse | None:
     """The response data holds, read to its end (None while it is incomplete)."""
     response = http.client.HTTPResponse(_Socket(data))  # type: ignore[arg-type]
     try:
         response.begin()
         content = response.read()
-    except (http.client.IncompleteRead, http.client.RemoteDisconnected, ValueError):
+    except (http.client.HTTPException, ValueError):  # incomplete so far
         return None
-    except http.client.HTTPException:
-        return None
-    # keep what was read for the test: HTTPResponse cannot be read twice
-    response.content = content  # type: ignore[attr-defined]
-    return response
-
+    return WireResponse(response.status, response.reason, response.headers, content)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kext.server.request import Response
 from tests.registry.objects import API_VERSION, widget
 from tests.server.inmemory import GADGETS, WIDGETS, InMemoryServer, body, header
 
@@ -34,8 +35,9 @@ def status(response: Any, code: int, reason: str) -> dict[str, Any]:
 
 async def create(server: InMemoryServer, name: str = "w", **spec: Any) -> dict[str, Any]:
     response = await server.request("POST", WIDGETS, widget(name, **spec))
-    assert response.code == 201, response.body
-    return body(response)  # type: ignore[no-any-return]
+    created: dict[str, Any] = body(response)
+    assert response.code == 201, created
+    return created
 
 
 async def test_crud_as_a_client_does_it(server: InMemoryServer) -> None:
@@ -115,6 +117,7 @@ async def test_yaml_in_and_out(server: InMemoryServer) -> None:
     created = await server.request("POST", WIDGETS, sent,
                                    headers={"content-type": "application/yaml",
                                             "accept": "application/yaml"})
+    assert isinstance(created, Response)
     assert (created.code, created.content_type) == (201, "application/yaml")
     assert yaml.safe_load(created.body)["spec"] == {"color": "blue", "size": 4}
     bomb = b"apiVersion: example.kext.io/v1alpha1\nkind: Widget\nmetadata: &m {name: b}\n" \

@@ -43,8 +43,8 @@ async def test_an_object_with_its_length_and_type(wire: Wire) -> None:
     wire.send("POST", WIDGETS, orjson.dumps(widget()), JSON)
     created = await wire.response()
     assert created.status == 201
-    assert created.getheader("Content-Type") == "application/json"
-    assert int(created.getheader("Content-Length")) == len(created.content)
+    assert created.header("Content-Type") == "application/json"
+    assert created.header("Content-Length") == str(len(created.content))
     assert json.loads(created.content)["metadata"]["name"] == "w"
     # the connection stays open for the next request (HTTP/1.1 keep-alive)
     wire.send("GET", f"{WIDGETS}/w")
@@ -56,7 +56,7 @@ async def test_errors_are_status_bodies_on_the_wire(wire: Wire) -> None:
     wire.send("GET", f"{WIDGETS}/missing")
     missing = await wire.response()
     assert missing.status == 404 and missing.reason == "Not Found"
-    assert missing.getheader("Content-Type") == "application/json"
+    assert missing.header("Content-Type") == "application/json"
     assert status_of(missing.content)["message"] == 'widgets.example.kext.io "missing" not found'
 
 
@@ -154,8 +154,9 @@ async def test_headers_reach_the_handler_and_come_back(server: InMemoryServer) -
     assert request.remote == "127.0.0.1"
     assert request.peer_certificates == []  # the client presented no certificate
     # header values go out as UTF-8 (http.client reads them as latin-1)
-    assert response.getheader("Warning").encode("latin-1").decode() == '299 - "café is unknown"'
-    assert response.getheader("Retry-After") == "3"
+    assert (response.header("Warning") or "").encode("latin-1").decode() == \
+        '299 - "café is unknown"'
+    assert response.header("Retry-After") == "3"
 
 
 async def test_head_answers_headers_only(server: InMemoryServer) -> None:
@@ -242,7 +243,7 @@ async def test_a_stream_that_fails_midway_ends_the_response(server: InMemoryServ
         connection.close()
     response = parse_response(data)
     assert response is not None and response.status == 200
-    assert response.content == b'{"type":"ADDED"}\n'  # type: ignore[attr-defined]
+    assert response.content == b'{"type":"ADDED"}\n'
 
 
 async def test_the_handler_sees_what_the_request_info_says(server: InMemoryServer) -> None:

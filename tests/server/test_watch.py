@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kext.server.request import StreamResponse
+from kext.server.request import Response, StreamResponse
 from kext.storage.interface import INITIAL_EVENTS_END_ANNOTATION
 from tests.registry.objects import API_VERSION, widget
 from tests.server.inmemory import (
@@ -237,7 +237,7 @@ async def test_without_a_primed_watch_cache_storage_serves(server: InMemoryServe
         listed = await server.request("GET", WIDGETS)
         assert [i["metadata"]["name"] for i in body(listed)["items"]] == ["w"]
         readyz = await server.request("GET", "/readyz/watch-cache")
-        assert readyz.code == 500
+        assert isinstance(readyz, Response) and readyz.code == 500
         assert b"watch cache not primed: /registry/example.kext.io/widgets/" in readyz.body
     finally:
         await cache.start()
