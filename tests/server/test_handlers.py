@@ -128,6 +128,27 @@ async def test_yaml_in_and_out(server: InMemoryServer) -> None:
     assert "YAML aliases are not accepted in request bodies" in error["message"]
 
 
+async def test_yaml_keys_become_strings_as_kube_reads_them(server: InMemoryServer) -> None:
+    sent = (b"apiVersion: example.kext.io/v1alpha1\nkind: Widget\n"
+            b"metadata:\n  name: k\n  annotations: {true: a, null: b, 1: c, 2.5: d}\n"
+            b"spec: {color: red}\n")
+    created = await server.request("POST", WIDGETS, sent,
+                                   headers={"content-type": "application/yaml"})
+    assert body(created)["metadata"]["annotations"] == {"true": "a", "null": "b", "1": "c",
+                                                        "2.5": "d"}
+    timestamp = b"apiVersion: example.kext.io/v1alpha1\nkind: Widget\nmetadata:\n  name: t\n" \
+                b"  annotations: {when: 2024-01-01}\nspec: {color: red}\n"
+    created = await server.request("POST", WIDGETS, timestamp,
+                                   headers={"content-type": "application/yaml"})
+    assert body(created)["metadata"]["annotations"] == {"when": "2024-01-01"}  # not a date
+    nested = b"apiVersion: example.kext.io/v1alpha1\nkind: Widget\nmetadata: {name: n}\n" \
+             b"spec: {? [a, b] : c}\n"
+    error = status(await server.request("POST", WIDGETS, nested,
+                                        headers={"content-type": "application/yaml"}),
+                   400, "BadRequest")
+    assert "a mapping key must be a string, not list" in error["message"]
+
+
 async def test_bodies_that_are_not_objects_are_400(server: InMemoryServer) -> None:
     error = status(await server.request("POST", WIDGETS, b"{not json"), 400, "BadRequest")
     assert error["message"].startswith("the request body could not be decoded: ")
