@@ -12,13 +12,12 @@ and router as the wire would.
 the admin client certificate unless told otherwise; `Wire` (below) drives the twisted.web
 layer itself with raw HTTP/1.1 bytes over an in-memory transport.
 
-What it does not share with `APIServer.prepare_run`: the etcd client (a MemoryStore instead)
-and the etcd health check (one on the MemoryStore)."""
+It builds the server with `APIServer.build` on a MemoryStore, where `prepare_run` builds it on
+an etcd client."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import http.client
 import io
 import json
@@ -34,23 +33,18 @@ from OpenSSL import crypto
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from kext.admission.hooks import load_hooks
 from kext.api.resource import ResourceDefinition
 from kext.certs import KeyPair, issue_cert, new_ca
 from kext.config import ServerConfig
-from kext.registry.store import Store, resource_root
-from kext.registry.strategy import crd_strategies
-from kext.server import filters, metadata_paths
+from kext.registry.store import Store
 from kext.server.app import APIServer
 from kext.server.config import new_config
-from kext.server.handlers import watch
-from kext.server.healthz import Check, HealthEndpoint, ping
 from kext.server.http import make_site
 from kext.server.process import ServingCertificates
 from kext.server.request import AnyResponse, APIRequest, Response, StreamResponse
 from kext.server.request_info import parse_request_info
-from kext.server.routes import Router
-from kext.storage.cacher import DEFAULT_BLOCK_TIMEOUT, Cacher
+from kext.storage.cacher import DEFAULT_BLOCK_TIMEOUT
+from kext.storage.errors import UnavailableError
 from kext.storage.settings import EtcdSettings
 from tests.registry.objects import definition
 from tests.storage.memory import MemoryStore
@@ -62,6 +56,20 @@ GADGETS = "/apis/example.kext.io/v1alpha1/gadgets"
 
 def der(pair: KeyPair) -> bytes:
     return pair.cert.public_bytes(serialization.Encoding.DER)
+
+
+class _GatedMemoryStore(MemoryStore):
+    """A MemoryStore whose revision reads fail while healthy["etcd"] is False, as an etcd
+    that went away does (the server's etcd health check reads the revision)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.healthy = {"etcd": True}
+
+    async def current_revision(self) -> int:
+        if not self.healthy["etcd"]:
+            raise UnavailableError("", "connection refused")
+        return await super().current_revision()
 
 
 @dataclass
@@ -100,42 +108,15 @@ class InMemoryServer:
                                       "https://127.0.0.1:8443", "")
         config = new_config(options, serving, EtcdSettings(endpoints=("memory",))).complete()
         api_server = APIServer(config)
-        storage = MemoryStore()
+        storage = _GatedMemoryStore()
         admin = issue_cert(client_ca, "kext-admin", ["system:masters"], client=True)
-        self = cls(api_server, storage, {}, client_ca, admin)
-
-        # what APIServer.prepare_run does, on the MemoryStore instead of an etcd client
-        for d in config.resources:
-            cache = Cacher(storage, resource_root(config.storage_prefix, d),
-                           block_timeout=block_timeout)
-            await cache.start()
-            api_server.serving.caches.append(cache)
-            strategies = crd_strategies(d, load_hooks(d.hooks.get("status", ())))
-            self.stores[d.plural] = Store(d, cache, config.storage_prefix, strategies)
-            api_server.metrics.storage.add(d.group, d.storage_version.name, d.kind, d.plural,
-                                           cache)
-        etcd = Check("etcd", self._etcd_check)
-        health = [
-            HealthEndpoint("healthz", [Check("ping", ping), etcd]),
-            HealthEndpoint("livez", [Check("ping", ping), etcd]),
-            HealthEndpoint("readyz", [Check("ping", ping), etcd,
-                                      Check("watch-cache", api_server.cache_check),
-                                      Check("shutdown", api_server.shutdown_check)]),
-        ]
-        router = Router(list(self.stores.values()), health,
-                        functools.partial(watch.watch, metrics=api_server.metrics))
-        metadata_paths.install(router, config.resources)
-        router.add_path("/metrics", api_server.serve_metrics)
-        api_server.handler = filters.chain(
-            router, api_server.authenticator, api_server.authorizer, api_server.inflight,
-            config.request_timeout_seconds, api_server.metrics)
+        await api_server.build(storage, block_timeout=block_timeout)
+        self = cls(api_server, storage, {s.resource: s for s in api_server.stores}, client_ca,
+                   admin, storage.healthy)
         for cache in api_server.serving.caches:
             await cache.wait_ready(5)
         return self
 
-    async def _etcd_check(self) -> str | None:
-        await self.storage.current_revision()
-        return None if self.healthy["etcd"] else "etcd is unreachable: connection refused"
 
     @property
     def handler(self) -> Any:
