@@ -48,6 +48,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the given kext's process id (for its CPU and memory figures)")
     parser.add_argument("--etcd-pid", type=int, default=None,
                         help="the given etcd's process id (for its CPU and memory figures)")
+    parser.add_argument("--front-proxy-certs", default="",
+                        help="for a given kext: a directory with client.crt and client.key, "
+                             "the front-proxy client certificate it trusts (requestHeader); "
+                             "without it the aggregator's path is not measured")
+    parser.add_argument("--sar-kubeconfig", default="",
+                        help="run the started kext with Delegated authorization against the "
+                             "cluster of this kubeconfig (a SubjectAccessReview per request, "
+                             "cached); default: AlwaysAllow")
     args = parser.parse_args(argv)
     problems = []
     if args.kext and not args.etcd:
@@ -58,6 +66,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         for name in ("ca.crt", "admin.crt", "admin.key"):
             if not os.path.exists(os.path.join(args.kext_certs, name)):
                 problems.append(f"--kext-certs: {name} not found in {args.kext_certs}")
+    if args.front_proxy_certs:
+        for name in ("client.crt", "client.key"):
+            if not os.path.exists(os.path.join(args.front_proxy_certs, name)):
+                problems.append(f"--front-proxy-certs: {name} not found in "
+                                f"{args.front_proxy_certs}")
+    if args.sar_kubeconfig and args.kext:
+        problems.append("--sar-kubeconfig: configures the kext the suite starts, not a given one")
     if args.etcd.startswith("https://"):
         problems.append("--etcd: only plain http etcd endpoints are supported")
     for problem in problems:
@@ -75,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     given = Given(etcd=args.etcd, kext=args.kext, kext_certs=args.kext_certs,
                   kext_prefix=args.kext_prefix, kext_pid=args.kext_pid,
-                  etcd_pid=args.etcd_pid)
+                  etcd_pid=args.etcd_pid, front_proxy_certs=args.front_proxy_certs,
+                  sar_kubeconfig=args.sar_kubeconfig)
     suite = Suite(size, given, profile_dir=out if args.profile else None)
     suite.progress.line(f"kext benchmark, {size.name} size; results in {out}")
     with suite.processes():

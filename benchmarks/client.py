@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 # Called with the complete lines (watch events) of one read and the time they arrived.
 LineSink = Callable[[list[bytes], float], None]
@@ -258,6 +259,10 @@ async def open_connections(endpoint: Endpoint, n: int, parallel: int = 32) -> li
     return connections
 
 
-def close_all(connections: list[Connection]) -> None:
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def close_all(connections: Sequence[Closable]) -> None:
     for connection in connections:
         connection.close()

@@ -24,8 +24,16 @@ import orjson
 
 from benchmarks import watch
 from benchmarks.client import Endpoint, client_ssl_context, close_all, open_connections
+from benchmarks.h2client import h2_ssl_context, open_lanes
 from benchmarks.loadgen import CPUMeter, Stats, drive
-from benchmarks.processes import REPO, Etcd, Kext, rss_bytes
+from benchmarks.processes import (
+    REPO,
+    Etcd,
+    Kext,
+    kext_auth_config,
+    rss_bytes,
+    write_front_proxy_files,
+)
 from benchmarks.profile import Profiler
 from benchmarks.scenarios import (
     POOL,
@@ -46,6 +54,14 @@ from kext.storage.etcd3 import EtcdClient
 
 PLURAL = "widgets"
 PROFILED = ("create", "get")  # request scenarios --profile samples (and the largest fan-out)
+# The aggregator's path: HTTP/2 connections kube-apiserver's proxy pools to a backend (Go's
+# transport opens more only when the server's MAX_CONCURRENT_STREAMS is reached), and the
+# identity it asserts for the user it proxies (X-Remote-*, trusted through the front-proxy
+# certificate).
+H2_POOL = 4
+FRONT_PROXY_CN = "front-proxy-client"
+AGGREGATED_USER = (("X-Remote-User", "bench-user"), ("X-Remote-Group", "system:masters"),
+                   ("X-Remote-Group", "system:authenticated"))
 
 
 @dataclass(frozen=True)
@@ -64,14 +80,17 @@ class Size:
     watch_duration: float  # seconds of writes per fan-out run
     idle_watchers: int  # watchers opened for the memory figure
     ceiling_duration: float  # seconds per level of the client-alone measurement
+    idle_streams: int  # idle HTTP/2 watch streams opened on the aggregator's path
+    h2_pool: int = H2_POOL  # the aggregator's pooled HTTP/2 connections
 
 
 DEFAULT = Size("default", levels=(1, 8, 32, 128), duration=5.0, warmup=0.5, pool=1000,
                small_list=100, large_list=10000, watchers=(10, 100, 1000), watch_rate=20.0,
-               watch_duration=5.0, idle_watchers=1000, ceiling_duration=2.0)
+               watch_duration=5.0, idle_watchers=1000, ceiling_duration=2.0,
+               idle_streams=10000)
 QUICK = Size("quick", levels=(1, 8), duration=0.5, warmup=0.1, pool=200, small_list=100,
              large_list=10000, watchers=(10, 100), watch_rate=20.0, watch_duration=1.5,
-             idle_watchers=100, ceiling_duration=0.5)
+             idle_watchers=100, ceiling_duration=0.5, idle_streams=300)
 
 
 @dataclass
@@ -84,6 +103,8 @@ class Given:
     kext_prefix: str = "/registry"
     kext_pid: int | None = None
     etcd_pid: int | None = None
+    front_proxy_certs: str = ""  # a given kext's front-proxy client ca.crt, client.crt/.key
+    sar_kubeconfig: str = ""  # Delegated authorization: the cluster SubjectAccessReviews go to
 
 
 class Progress:
@@ -150,6 +171,7 @@ class Suite:
     kext_pid: int | None = None
     etcd_pid: int | None = None
     kext_target: KextTarget | None = None
+    aggregator_target: KextTarget | None = None  # the aggregator's path, None if not set up
     etcd_target: EtcdTarget | None = None
     etcd_client: EtcdClient | None = None
     watch_note: str = ""
@@ -182,6 +204,10 @@ class Suite:
             else:
                 self.kext_prefix = f"/kext-bench-{self.run_id}"
                 self.kext_process = Kext(self.etcd_endpoint, self.kext_prefix)
+                front_proxy = write_front_proxy_files(self.kext_process.directory / "front-proxy",
+                                                      FRONT_PROXY_CN)
+                self.kext_process.extra_config = kext_auth_config(
+                    front_proxy["ca.crt"], FRONT_PROXY_CN, self.given.sar_kubeconfig)
                 self.kext_process.start()
                 certs = self.kext_process.cert_dir
                 self.kext_pid = self.kext_process.pid
@@ -191,6 +217,15 @@ class Suite:
             context = client_ssl_context(str(certs / "ca.crt"), str(certs / "admin.crt"),
                                          str(certs / "admin.key"))
             self.kext_target = KextTarget(Endpoint(host, port, context), f"bench-{self.run_id}-")
+            proxy_dir = (Path(self.given.front_proxy_certs) if self.given.front_proxy_certs
+                         else None if self.kext_process is None
+                         else self.kext_process.directory / "front-proxy")
+            if proxy_dir is not None:
+                h2_context = h2_ssl_context(str(certs / "ca.crt"), str(proxy_dir / "client.crt"),
+                                            str(proxy_dir / "client.key"))
+                self.aggregator_target = KextTarget(
+                    Endpoint(host, port, h2_context), f"bench-{self.run_id}-",
+                    h2_pool=self.size.h2_pool, headers=AGGREGATED_USER, name="aggregator")
             yield
             finished = True
         finally:
@@ -321,6 +356,16 @@ class Suite:
                       "worker, client certificate auth, one asyncio event loop (this process)",
             "etcd_client": "aetcd gRPC stubs on one channel shared by the workers",
         }
+        if self.aggregator_target is not None:
+            authz = ("Delegated (SubjectAccessReview)" if self.given.sar_kubeconfig
+                     else "AlwaysAllow")
+            config["aggregator"] = (
+                "benchmarks.h2client: HTTP/2 as Go's transport (4 MiB stream windows, "
+                "WINDOW_UPDATE every 4 KiB consumed), the workers' requests multiplexed on "
+                f"{self.size.h2_pool} pooled connections (more when kext's "
+                "MAX_CONCURRENT_STREAMS needs them), the front-proxy client certificate and "
+                f"X-Remote-User/-Group on every request; authorization {authz}; ratios "
+                "against the same etcd runs as HTTP/1.1's")
         if self.etcd_process is not None:
             config["etcd"]["flags"] = ("one member, data dir on tmpfs (/dev/shm), "
                                        "--heartbeat-interval 10 --election-timeout 100")
@@ -350,6 +395,17 @@ class Suite:
                 rows.append({"concurrency": level, **stats})
                 self.progress.line(f"client alone  c={level:<4d} trivial TLS  {_fmt(stats)}")
             self.results["client"]["trivial"] = rows
+            if self.aggregator_target is not None:
+                h2_endpoint = Endpoint("127.0.0.1", url.port or 0, h2_ssl_context(
+                    files["ca"], files["client_cert"], files["client_key"]))
+                rows = []
+                for level in self.size.levels:
+                    stats = await self._plain_load(h2_endpoint, "/version", level,
+                                                   {"server": trivial.pid}, h2=True)
+                    rows.append({"concurrency": level, **stats})
+                    self.progress.line(f"client alone  c={level:<4d} trivial h2   "
+                                       f"{_fmt(stats)}")
+                self.results["client"]["trivial_h2"] = rows
         finally:
             trivial.stop()
         rows = []
@@ -359,14 +415,28 @@ class Suite:
             rows.append({"concurrency": level, **stats})
             self.progress.line(f"client alone  c={level:<4d} kext /healthz {_fmt(stats)}")
         self.results["client"]["kext_healthz"] = rows
+        if self.aggregator_target is not None:
+            rows = []
+            for level in self.size.levels:
+                stats = await self._plain_load(self.aggregator_target.endpoint, "/healthz",
+                                               level, {"kext": self.kext_pid}, h2=True)
+                rows.append({"concurrency": level, **stats})
+                self.progress.line(f"client alone  c={level:<4d} kext h2 /healthz "
+                                   f"{_fmt(stats)}")
+            self.results["client"]["kext_healthz_h2"] = rows
         self.results["client"]["note"] = (
             "trivial: GET /version over TLS with a client certificate from a TLS etcd "
             "started for this (a Go server, so the client is the limit); kext_healthz: GET "
-            "/healthz on kext (TLS, authentication, filters, no storage).")
+            "/healthz on kext (TLS, authentication, filters, no storage); *_h2: the same over "
+            f"HTTP/2 (benchmarks/h2client.py, c streams on up to {self.size.h2_pool} "
+            "connections). The client's own ceiling in any run is its ops/s divided by its "
+            "cpu (client_ceiling_ops_per_s in each row).")
 
     async def _plain_load(self, endpoint: Endpoint, path: str, level: int,
-                          server: dict[str, int | None]) -> dict[str, Any]:
-        connections = await open_connections(endpoint, level)
+                          server: dict[str, int | None], h2: bool = False) -> dict[str, Any]:
+        connections: list[Any] = list(
+            await open_lanes(endpoint, level, self.size.h2_pool) if h2
+            else await open_connections(endpoint, level))
         try:
             async def op(worker: int, seq: int) -> bool:
                 response = await connections[worker].request("GET", path)
@@ -415,8 +485,10 @@ class Suite:
         full_ns = self.kext.namespace_prefix + ns
         kext_before = await self._settled_rss(self.kext_pid)
         etcd_before = await self._settled_rss(self.etcd_pid)
-        await put_many(self.client, [(self.kext_key(ns, f"o{i}"),
-                                      stored_widget(full_ns, f"o{i}", i)) for i in range(n)])
+        values = [(self.kext_key(ns, f"o{i}"), stored_widget(full_ns, f"o{i}", i))
+                  for i in range(n)]
+        raw_json = sum(len(v) for _, v in values) / n
+        await put_many(self.client, values)
         await self.kext.sync(ns)  # kext has seen the writes
         kext_after = await self._settled_rss(self.kext_pid)
         etcd_after = await self._settled_rss(self.etcd_pid)
@@ -435,6 +507,10 @@ class Suite:
                     "size once settled.",
         }
         objects["ratio"] = ratio(objects["kext_bytes_per_10k"], objects["etcd_bytes_per_10k"])
+        objects["raw_json_bytes_per_object"] = round(raw_json)
+        if objects["kext_bytes_per_10k"] is not None:
+            objects["kext_bytes_per_object"] = round(objects["kext_bytes_per_10k"] / 10000)
+            objects["kext_per_raw_json"] = ratio(objects["kext_bytes_per_object"], raw_json)
         self.results["memory"]["objects"] = objects
         self.progress.line(f"memory        {n} objects: kext +{_mib(objects['kext_bytes_per_10k'])}"
                            f" etcd +{_mib(objects['etcd_bytes_per_10k'])} per 10k")
@@ -470,6 +546,37 @@ class Suite:
             f"memory        {m} idle watchers: kext "
             f"{_mib(watchers_result['kext_bytes_per_1k'])} etcd "
             f"{_mib(watchers_result['etcd_bytes_per_1k'])} per 1k")
+        if watch_available and self.aggregator_target is not None:
+            await self.idle_streams()
+
+    async def idle_streams(self) -> None:
+        """Idle HTTP/2 watch streams on the aggregator's path: how many kext holds (every
+        one established, and still open once kext's memory has settled) and kext's resident
+        size per stream."""
+        n = self.size.idle_streams
+        target = self.aggregator_target
+        assert target is not None
+        before = await self._settled_rss(self.kext_pid)
+        streams = watch.KextWatchers(target, self.client, self.kext_watch_prefix, "idle-h2", n)
+        result: dict[str, Any] = {"streams": n}
+        try:
+            await streams.open(timeout=120.0)
+            after = await self._settled_rss(self.kext_pid)
+            result["held"] = sum(1 for c in streams.connections if not c.ended)
+            result["connections"] = len({getattr(c, "connection", c)
+                                         for c in streams.connections})
+            delta = _delta(before, after, 1.0)
+            result["kext_bytes_per_stream"] = None if delta is None else round(delta / n)
+        except watch.WatchNotAvailable as exc:
+            result["held"] = streams.ready
+            result["error"] = str(exc)
+        finally:
+            streams.close()
+        self.results["memory"]["idle_h2_streams"] = result
+        self.progress.line(f"memory        {n} idle HTTP/2 watch streams: held "
+                           f"{result['held']} on {result.get('connections', '?')} connections, "
+                           f"kext {result.get('kext_bytes_per_stream')} bytes per stream"
+                           + (f"; {result['error']}" if result.get("error") else ""))
 
     # -- request scenarios
 
@@ -496,37 +603,53 @@ class Suite:
                                        self.size.large_list):
             rows = []
             for level in self.size.levels:
-                kext_stats = await self._run_kext(scenario, level)
+                kext_stats = await self._run_kext(scenario, level, self.kext)
                 self.progress.line(f"{scenario.name:<18} c={level:<4d} kext {_fmt(kext_stats)}")
+                h2_stats = None
+                if self.aggregator_target is not None:
+                    h2_stats = await self._run_kext(scenario, level, self.aggregator_target)
+                    self.progress.line(f"{scenario.name:<18} c={level:<4d} h2   "
+                                       f"{_fmt(h2_stats)}")
                 etcd_stats = await self._run_etcd(scenario, level)
                 r = ratio(kext_stats["ops_per_s"], etcd_stats["ops_per_s"])
+                r2 = ratio(h2_stats["ops_per_s"], etcd_stats["ops_per_s"]) if h2_stats else None
                 self.progress.line(f"{scenario.name:<18} c={level:<4d} etcd {_fmt(etcd_stats)}"
-                                   f"  kext/etcd {r}")
-                rows.append({
+                                   f"  kext/etcd {r}" + (f" h2/etcd {r2}" if h2_stats else ""))
+                row: dict[str, Any] = {
                     "concurrency": level, "kext": kext_stats, "etcd": etcd_stats,
                     "ratio": {
                         "ops_per_s": r,
                         "p50": ratio(kext_stats["p50_ms"], etcd_stats["p50_ms"]),
                         "p99": ratio(kext_stats["p99_ms"], etcd_stats["p99_ms"]),
                     },
-                })
+                }
+                if h2_stats is not None:
+                    row["aggregator"] = h2_stats
+                    row["aggregator_ratio"] = {
+                        "ops_per_s": r2,
+                        "p50": ratio(h2_stats["p50_ms"], etcd_stats["p50_ms"]),
+                        "p99": ratio(h2_stats["p99_ms"], etcd_stats["p99_ms"]),
+                    }
+                rows.append(row)
             self.results["scenarios"].append({"name": scenario.name, "title": scenario.title,
                                               "levels": rows})
 
     def _large(self, scenario: Scenario) -> bool:
         return scenario.name.startswith(f"list-{self.size.large_list}-")
 
-    async def _run_kext(self, scenario: Scenario, level: int) -> dict[str, Any]:
-        connections = await self.kext.connect(level)
+    async def _run_kext(self, scenario: Scenario, level: int,
+                        target: KextTarget) -> dict[str, Any]:
+        connections = await target.connect(level)
         try:
             if scenario.warmup and not self._large(scenario):
-                warm = scenario.kext_op(self.kext, connections, level)
+                warm = scenario.kext_op(target, connections, level)
                 await drive(warm.op, level, duration=self.size.warmup)
-            work = scenario.kext_op(self.kext, connections, level)
+            work = scenario.kext_op(target, connections, level)
             profiled = scenario.name in PROFILED and level == self.profiled_level
-            with self.profiler(f"{scenario.name}-c{level}", profiled):
+            suffix = "" if target.name == "kext" else f"-{target.name}"
+            with self.profiler(f"{scenario.name}-c{level}{suffix}", profiled):
                 stats = await self._drive(work.op, work.total, level,
-                                          f"{scenario.name} c={level} kext")
+                                          f"{scenario.name} c={level} {target.name}")
         finally:
             close_all(connections)
         return stats.summary()
@@ -573,30 +696,49 @@ class Suite:
         section: dict[str, Any] = {
             "available": available, "note": self.watch_note, "write_rate": rate,
             "write_seconds": duration, "levels": [],
-            "method": "a writer creates objects directly in etcd at a steady rate; delivery "
-                      "latency = watcher reads the event - writer about to write it",
+            "method": "a writer creates objects at a steady rate (through kext, over the "
+                      "path measured; for etcd, directly in etcd); delivery latency = watcher "
+                      "reads the event - writer about to write it",
         }
         self.results["watch"] = section
+        paths = [self.kext] if available else []
+        if available and self.aggregator_target is not None:
+            paths.append(self.aggregator_target)
+        # the writer alone: its create p99 with no watchers, per path
+        for target in paths:
+            alone = await watch.kext_fanout(target, self.client, self.kext_watch_prefix,
+                                            f"fanout-0-{target.name}", 0, rate, duration,
+                                            self.meter())
+            section[f"writer_alone_{target.name}"] = alone.summary()
+            self.progress.line(f"watch writer alone {target.name}: create p99 "
+                               f"{alone.summary()['writer_p99_ms']} ms")
+        largest = max(self.size.watchers)
         for n in self.size.watchers:
             row: dict[str, Any] = {"watchers": n, "kext": None}
-            if available:
-                kext_result = await watch.kext_fanout(
-                    self.kext, self.client, self.kext_watch_prefix,
-                    f"fanout-{n}", n, rate, duration, self.meter(),
-                    self.profiler(f"watch-fanout-{n}", n == max(self.size.watchers)))
-                row["kext"] = kext_result.summary()
-                self.progress.line(f"watch fan-out N={n:<5d} kext {_fmt_watch(row['kext'])}")
+            for target in paths:
+                key = target.name
+                suffix = "" if key == "kext" else f"-{key}"
+                result = await watch.kext_fanout(
+                    target, self.client, self.kext_watch_prefix,
+                    f"fanout-{n}-{key}", n, rate, duration, self.meter(),
+                    self.profiler(f"watch-fanout-{n}{suffix}", n == largest))
+                row[key] = result.summary()
+                if key == "aggregator":
+                    row["aggregator_connections"] = len(result.connections)
+                self.progress.line(f"watch fan-out N={n:<5d} {key:<4.4s} "
+                                   f"{_fmt_watch(row[key])}")
             etcd_result = await watch.etcd_fanout(self.client, self.etcd.prefix, f"fanout-{n}",
                                                   n, rate, duration, self.meter())
             row["etcd"] = etcd_result.summary()
             self.progress.line(f"watch fan-out N={n:<5d} etcd {_fmt_watch(row['etcd'])}")
-            if row["kext"] is not None:
-                row["ratio"] = {
-                    "events_per_s": ratio(row["kext"]["events_per_s"],
-                                          row["etcd"]["events_per_s"]),
-                    "p50": ratio(row["kext"]["p50_ms"], row["etcd"]["p50_ms"]),
-                    "p99": ratio(row["kext"]["p99_ms"], row["etcd"]["p99_ms"]),
-                }
+            for key, name in (("kext", "ratio"), ("aggregator", "aggregator_ratio")):
+                if row.get(key) is not None:
+                    row[name] = {
+                        "events_per_s": ratio(row[key]["events_per_s"],
+                                              row["etcd"]["events_per_s"]),
+                        "p50": ratio(row[key]["p50_ms"], row["etcd"]["p50_ms"]),
+                        "p99": ratio(row[key]["p99_ms"], row["etcd"]["p99_ms"]),
+                    }
             section["levels"].append(row)
 
     # -- cleanup
@@ -623,6 +765,7 @@ def _mib(value: int | None) -> str:
 
 def _fmt_watch(s: dict[str, Any]) -> str:
     cpu = " ".join(f"{k} {v:.2f}" for k, v in s.get("cpu_cores", {}).items())
+    writer = f"  create p99 {s['writer_p99_ms']} ms" if s.get("writer_p99_ms") else ""
     return (f"{s['events_per_s']:9.1f} events/s  delivered {s['delivered_events']}/"
-            f"{s['expected_events']}  p50 {s['p50_ms']:7.2f} ms  p99 {s['p99_ms']:7.2f} ms  "
-            f"cpu[{cpu}]")
+            f"{s['expected_events']}  p50 {s['p50_ms']:7.2f} ms  p99 {s['p99_ms']:7.2f} ms"
+            f"{writer}  cpu[{cpu}]")

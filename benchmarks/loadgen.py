@@ -81,6 +81,9 @@ class Stats:
             "p99_ms": round(percentile(ordered, 99) * ms, 3),
             "max_ms": round(ordered[-1] * ms, 3) if ordered else math.nan,
             "cpu_cores": self.cpu,
+            # what the client could drive with one core of its own at this cost per request
+            "client_ceiling_ops_per_s": round(self.ops_per_s / self.cpu["client"], 1)
+            if self.cpu.get("client") else None,
             **({"first_error": self.first_error} if self.first_error else {}),
         }
 

@@ -155,6 +155,31 @@ def write_tls_files(directory: Path) -> dict[str, str]:
     return files
 
 
+def write_front_proxy_files(directory: Path, common_name: str) -> dict[str, str]:
+    """The aggregator's front-proxy material as a cluster has it: a CA (kube's
+    requestheader-client-ca-file) and the client certificate kube-apiserver proxies with
+    (--proxy-client-cert-file, CN front-proxy-client): ca.crt, client.crt, client.key."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = new_ca("bench-front-proxy-ca")
+    client = issue_cert(ca, common_name, client=True)
+    files = {name: str(directory / name) for name in ("ca.crt", "client.crt", "client.key")}
+    Path(files["ca.crt"]).write_bytes(ca.cert_pem)
+    client.write(files["client.crt"], files["client.key"])
+    return files
+
+
+def kext_auth_config(front_proxy_ca: str, allowed_name: str,
+                     sar_kubeconfig: str = "") -> dict[str, Any]:
+    """server.yaml's authentication (and, with a kubeconfig, Delegated authorization) for
+    the aggregator's path: the front-proxy CA and the name its certificate must carry."""
+    config: dict[str, Any] = {"authentication": {"requestHeader": {
+        "clientCAFile": front_proxy_ca, "allowedNames": [allowed_name]}}}
+    if sar_kubeconfig:
+        config["authorization"] = {"mode": "Delegated"}
+        config["kubernetes"] = {"kubeconfig": sar_kubeconfig}
+    return config
+
+
 @dataclass
 class Kext:
     """A kext process started with `python -m kext --config <file>` against etcd."""

@@ -87,6 +87,27 @@ def markdown(results: dict[str, Any], image_prefix: str = "") -> str:
               f"{_num(e['p99_ms'], 2)} | {_ratio(r['p99'])} | {_cpu(k, 'kext')} / "
               f"{_cpu(k, 'etcd')} / {_cpu(k, 'client')} / {_cpu(k, 'other')} |")
     w("")
+    if any("aggregator" in row for s in results["scenarios"] for row in s["levels"]):
+        w("## The aggregator's path: HTTP/2, front-proxy certificate, X-Remote-* headers\n")
+        w(f"{config.get('aggregator', '')}\n")
+        w("| scenario | c | h2 ops/s | etcd ops/s | h2 ratio | (HTTP/1.1 ratio) | h2 p50 ms | "
+          "h2 p99 ms | etcd p99 ms | p99 ratio | cpu kext / etcd / client / other | client "
+          "ceiling ops/s |")
+        w("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+        for scenario in results["scenarios"]:
+            for row in scenario["levels"]:
+                a = row.get("aggregator")
+                if a is None:
+                    continue
+                e, r = row["etcd"], row["aggregator_ratio"]
+                errors = f" ({a['errors']} errors)" if a["errors"] else ""
+                w(f"| {scenario['name']} | {row['concurrency']} | {_num(a['ops_per_s'])}{errors}"
+                  f" | {_num(e['ops_per_s'])} | {_ratio(r['ops_per_s'])} | "
+                  f"{_ratio(row['ratio']['ops_per_s'])} | {_num(a['p50_ms'], 2)} | "
+                  f"{_num(a['p99_ms'], 2)} | {_num(e['p99_ms'], 2)} | {_ratio(r['p99'])} | "
+                  f"{_cpu(a, 'kext')} / {_cpu(a, 'etcd')} / {_cpu(a, 'client')} / "
+                  f"{_cpu(a, 'other')} | {_num(a.get('client_ceiling_ops_per_s'))} |")
+        w("")
     for scenario in results["scenarios"]:
         w(f"- **{scenario['name']}**: {scenario['title']}")
     w("")
@@ -116,6 +137,42 @@ def markdown(results: dict[str, Any], image_prefix: str = "") -> str:
           f"{_num(e['p99_ms'], 2)} | {_ratio(r.get('p99'))} | "
           + (" / ".join(_cpu(k, p) for p in ("kext", "etcd", "client", "other")) if k
              else "n/a") + " |")
+    for row in watch.get("levels", []):
+        a = row.get("aggregator")
+        if a is None:
+            continue
+        if row is watch["levels"][0]:
+            w("")
+            w("Over the aggregator's path (HTTP/2: the watches are streams multiplexed on a few "
+              "connections, the writer's creates share the first):\n")
+            w("| watchers | connections | h2 events/s | ratio | delivered | h2 p50 ms | h2 p99 ms "
+              "| p99 ratio | cpu kext / etcd / client / other |")
+            w("|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+        r = row.get("aggregator_ratio") or {}
+        w(f"| {row['watchers']} | {row.get('aggregator_connections', '?')} | "
+          f"{_num(a.get('events_per_s'))} | {_ratio(r.get('events_per_s'))} | "
+          f"{_num(a.get('delivered_fraction'), 4)} | {_num(a.get('p50_ms'), 2)} | "
+          f"{_num(a.get('p99_ms'), 2)} | {_ratio(r.get('p99'))} | "
+          + " / ".join(_cpu(a, p) for p in ("kext", "etcd", "client", "other")) + " |")
+    writer_rows = [(path, watch.get(f"writer_alone_{path}")) for path in ("kext", "aggregator")]
+    if any(alone for _, alone in writer_rows):
+        w("")
+        w("The writer's own creates (through kext) during the fan-out, against the writer "
+          "alone (no watchers):\n")
+        w("| path | alone p50 / p99 ms | " + " | ".join(
+            f"{row['watchers']} watchers p50 / p99 ms" for row in watch.get("levels", []))
+          + " |")
+        w("|---|--:|" + "--:|" * len(watch.get("levels", [])))
+        for path, alone in writer_rows:
+            if not alone:
+                continue
+            cells = [f"{_num(alone.get('writer_p50_ms'), 2)} / "
+                     f"{_num(alone.get('writer_p99_ms'), 2)}"]
+            for row in watch.get("levels", []):
+                run = row.get(path) or {}
+                cells.append(f"{_num(run.get('writer_p50_ms'), 2)} / "
+                             f"{_num(run.get('writer_p99_ms'), 2)}")
+            w(f"| {path} | " + " | ".join(cells) + " |")
     w("")
     w(f"![watch]({image_prefix}{PLOTS['watch']})\n")
 
@@ -133,7 +190,17 @@ def markdown(results: dict[str, Any], image_prefix: str = "") -> str:
         w(f"| per 1,000 idle watchers (measured with {watchers['watchers']:,}) | "
           f"{_mib(watchers['kext_bytes_per_1k'])} | {_mib(watchers['etcd_bytes_per_1k'])} | "
           f"{_ratio(watchers.get('ratio'))} |")
+    idle = memory.get("idle_h2_streams")
+    if idle:
+        per = idle.get("kext_bytes_per_stream")
+        w(f"| per idle HTTP/2 watch stream ({idle['held']:,} of {idle['streams']:,} held on "
+          f"{idle.get('connections', '?')} connections) | "
+          f"{'n/a' if per is None else f'{per / 1024:.1f} KiB'} | | |")
     w("")
+    if objects and objects.get("kext_bytes_per_object") is not None:
+        w(f"- per cached object: kext {objects['kext_bytes_per_object']:,} bytes, "
+          f"{objects['raw_json_bytes_per_object']:,} bytes of raw JSON: "
+          f"{_ratio(objects.get('kext_per_raw_json'))} the raw JSON size")
     if objects:
         w(f"- objects: {objects['note']}")
     if watchers:
@@ -152,6 +219,17 @@ def markdown(results: dict[str, Any], image_prefix: str = "") -> str:
         w(f"| {t['concurrency']} | {_num(t['ops_per_s'])} | {_num(t['p50_ms'], 2)} | "
           f"{_num(t['p99_ms'], 2)} | {_cpu(t, 'client')} | {_num(k['ops_per_s'])} | "
           f"{_num(k['p50_ms'], 2)} | {_num(k['p99_ms'], 2)} | {_cpu(k, 'kext')} |")
+    if client.get("trivial_h2"):
+        w("")
+        w("The same over HTTP/2 (the aggregator's client):\n")
+        w("| c | trivial h2 req/s | p99 ms | client cpu | kext h2 /healthz req/s | p99 ms "
+          "| kext cpu |")
+        w("|--:|--:|--:|--:|--:|--:|--:|")
+        for t, k in zip(client.get("trivial_h2", []), client.get("kext_healthz_h2", []),
+                        strict=False):
+            w(f"| {t['concurrency']} | {_num(t['ops_per_s'])} | {_num(t['p99_ms'], 2)} | "
+              f"{_cpu(t, 'client')} | {_num(k['ops_per_s'])} | {_num(k['p99_ms'], 2)} | "
+              f"{_cpu(k, 'kext')} |")
     w("")
     w(f"![client]({image_prefix}{PLOTS['client']})\n")
 

@@ -7,8 +7,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from benchmarks.client import Connection
-from benchmarks.targets import EtcdTarget, KextTarget
+from benchmarks.targets import Client, EtcdTarget, KextTarget
 
 Operation = Callable[[int, int], Awaitable[bool]]
 
@@ -23,7 +22,7 @@ class Workload:
 
 
 # A workload factory per target: (target, the workers' connections for kext, concurrency).
-KextOp = Callable[[KextTarget, list[Connection], int], Workload]
+KextOp = Callable[[KextTarget, list[Client], int], Workload]
 EtcdOp = Callable[[EtcdTarget, int], Workload]
 
 POOL = "pool"  # the namespace of the objects get and update work on
@@ -67,7 +66,7 @@ def crud_scenarios(pool_size: int, created: Created, small: int, large: int
     def pick(seq: int) -> str:
         return f"p{random.randrange(pool_size)}"
 
-    def kext_create(t: KextTarget, conns: list[Connection], level: int
+    def kext_create(t: KextTarget, conns: list[Client], level: int
                     ) -> Workload:
         ns = create_namespace(level)
         tag = f"{random.getrandbits(24):06x}"  # warmup and measured runs use distinct names
@@ -75,7 +74,7 @@ def crud_scenarios(pool_size: int, created: Created, small: int, large: int
         async def op(worker: int, seq: int) -> bool:
             name = f"w{tag}-{seq}"
             ok = await t.create(conns[worker], ns, name, seq)
-            created.add("kext", level, name)
+            created.add(t.name, level, name)
             return ok
         return Workload(op)
 
@@ -90,7 +89,7 @@ def crud_scenarios(pool_size: int, created: Created, small: int, large: int
             return ok
         return Workload(op)
 
-    def kext_get(t: KextTarget, conns: list[Connection], level: int
+    def kext_get(t: KextTarget, conns: list[Client], level: int
                  ) -> Workload:
         async def op(worker: int, seq: int) -> bool:
             return await t.get(conns[worker], POOL, pick(seq))
@@ -101,7 +100,7 @@ def crud_scenarios(pool_size: int, created: Created, small: int, large: int
             return await t.get(POOL, pick(seq))
         return Workload(op)
 
-    def kext_update(t: KextTarget, conns: list[Connection], level: int
+    def kext_update(t: KextTarget, conns: list[Client], level: int
                     ) -> Workload:
         async def op(worker: int, seq: int) -> bool:
             return await t.update(conns[worker], POOL, pick(seq), seq)
@@ -112,9 +111,9 @@ def crud_scenarios(pool_size: int, created: Created, small: int, large: int
             return await t.update(POOL, pick(seq), seq)
         return Workload(op)
 
-    def kext_delete(t: KextTarget, conns: list[Connection], level: int
+    def kext_delete(t: KextTarget, conns: list[Client], level: int
                     ) -> Workload:
-        ns, names = create_namespace(level), created.take("kext", level)
+        ns, names = create_namespace(level), created.take(t.name, level)
 
         async def op(worker: int, seq: int) -> bool:
             return await t.delete(conns[worker], ns, names[seq])
@@ -128,7 +127,7 @@ def crud_scenarios(pool_size: int, created: Created, small: int, large: int
         return Workload(op, len(names))
 
     def kext_list(namespace: str, rv: str) -> KextOp:
-        def make(t: KextTarget, conns: list[Connection], level: int
+        def make(t: KextTarget, conns: list[Client], level: int
                  ) -> Workload:
             async def op(worker: int, seq: int) -> bool:
                 return await t.list(conns[worker], namespace, rv)
@@ -143,7 +142,7 @@ def crud_scenarios(pool_size: int, created: Created, small: int, large: int
         return make
 
     def kext_pages(namespace: str, limit: int) -> KextOp:
-        def make(t: KextTarget, conns: list[Connection], level: int) -> Workload:
+        def make(t: KextTarget, conns: list[Client], level: int) -> Workload:
             async def op(worker: int, seq: int) -> bool:
                 return await t.list_pages(conns[worker], namespace, limit)
             return Workload(op)

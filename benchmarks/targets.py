@@ -1,7 +1,9 @@
 """The two systems measured side by side, with the same operations:
 
-- `KextTarget`: Widgets through kext's REST API over HTTPS (keep-alive HTTP/1.1, admin client
-  certificate), one connection per worker.
+- `KextTarget`: Widgets through kext's REST API over HTTPS: keep-alive HTTP/1.1 with the admin
+  client certificate, one connection per worker; or (h2_pool > 0) the aggregator's path,
+  HTTP/2 with the front-proxy certificate and X-Remote-* headers, the workers' requests
+  multiplexed on a few pooled connections (benchmarks/h2client.py).
 - `EtcdTarget`: the same objects as JSON values directly in etcd through aetcd's gRPC stubs
   (one channel shared by the workers, as kext shares one): create = put-if-absent txn,
   get = linearizable range, update = range + txn on mod_revision (retried), list = prefix range
@@ -23,6 +25,7 @@ from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
 from benchmarks.client import Connection, Endpoint, HTTPError, open_connections
+from benchmarks.h2client import H2Lane, open_lanes
 from kext.storage.etcd3 import EtcdClient
 
 GROUP = "example.kext.io"
@@ -74,34 +77,44 @@ def _fail(response_status: int, body: bytes, expected: int) -> OperationFailed:
     return OperationFailed(f"HTTP {response_status} (expected {expected}): {body[:200]!r}")
 
 
+# A worker's connection: its own HTTP/1.1 connection, or its lane of a pooled HTTP/2 one.
+Client = Connection | H2Lane
+
+
 @dataclass
 class KextTarget:
-    """Widgets through kext; `connections` are opened per run (one per worker)."""
+    """Widgets through kext; `connections` are opened per run (one per worker, or with
+    h2_pool, lanes over that many HTTP/2 connections carrying `headers` on every request)."""
 
     endpoint: Endpoint
     namespace_prefix: str  # namespaces are <namespace_prefix><name>
+    h2_pool: int = 0
+    headers: tuple[tuple[str, str], ...] = ()
+    name: str = "kext"  # what results call it: "kext" (HTTP/1.1) or "aggregator" (HTTP/2)
 
     def path(self, namespace: str, name: str = "") -> str:
         base = f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace_prefix}{namespace}/widgets"
         return f"{base}/{name}" if name else base
 
-    async def connect(self, n: int) -> list[Connection]:
-        return await open_connections(self.endpoint, n)
+    async def connect(self, n: int) -> list[Client]:
+        if self.h2_pool:
+            return list(await open_lanes(self.endpoint, n, self.h2_pool, self.headers))
+        return list(await open_connections(self.endpoint, n))
 
-    async def create(self, conn: Connection, namespace: str, name: str, seq: int) -> bool:
+    async def create(self, conn: Client, namespace: str, name: str, seq: int) -> bool:
         body = orjson.dumps(widget(name, seq))
         response = await conn.request("POST", self.path(namespace), body)
         if response.status != 201:
             raise _fail(response.status, response.body, 201)
         return True
 
-    async def get(self, conn: Connection, namespace: str, name: str) -> bool:
+    async def get(self, conn: Client, namespace: str, name: str) -> bool:
         response = await conn.request("GET", self.path(namespace, name))
         if response.status != 200:
             raise _fail(response.status, response.body, 200)
         return True
 
-    async def update(self, conn: Connection, namespace: str, name: str, seq: int) -> bool:
+    async def update(self, conn: Client, namespace: str, name: str, seq: int) -> bool:
         """A merge patch: a guaranteed update (read, apply, compare-and-swap, retried)."""
         body = b'{"spec":{"size":%d}}' % (seq % 100 + 1)
         response = await conn.request("PATCH", self.path(namespace, name), body,
@@ -110,14 +123,14 @@ class KextTarget:
             raise _fail(response.status, response.body, 200)
         return True
 
-    async def list(self, conn: Connection, namespace: str, resource_version: str) -> bool:
+    async def list(self, conn: Client, namespace: str, resource_version: str) -> bool:
         query = f"?resourceVersion={resource_version}" if resource_version else ""
         response = await conn.request("GET", self.path(namespace) + query)
         if response.status != 200:
             raise _fail(response.status, response.body, 200)
         return True
 
-    async def list_pages(self, conn: Connection, namespace: str, limit: int) -> bool:
+    async def list_pages(self, conn: Client, namespace: str, limit: int) -> bool:
         """A whole list in pages of `limit` (limit + continue, one consistent snapshot)."""
         path = f"{self.path(namespace)}?limit={limit}"
         token = b""
@@ -130,7 +143,7 @@ class KextTarget:
             if not token:
                 return True
 
-    async def delete(self, conn: Connection, namespace: str, name: str) -> bool:
+    async def delete(self, conn: Client, namespace: str, name: str) -> bool:
         response = await conn.request("DELETE", self.path(namespace, name))
         if response.status != 200:
             raise _fail(response.status, response.body, 200)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,9 +19,10 @@ import orjson
 from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
-from benchmarks.client import Connection, HTTPError
+from benchmarks.client import HTTPError
+from benchmarks.h2client import H2Lane
 from benchmarks.loadgen import CPUMeter, percentile
-from benchmarks.targets import KextTarget, stored_widget
+from benchmarks.targets import Client, KextTarget, stored_widget
 from kext.storage.etcd3 import EtcdClient
 
 SENTINEL = "sentinel"  # the object every kext watcher gets first
@@ -40,6 +42,7 @@ class Delivery:
     unexpected: int = 0  # events for objects this run did not write (or ERROR events)
     last: float = 0.0
     first_error: str = ""
+    write_latencies: list[float] = field(default_factory=list)  # the writer's own requests
 
     def record(self, name: str, at: float) -> None:
         sent = self.sent.get(name)
@@ -59,6 +62,7 @@ class WatchResult:
     delivery: Delivery
     cpu: dict[str, float]
     setup_seconds: float
+    connections: set[Any] = field(default_factory=set)  # the connections the watches used
 
     def summary(self) -> dict[str, Any]:
         ordered = sorted(self.delivery.latencies)
@@ -84,8 +88,14 @@ class WatchResult:
             if ordered else [],
             "cpu_cores": self.cpu,
             "setup_s": round(self.setup_seconds, 2),
+            "writer_p50_ms": _ms(self.delivery.write_latencies, 50),
+            "writer_p99_ms": _ms(self.delivery.write_latencies, 99),
             **({"first_error": self.delivery.first_error} if self.delivery.first_error else {}),
         }
+
+
+def _ms(values: list[float], q: float) -> float | None:
+    return round(percentile(sorted(values), q) * 1000, 3) if values else None
 
 
 async def _write_steadily(write: Callable[[str, int], Awaitable[None]], delivery: Delivery,
@@ -93,6 +103,7 @@ async def _write_steadily(write: Callable[[str, int], Awaitable[None]], delivery
     """Create objects e0, e1, ... at `rate` per second for `duration` seconds, one at a time.
     Returns (writes done, seconds taken)."""
     interval = 1.0 / rate
+    tag = f"{random.getrandbits(24):06x}"  # runs in one namespace write distinct names
     start = time.perf_counter()
     i = 0
     while True:
@@ -102,7 +113,7 @@ async def _write_steadily(write: Callable[[str, int], Awaitable[None]], delivery
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        name = f"e{i}"
+        name = f"e{i}-{tag}"
         delivery.sent[name] = time.perf_counter()
         await write(name, i)
         i += 1
@@ -141,7 +152,7 @@ class KextWatchers:
         self.target, self.namespace, self.n = target, namespace, n
         self.etcd, self.kext_key_prefix = etcd, kext_key_prefix
         self.delivery = Delivery()
-        self.connections: list[Connection] = []
+        self.connections: list[Client] = []
         self.ready = 0  # watchers that got the sentinel
         self._bodies: list[bytes] = []
 
@@ -259,19 +270,36 @@ class EtcdWatchers:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+def kext_writer(target: KextTarget, conn: Client, namespace: str, latencies: list[float]
+                ) -> Callable[[str, int], Awaitable[None]]:
+    """Creates Widget <name> in namespace through kext (as a user's client writes), keeping
+    each create's latency."""
+    async def write(name: str, seq: int) -> None:
+        t0 = time.perf_counter()
+        await target.create(conn, namespace, name, seq)
+        latencies.append(time.perf_counter() - t0)
+    return write
+
+
 async def kext_fanout(target: KextTarget, etcd: EtcdClient, kext_key_prefix: str,
                       namespace: str, n: int, rate: float, duration: float,
                       meter: CPUMeter,
                       around: contextlib.AbstractContextManager[Any] | None = None
                       ) -> WatchResult:
-    """N kext watchers of namespace; writes straight into kext's keys in etcd. `around` (a
-    profiler) encloses the writes and the delivery, not the set-up."""
+    """N kext watchers of namespace (none: the writer alone, its baseline) while a writer
+    creates objects through kext. Over HTTP/1.1 the writer has a connection of its own; over
+    HTTP/2 it shares the first pooled connection with the watch streams, as the aggregator's
+    requests share its connections. `around` (a profiler) encloses the writes and the
+    delivery, not the set-up."""
     t0 = time.perf_counter()
     watchers = KextWatchers(target, etcd, kext_key_prefix, namespace, n)
-    await watchers.open()
+    if n:
+        await watchers.open()
     setup = time.perf_counter() - t0
-    full_namespace = target.namespace_prefix + namespace
-    write = etcd_writer(etcd, f"{kext_key_prefix}{full_namespace}/", full_namespace)
+    lanes = [c for c in watchers.connections if isinstance(c, H2Lane)]
+    writer_conn: Client = H2Lane(lanes[0].connection) if lanes else \
+        (await target.connect(1))[0]
+    write = kext_writer(target, writer_conn, namespace, watchers.delivery.write_latencies)
     try:
         with around or contextlib.nullcontext():
             meter.start()
@@ -279,8 +307,10 @@ async def kext_fanout(target: KextTarget, etcd: EtcdClient, kext_key_prefix: str
             await _drain(watchers.delivery, writes * n, timeout=max(10.0, duration))
             cpu = meter.stop()
     finally:
+        writer_conn.close()
         watchers.close()
-    return WatchResult(n, writes, seconds, watchers.delivery, cpu, setup)
+    used = {getattr(c, "connection", c) for c in watchers.connections}
+    return WatchResult(n, writes, seconds, watchers.delivery, cpu, setup, used)
 
 
 async def etcd_fanout(etcd: EtcdClient, key_prefix: str, namespace: str, n: int, rate: float,
