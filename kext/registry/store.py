@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from kext.api import errors, meta
 from kext.api.errors import Cause
@@ -21,7 +23,16 @@ from kext.registry.rest import ADMIT_NOTHING, Admission, RequestContext, Validat
 from kext.registry.storeerr import MODIFIED, interpret
 from kext.registry.strategy import Strategies, Strategy, crd_strategies
 from kext.storage import errors as storage_errors
-from kext.storage.interface import Interface, ListOptions, Preconditions, WatchEvent, WatchOptions
+from kext.storage.interface import (
+    Interface,
+    ListOptions,
+    Preconditions,
+    WatchControl,
+    WatchEvent,
+    WatchOptions,
+    WatchSink,
+)
+from kext.storage.sinks import watch_to
 
 Object = dict[str, Any]
 
@@ -130,8 +141,11 @@ class Store:
         return self.to_version(obj, version)
 
     async def get_list(self, namespace: str, version: str, selection: Selection,
-                   options: ListOptions) -> Object:
-        """A `<Kind>List` of the selected objects."""
+                       options: ListOptions, *, encoded_items: bool = False) -> Object:
+        """A `<Kind>List` of the selected objects. With encoded_items, its items may be
+        `orjson.Fragment`s of the encodings storage keeps (the watch cache's), so that the
+        list is encoded without encoding each object again: for a caller that only encodes
+        it as JSON."""
         options = ListOptions(
             resource_version=options.resource_version,
             resource_version_match=options.resource_version_match,
@@ -150,23 +164,25 @@ class Store:
             "kind": self.definition.list_kind,
             "metadata": meta.list_meta(result.resource_version, result.continue_token,
                                        remaining),
-            "items": [self.to_version(o, version) for o in result.items],
+            "items": self._encoded_items(result.encoded, version)
+            if encoded_items and result.encoded is not None
+            else [self.to_version(o, version) for o in result.items],
         }
 
+    def _encoded_items(self, encoded: Sequence[bytes], version: str) -> list[Any]:
+        """The items as Fragments of their encodings, each one already in version (its
+        apiVersion leads its encoding, as storage writes it); any other converted."""
+        head = b'{"apiVersion":"' + self._api_version(version).encode() + b'"'
+        return [orjson.Fragment(e) if e.startswith(head)
+                else self.to_version(orjson.loads(e), version) for e in encoded]
+
     def predicate(self, selection: Selection) -> Callable[[Object], bool] | None:
-        """The storage predicate for a selection (None selects everything)."""
+        """The storage predicate for a selection (None selects everything). Predicates of
+        equal selections are equal, so the watch cache matches each event once for them."""
         if selection.empty:
             return None
-        labels, fields = selection.labels, selection.fields
-        version = self.definition.storage_version
-        namespaced = self.namespaced
-
-        def matches(obj: Object) -> bool:
-            if labels is not None and not labels.matches(obj["metadata"].get("labels") or {}):
-                return False
-            return fields is None or fields.matches(field_set(obj, version, namespaced))
-
-        return matches
+        return _SelectionPredicate(selection.labels, selection.fields,
+                                   self.definition.storage_version, self.namespaced)
 
     def watch(self, namespace: str, resource_version: int | None, selection: Selection, *,
               send_initial_events: bool = False,
@@ -180,6 +196,22 @@ class Store:
                                  allow_bookmarks=allow_bookmarks),
         )
         return self._status_errors(events)
+
+    async def watch_to(self, namespace: str, resource_version: int | None,
+                       selection: Selection, sink: WatchSink, *,
+                       send_initial_events: bool = False,
+                       allow_bookmarks: bool = False) -> WatchControl:
+        """watch(), delivered into sink (storage's errors closing it as Status errors); the
+        control returned is paused. A watch that cannot start raises its Status error."""
+        try:
+            return await watch_to(
+                self.storage, self.prefix(namespace), _StatusErrorSink(sink, self),
+                resource_version=resource_version, predicate=self.predicate(selection),
+                options=WatchOptions(send_initial_events=send_initial_events,
+                                     allow_bookmarks=allow_bookmarks),
+            )
+        except storage_errors.StorageError as exc:
+            raise self._error(exc, "") from None
 
     async def _status_errors(
         self, events: AsyncGenerator[WatchEvent, None]
@@ -496,6 +528,37 @@ class Store:
     def _validate(self, causes: list[Cause], name: str) -> None:
         if causes:
             raise errors.invalid(self.group, self.kind, name, causes)
+
+
+@dataclass(frozen=True)
+class _SelectionPredicate:
+    """Whether an object is selected by label and field selectors (equal selectors: equal
+    predicates)."""
+
+    labels: LabelSelector | None
+    fields: FieldSelector | None
+    version: Any = field(compare=False)  # the storage version the fields are read from
+    namespaced: bool = True
+
+    def __call__(self, obj: Object) -> bool:
+        labels, fields = self.labels, self.fields
+        if labels is not None and not labels.matches(obj["metadata"].get("labels") or {}):
+            return False
+        return fields is None or fields.matches(field_set(obj, self.version, self.namespaced))
+
+
+class _StatusErrorSink:
+    """A WatchSink handing on to another, a storage error ending the watch as the Status
+    error it means."""
+
+    def __init__(self, sink: WatchSink, store: Store) -> None:
+        self.sink, self.store = sink, store
+        self.send = sink.send
+
+    def close(self, error: Exception | None) -> None:
+        if isinstance(error, storage_errors.StorageError):
+            error = self.store._error(error, "")
+        self.sink.close(error)
 
 
 class _Finalizing(Exception):

@@ -30,7 +30,10 @@ import logging
 import math
 import random
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
+from typing import overload
+
+import orjson
 
 from kext.storage.continue_token import encode_continue
 from kext.storage.errors import (
@@ -50,10 +53,13 @@ from kext.storage.interface import (
     Predicate,
     SnapshotPage,
     UpdateFunc,
+    WatchControl,
     WatchEvent,
     WatchOptions,
     WatchProgress,
+    WatchSink,
 )
+from kext.storage.sinks import iterate
 from kext.storage.versioner import with_resource_version
 
 log = logging.getLogger(__name__)
@@ -70,21 +76,27 @@ _POLL_SLICE = 0.25  # seconds between looks at etcd while waiting for it to reac
 
 
 class _Watcher:
-    """One watch served by the cache: its selection, its bounded queue and where it stands."""
+    """One watch served by the cache: its selection, where it stands, and its sink. Events
+    go straight to the sink as they are dispatched; only while the sink's connection pushes
+    back (paused), or before the initial events are all out, are they held in a bounded
+    queue. It is the watch's WatchControl."""
 
     __slots__ = (
         "allow_bookmarks",
         "buffer",
         "capacity",
         "done",
-        "error",
+        "draining",
         "floor",
         "key",
         "last_rv",
         "next_bookmark",
+        "on_stop",
+        "paused",
+        "pending",
         "predicate",
         "prefix",
-        "waiter",
+        "sink",
     )
 
     def __init__(
@@ -96,6 +108,9 @@ class _Watcher:
         capacity: int,
         allow_bookmarks: bool,
         next_bookmark: float,
+        sink: WatchSink,
+        pending: Iterator[WatchEvent] | None,
+        on_stop: Callable[[_Watcher], None],
         key: str | None = None,
     ) -> None:
         self.prefix = prefix
@@ -108,26 +123,66 @@ class _Watcher:
         self.capacity = capacity
         self.allow_bookmarks = allow_bookmarks
         self.next_bookmark = next_bookmark
+        self.sink = sink
+        self.pending = pending  # the initial events not sent yet (they go before the rest)
+        self.on_stop = on_stop
         self.buffer: deque[WatchEvent] = deque()
-        self.waiter: asyncio.Future[None] | None = None
+        self.paused = True  # until the consumer resumes it
+        self.draining = False
         self.done = False
-        self.error: StorageError | None = None
 
-    def push(self, event: WatchEvent) -> None:
-        self.buffer.append(event)
+    def push(self, event: WatchEvent) -> bool:
+        """Send event now, or hold it; False when the queue is full (the watch is behind)."""
+        if self.paused or self.buffer or self.pending is not None or self.draining:
+            if len(self.buffer) >= self.capacity:
+                return False
+            self.buffer.append(event)
+        else:
+            self.sink.send(event)
         self.last_rv = event.revision
-        self.wake()
+        return True
 
-    def wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+    # -- WatchControl
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.draining:
+            return  # the drain under way goes on
+        self.draining = True
+        try:
+            while not self.paused and not self.done:
+                if self.pending is not None:
+                    event = next(self.pending, None)
+                    if event is None:
+                        self.pending = None
+                        continue
+                    self.last_rv = max(self.last_rv, event.revision)
+                elif self.buffer:
+                    event = self.buffer.popleft()
+                else:
+                    return
+                self.sink.send(event)
+        finally:
+            self.draining = False
+
+    def stop(self) -> None:
+        if not self.done:
+            self.done = True
+            self.buffer.clear()
+            self.pending = None
+            self.on_stop(self)
 
     def end(self, error: StorageError | None = None) -> None:
-        """Stop delivering: the stream ends (with error, if given) once the consumer looks."""
+        """Stop delivering: the sink is closed (with error, if given)."""
+        if self.done:
+            return
         self.done = True
-        self.error = error
         self.buffer.clear()  # the client re-watches; what was queued is not worth the memory
-        self.wake()
+        self.pending = None
+        self.sink.close(error)
 
 
 class Cacher:
@@ -167,8 +222,10 @@ class Cacher:
         self.block_timeout = block_timeout
         self.page_size = page_size
 
-        # The state at revision _rv: key -> object, and the keys in order (for lists).
-        self._index: dict[str, Object] = {}
+        # The state at revision _rv: key -> the object's JSON encoding (with its
+        # resourceVersion), and the keys in order (for lists). Encodings, not decoded
+        # objects: a third of the memory, and lists are built from them without encoding.
+        self._index: dict[str, bytes] = {}
         self._keys: list[str] = []
         self._rv = 0
         self._generation = 0  # bumped by every relist
@@ -182,7 +239,8 @@ class Cacher:
         # Set (and at once cleared) whenever _rv moves: wakes whoever waits for freshness.
         self._progress = asyncio.Event()
 
-        self._watchers: dict[str, dict[_Watcher, None]] = {}  # by key prefix
+        # by key prefix, then by predicate: watchers with equal selectors are matched once
+        self._watchers: dict[str, dict[Predicate | None, dict[_Watcher, None]]] = {}
         self._bookmark_watchers: dict[_Watcher, None] = {}
         self._watcher_count = 0
         self._task: asyncio.Task[None] | None = None
@@ -278,7 +336,7 @@ class Cacher:
 
     async def _relist(self) -> None:
         """A consistent, paginated list of the root; replaces the index and empties the window."""
-        index: dict[str, Object] = {}
+        index: dict[str, bytes] = {}
         keys: list[str] = []
         revision = 0
         async with contextlib.aclosing(
@@ -287,7 +345,7 @@ class Cacher:
             async for page in pages:
                 revision = page.revision  # every page is read at the same revision
                 for key, obj in page.items:
-                    index[key] = obj
+                    index[key] = orjson.dumps(obj)
                     keys.append(key)
         keys.sort()  # etcd's byte order already; Python's str order is the same for UTF-8
         self._index, self._keys = index, keys
@@ -329,7 +387,7 @@ class Cacher:
         else:
             if key not in self._index:
                 bisect.insort(self._keys, key)
-            self._index[key] = event.object
+            self._index[key] = orjson.dumps(event.object)
         self._rv = event.revision
         if len(self._events) >= self.window:
             self._window_floor = self._events.popleft().revision
@@ -440,10 +498,11 @@ class Cacher:
                 key, resource_version=resource_version,
                 resource_version_match=resource_version_match,
             )
-        obj = self._index.get(key)
-        if obj is None:
+        encoded = self._index.get(key)
+        if encoded is None:
             raise KeyNotFoundError(key, f"key not found: {key}")
-        return obj
+        decoded: Object = orjson.loads(encoded)
+        return decoded
 
     async def list(self, key_prefix: str, options: ListOptions) -> ListResult:
         """Objects under key_prefix (which ends with '/'), in key order.
@@ -485,23 +544,32 @@ class Cacher:
     def _list_index(
         self, prefix: str, predicate: Predicate | None, limit: int, revision: int
     ) -> ListResult:
+        """The objects under prefix from the index: their encodings as they are (decoded
+        only for a predicate), and the items decoding them when read."""
         keys, index = self._keys, self._index
         lo, hi = _key_range(keys, prefix)
-        items: list[Object] = []
-        last = lo - 1
-        for i in range(lo, hi):
-            obj = index[keys[i]]
-            if predicate is None or predicate(obj):
-                items.append(obj)
-                last = i
-                if limit and len(items) >= limit:
-                    break
-        if not limit or last >= hi - 1 or len(items) < limit:
-            return ListResult(items=items, resource_version=str(revision))
+        encoded: list[bytes]
+        if predicate is None:
+            end = min(hi, lo + limit) if limit else hi
+            encoded = [index[k] for k in keys[lo:end]]
+            last = end - 1
+        else:
+            encoded = []
+            last = lo - 1
+            for i in range(lo, hi):
+                data = index[keys[i]]
+                if predicate(orjson.loads(data)):
+                    encoded.append(data)
+                    last = i
+                    if limit and len(encoded) >= limit:
+                        break
+        items = _Decoded(encoded)
+        if not limit or last >= hi - 1 or len(encoded) < limit:
+            return ListResult(items=items, resource_version=str(revision), encoded=encoded)
         token = encode_continue(keys[last] + "\x00", prefix, revision)
-        remaining = (hi - lo) - len(items) if predicate is None else None
+        remaining = (hi - lo) - len(encoded) if predicate is None else None
         return ListResult(items=items, resource_version=str(revision), continue_token=token,
-                          remaining_item_count=remaining)
+                          remaining_item_count=remaining, encoded=encoded)
 
     # -- writes and the rest: etcd's
 
@@ -520,7 +588,8 @@ class Cacher:
         """Delete key in storage, starting from cached or else the cache's copy (one
         transaction when it is current, as kube hands storage its cachedExistingObject)."""
         if cached is None and self.ready:
-            cached = self._index.get(key)
+            encoded = self._index.get(key)
+            cached = orjson.loads(encoded) if encoded is not None else None
         return await self.store.delete(key, preconditions=preconditions, validate=validate,
                                        cached=cached)
 
@@ -561,7 +630,7 @@ class Cacher:
 
     # -- watch
 
-    async def watch(
+    def watch(
         self,
         key_prefix: str,
         *,
@@ -569,8 +638,26 @@ class Cacher:
         predicate: Predicate | None = None,
         options: WatchOptions | None = None,
     ) -> AsyncGenerator[WatchEvent, None]:
-        """Every change under key_prefix (below the root), as kube-apiserver's cacher serves it
-        (options.recursive=False: of the one key key_prefix).
+        """Every change under key_prefix (below the root), as kube-apiserver's cacher serves it:
+        watch_to's events, as an async generator. Errors are raised when iterated; the stream
+        ends when the watcher does not keep up, or the cache stops; closing the generator ends
+        the watch. Events and objects are shared: do not mutate."""
+        return iterate(lambda sink: self.watch_to(
+            key_prefix, sink, resource_version=resource_version, predicate=predicate,
+            options=options))
+
+    async def watch_to(
+        self,
+        key_prefix: str,
+        sink: WatchSink,
+        *,
+        resource_version: int | None,
+        predicate: Predicate | None = None,
+        options: WatchOptions | None = None,
+    ) -> WatchControl:
+        """Every change under key_prefix (below the root), delivered into sink as the cache
+        dispatches it, as kube-apiserver's cacher serves it (options.recursive=False: of the
+        one key key_prefix). Returns the watch's control, paused: resume() it.
 
         resource_version None ("") or 0: ADDED for every current object that matches, then
         every change. N: every change after N, from the window then live, exactly once and in
@@ -585,9 +672,9 @@ class Cacher:
         With a predicate, an object that stops matching is DELETED (its last matching state
         at the change's revision) and one that starts matching is ADDED.
 
-        Errors are raised when iterated. The stream ends when the watcher does not keep up, or
-        the cache stops; ExpiredError ends it when the cache re-lists after compaction.
-        Closing the generator ends the watch. Events and objects are shared: do not mutate."""
+        The sink is closed when the watcher falls behind (more than watcher_queue events held
+        while paused), or the cache stops; with ExpiredError when the cache re-lists after
+        compaction. Events and objects are shared: do not mutate."""
         options = options or WatchOptions()
         send_initial_events, allow_bookmarks = options.send_initial_events, options.allow_bookmarks
         key: str | None = None
@@ -611,8 +698,7 @@ class Cacher:
                 break
         # From here to registration nothing awaits: the snapshot and the live stream meet
         # exactly at the cache's revision (or at the freshness proof's).
-        initial: Iterable[WatchEvent]
-        end_bookmark = None
+        initial: Iterator[WatchEvent] | None
         if send_initial_events or requested == 0:
             if not send_initial_events:
                 at = self._rv
@@ -625,12 +711,13 @@ class Cacher:
                                   "annotations": {INITIAL_EVENTS_END_ANNOTATION: "true"}}},
                     None, at,
                 )
+                initial = itertools.chain(initial, (end_bookmark,))
         elif requested < self._window_floor:
             raise ExpiredError(
                 prefix, f"too old resource version: {requested} ({self._window_floor})"
             )
         elif requested >= self._rv:
-            initial, floor = (), requested  # etcd has reached it; the cache will
+            initial, floor = None, requested  # etcd has reached it; the cache will
         else:
             first = bisect.bisect_right(self._events, requested, key=_revision)
             replay = list(itertools.islice(self._events, first, None))
@@ -642,31 +729,10 @@ class Cacher:
         # it is sent; a bookmark is due once the cache has passed it.
         known = floor if send_initial_events or requested == 0 else requested
         watcher = _Watcher(prefix, predicate, floor, known, self.watcher_queue,
-                           allow_bookmarks, loop.time() + self.bookmark_interval, key)
+                           allow_bookmarks, loop.time() + self.bookmark_interval, sink,
+                           initial, self._unregister, key)
         self._register(watcher)
-        try:
-            for event in initial:
-                if watcher.done:
-                    break
-                watcher.last_rv = max(watcher.last_rv, event.revision)
-                yield event
-            if end_bookmark is not None and not watcher.done:
-                yield end_bookmark
-            while True:
-                if watcher.buffer:
-                    yield watcher.buffer.popleft()
-                    continue
-                if watcher.error is not None:
-                    raise watcher.error
-                if watcher.done:
-                    return
-                watcher.waiter = loop.create_future()
-                try:
-                    await watcher.waiter
-                finally:
-                    watcher.waiter = None
-        finally:
-            self._unregister(watcher)
+        return watcher
 
     def _initial_events(
         self, prefix: str, key: str | None, predicate: Predicate | None, revision: int
@@ -681,28 +747,33 @@ class Cacher:
             state = [(k, index[k]) for k in self._keys[lo:hi]]
         return (
             WatchEvent("ADDED", key, obj, None, revision)
-            for key, obj in state
+            for key, obj in ((k, orjson.loads(data)) for k, data in state)
             if predicate is None or predicate(obj)
         )
 
     def _register(self, watcher: _Watcher) -> None:
-        self._watchers.setdefault(watcher.prefix, {})[watcher] = None
+        groups = self._watchers.setdefault(watcher.prefix, {})
+        groups.setdefault(watcher.predicate, {})[watcher] = None
         if watcher.allow_bookmarks:
             self._bookmark_watchers[watcher] = None
         self._watcher_count += 1
 
     def _unregister(self, watcher: _Watcher) -> None:
-        watchers = self._watchers.get(watcher.prefix)
-        if watchers is None or watcher not in watchers:
+        groups = self._watchers.get(watcher.prefix)
+        watchers = groups.get(watcher.predicate) if groups is not None else None
+        if groups is None or watchers is None or watcher not in watchers:
             return
         del watchers[watcher]
         if not watchers:
-            del self._watchers[watcher.prefix]
+            del groups[watcher.predicate]
+            if not groups:
+                del self._watchers[watcher.prefix]
         self._bookmark_watchers.pop(watcher, None)
         self._watcher_count -= 1
 
     def _terminate_watchers(self, error: Callable[[_Watcher], StorageError | None]) -> None:
-        watchers = [w for ws in self._watchers.values() for w in ws]
+        watchers = [w for groups in self._watchers.values() for ws in groups.values()
+                    for w in ws]
         if watchers:
             log.info("watch cache of %s: ending %d watches", self.root, len(watchers))
         for watcher in watchers:
@@ -710,33 +781,35 @@ class Cacher:
             watcher.end(error(watcher))
 
     def _dispatch(self, event: WatchEvent) -> None:
-        """Queue event for every watcher it concerns, never waiting for one."""
+        """Hand event to every watcher it concerns, never waiting for one: what each
+        selection sees of it is worked out once per distinct selector, and the same event
+        object goes to every watcher of that selection (its encodings are shared)."""
         transitions: dict[str, WatchEvent] = {}
         behind: list[_Watcher] = []
         failed: list[_Watcher] = []
-        for prefix in _prefixes(self.root, event.key):
-            watchers = self._watchers.get(prefix)
-            if not watchers:
+        revision, key = event.revision, event.key
+        for prefix in _prefixes(self.root, key):
+            groups = self._watchers.get(prefix)
+            if not groups:
                 continue
-            for watcher in watchers:
-                if event.revision <= watcher.floor or (
-                    watcher.key is not None and watcher.key != event.key
-                ):
-                    continue
+            for predicate, watchers in tuple(groups.items()):
                 try:
-                    delivered = _convert(event, watcher.predicate, transitions)
+                    delivered = _convert(event, predicate, transitions)
                 except Exception as exc:
-                    # One watcher's selector failing must not take the cache down for all.
+                    # One selector failing must not take the cache down for all.
                     log.warning("watch of %s: its selector failed on %s: %s; ending it",
-                                watcher.prefix, event.key, exc)
-                    failed.append(watcher)
+                                prefix, key, exc)
+                    failed.extend(watchers)
                     continue
                 if delivered is None:
                     continue
-                if len(watcher.buffer) >= watcher.capacity:
-                    behind.append(watcher)
-                    continue
-                watcher.push(delivered)
+                for watcher in tuple(watchers):
+                    if revision <= watcher.floor or (
+                        watcher.key is not None and watcher.key != key
+                    ) or watcher.done:
+                        continue
+                    if not watcher.push(delivered):
+                        behind.append(watcher)
         for watcher in behind:
             # kube-apiserver's cacheWatcher closes a watcher it cannot hand an event to.
             log.info("watch of %s has %d events queued and does not keep up: ending it so "
@@ -746,7 +819,7 @@ class Cacher:
             watcher.end()
         for watcher in failed:
             self._unregister(watcher)
-            watcher.end(StorageError(event.key, f"the watch's selector failed on {event.key}"))
+            watcher.end(StorageError(key, f"the watch's selector failed on {key}"))
 
     async def _send_bookmarks(self) -> None:
         """Every bookmark_interval per watcher that allows them, a BOOKMARK at the cache's
@@ -780,7 +853,8 @@ class Cacher:
                 if watcher not in self._bookmark_watchers:
                     continue  # it ended while the cache caught up
                 watcher.next_bookmark = now + self.bookmark_interval
-                if revision < watcher.last_rv or len(watcher.buffer) >= watcher.capacity:
+                if (revision < watcher.last_rv or watcher.done
+                        or len(watcher.buffer) >= watcher.capacity):
                     continue  # not there yet, or no room: a bookmark is never worth a cut-off
                 if bookmark is None:
                     bookmark = WatchEvent(
@@ -803,6 +877,41 @@ class Cacher:
                 and progress.unchanged(count) and progress.revision > revision):
             self._rv = progress.revision
             self._notify_progress()
+
+
+class _Decoded(Sequence[Object]):
+    """A list's items, decoded from their encodings as they are read (each read decodes: the
+    objects are the caller's)."""
+
+    __slots__ = ("_encoded",)
+
+    def __init__(self, encoded: list[bytes]) -> None:
+        self._encoded = encoded
+
+    def __len__(self) -> int:
+        return len(self._encoded)
+
+    @overload
+    def __getitem__(self, index: int) -> Object: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Object]: ...
+
+    def __getitem__(self, index: int | slice) -> Object | list[Object]:
+        if isinstance(index, slice):
+            return [orjson.loads(e) for e in self._encoded[index]]
+        decoded: Object = orjson.loads(self._encoded[index])
+        return decoded
+
+    def __iter__(self) -> Iterator[Object]:
+        return (orjson.loads(e) for e in self._encoded)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def _parse_rv(resource_version: str) -> int | None:

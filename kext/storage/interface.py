@@ -11,7 +11,7 @@ every write. Keys are full keys (`<prefix>/<group>/<plural>/[<namespace>/]<name>
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -72,10 +72,14 @@ class ListOptions:
 
 @dataclass(frozen=True)
 class ListResult:
-    items: list[Object]
+    items: Sequence[Object]
     resource_version: str  # the revision this list is a snapshot of
     continue_token: str = ""  # non-empty when more items remain
     remaining_item_count: int | None = None
+    # The items' JSON encodings (as storage holds them, with their resourceVersion), when
+    # the storage keeps them (the watch cache): a response can be built from them without
+    # encoding every item again. items then decodes each item when it is read.
+    encoded: Sequence[bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,39 @@ class WatchEvent:
     # Encodings of this event by representation, filled by the first watcher that needs one
     # and shared by every other: an event is serialized once, however many watch it.
     encoded: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+
+class WatchSink(Protocol):
+    """Where a watch delivers its events as they happen, with no task, future or timer per
+    event (the watch cache's fan-out): the server implements it on its connection."""
+
+    def send(self, event: WatchEvent) -> None:
+        """One event, in order. Called synchronously from the watch's dispatch: do not block;
+        to push back, pause the watch's WatchControl (send is not called while paused)."""
+        ...
+
+    def close(self, error: Exception | None) -> None:
+        """The watch ended: None when it ended cleanly (the watcher fell behind, or storage
+        is shutting down: the client watches again), else why (e.g. ExpiredError after a
+        relist). Nothing is sent after it."""
+        ...
+
+
+class WatchControl(Protocol):
+    """The handle of a watch delivering into a WatchSink. It starts paused: events are held
+    (bounded) until resume(); a watch held past its bound is ended."""
+
+    def pause(self) -> None:
+        """Hold events (the sink's connection pushes back)."""
+        ...
+
+    def resume(self) -> None:
+        """Deliver what is held, then every event as it happens."""
+        ...
+
+    def stop(self) -> None:
+        """End the watch (the client went away); the sink's close is not called."""
+        ...
 
 
 class Interface(Protocol):

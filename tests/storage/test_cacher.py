@@ -14,6 +14,7 @@ import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
+import orjson
 import pytest
 import pytest_asyncio
 
@@ -152,9 +153,11 @@ async def test_primes_then_serves_lists_from_memory(
     listed = await cacher.list(key_prefix, ListOptions(resource_version="0"))
     from_etcd = await store.list(key_prefix, ListOptions())
     assert listed.items == from_etcd.items
-    # Served from memory: the same objects, not copies.
+    # Served from memory: the cache's own encodings of the objects, not new ones.
     again = await cacher.list(key_prefix, ListOptions(resource_version="0"))
-    assert all(a is b for a, b in zip(listed.items, again.items, strict=True))
+    assert listed.encoded is not None and again.encoded is not None
+    assert all(a is b for a, b in zip(listed.encoded, again.encoded, strict=True))
+    assert [orjson.loads(e) for e in listed.encoded] == from_etcd.items
 
     namespace = await cacher.list(key_prefix + "ns1/", ListOptions(resource_version="0"))
     assert [o["metadata"]["name"] for o in namespace.items] == ["w1", "w3"]
