@@ -9,7 +9,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 
 from kext.api import errors
 from kext.auth.authentication import Credentials, UnionAuthenticator
@@ -18,6 +18,7 @@ from kext.metrics import Gauge, Metrics
 from kext.server.request import (
     AnyResponse,
     APIRequest,
+    ChunkWriter,
     Handler,
     StreamResponse,
     status_response,
@@ -233,23 +234,24 @@ def with_metrics(handler: Handler, metrics: Metrics) -> Handler:
         metrics.request_duration.labels(*labels).observe(time.monotonic() - started)
         if isinstance(response, StreamResponse):
             gauge = metrics.longrunning.labels(labels[0], *labels[2:])
-            response.chunks = _counted(response.chunks, gauge)
+            response.run = _counted(response.run, gauge)
         return response
 
     return serve
 
 
-async def _counted(chunks: AsyncIterator[bytes], gauge: Gauge) -> AsyncIterator[bytes]:
+def _counted(run: Callable[[ChunkWriter], Awaitable[None]],
+             gauge: Gauge) -> Callable[[ChunkWriter], Awaitable[None]]:
     """Hold the long-running gauge up for as long as the stream runs."""
-    gauge.inc()
-    try:
-        async for chunk in chunks:
-            yield chunk
-    finally:
-        gauge.dec()
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+
+    async def counted(writer: ChunkWriter) -> None:
+        gauge.inc()
+        try:
+            await run(writer)
+        finally:
+            gauge.dec()
+
+    return counted
 
 
 def chain(handler: Handler, authenticator: UnionAuthenticator, authorizer: Authorizer,

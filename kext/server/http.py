@@ -16,7 +16,14 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from kext.api import errors
-from kext.server.request import APIRequest, Handler, Response, StreamResponse, status_response
+from kext.server.request import (
+    APIRequest,
+    Handler,
+    Producer,
+    Response,
+    StreamResponse,
+    status_response,
+)
 from kext.server.request_info import parse_request_info
 
 log = logging.getLogger("kext.httplog")
@@ -166,67 +173,59 @@ def _start(request: server.Request, response: Response | StreamResponse) -> None
 async def _stream(request: server.Request, response: StreamResponse) -> None:
     _start(request, response)
     request.setHeader(b"Cache-Control", b"no-cache, private")
-    flow = _FlowControl()
-    chunks = response.chunks
+    if getattr(request, "_disconnected", False):
+        return
+    writer = _RequestWriter(request)
+    request.notifyFinish().addBoth(writer.closed)
+    # Send the status line and headers now: a watcher learns its watch is established
+    # before the first event, as kube-apiserver flushes them.
+    request.write(b"")
+    request.registerProducer(writer, True)
     try:
-        if getattr(request, "_disconnected", False):
-            return
-        request.notifyFinish().addBoth(flow.closed)
-        # Send the status line and headers now: a watcher learns its watch is established
-        # before the first event, as kube-apiserver flushes them.
-        request.write(b"")
-        request.registerProducer(flow, True)
-        async for chunk in chunks:
-            if flow.is_closed:
-                break
-            request.write(chunk)
-            if flow.paused:
-                # The client is not reading: stop pulling events. The watch cache's bounded
-                # queue for this watcher then fills and the cache ends it.
-                await flow.resumed()
-                if flow.is_closed:
-                    break
+        await response.run(writer)
     except Exception:
         # The stream is already under way: end it, so the client re-watches.
         log.exception("watch stream for %s ended by an error", request.uri)
-    finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
-    if not flow.is_closed:
+    if not writer.is_closed:
         request.unregisterProducer()
         request.finish()
 
 
-class _FlowControl:
-    """A push producer registered on a streaming response: the transport pauses it when its
-    send buffer is full (HTTP/1.1 socket or HTTP/2 flow-control window)."""
+class _RequestWriter:
+    """A streaming response's ChunkWriter on a twisted.web request (one chunk of the
+    chunked body per write), registered as the request's push producer: the transport
+    pauses it when its send buffer is full (HTTP/1.1 socket or HTTP/2 window)."""
 
-    def __init__(self) -> None:
-        self.paused = False
+    def __init__(self, request: server.Request) -> None:
+        self.request = request
         self.is_closed = False
-        self._resume: asyncio.Future[None] | None = None
+        self.producer: Producer | None = None
+        self.paused = False
+
+    def write(self, chunk: bytes) -> None:
+        if not self.is_closed:
+            self.request.write(chunk)
+
+    def set_producer(self, producer: Producer) -> None:
+        self.producer = producer
+        if self.paused:
+            producer.pause()
 
     def pauseProducing(self) -> None:
         self.paused = True
+        if self.producer is not None:
+            self.producer.pause()
 
     def resumeProducing(self) -> None:
         self.paused = False
-        if self._resume is not None and not self._resume.done():
-            self._resume.set_result(None)
+        if self.producer is not None and not self.is_closed:
+            self.producer.resume()
 
     def stopProducing(self) -> None:
         self.closed(None)
 
     def closed(self, _: object) -> None:
         self.is_closed = True
-        self.resumeProducing()
-
-    async def resumed(self) -> None:
-        if not self.paused:
-            return
-        self._resume = asyncio.get_running_loop().create_future()
-        await self._resume
 
 
 def make_site(handler: Handler, max_body_bytes: int) -> server.Site:

@@ -3,9 +3,12 @@ filters can be driven in memory."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import yaml
@@ -97,14 +100,131 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
+class Producer(Protocol):
+    """What writes a stream's chunks, as its connection sees it (a push producer)."""
+
+    def pause(self) -> None:
+        """The connection cannot take more now (send buffer or HTTP/2 window full)."""
+        ...
+
+    def resume(self) -> None:
+        """The connection drained: write again."""
+        ...
+
+
+class ChunkWriter(Protocol):
+    """A streaming response's side of its connection (an HTTP/1.1 chunked body or an HTTP/2
+    stream), written from whatever delivers the chunks, with no task per chunk."""
+
+    def write(self, chunk: bytes) -> None:
+        """Send one chunk as it is (ignored once the client has gone)."""
+        ...
+
+    def set_producer(self, producer: Producer) -> None:
+        """Pause producer while the connection pushes back, resume it once it drains."""
+        ...
+
+
 @dataclass
 class StreamResponse:
-    """A long-running response (watch): chunks are written as they come, flushed each time."""
+    """A long-running response (watch): `run(writer)` writes each chunk to the connection's
+    ChunkWriter as it comes and returns when the stream ends (cancelled when the client
+    goes away). `chunks` reads the same stream as an async iterator."""
 
-    chunks: AsyncIterator[bytes]
+    run: Callable[[ChunkWriter], Awaitable[None]]
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
     code: int = 200
+    _chunks: AsyncIterator[bytes] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The stream's chunks, pulled: for consumers without a connection (tests)."""
+        if self._chunks is None:
+            self._chunks = _pulled(self.run)
+        return self._chunks
+
+
+def from_chunks(chunks: AsyncIterator[bytes]) -> Callable[[ChunkWriter], Awaitable[None]]:
+    """A StreamResponse's run for chunks that come from an async iterator (one task per
+    stream iterates it, waiting while the connection pushes back)."""
+
+    async def run(writer: ChunkWriter) -> None:
+        flow = _Flow()
+        writer.set_producer(flow)
+        try:
+            async for chunk in chunks:
+                writer.write(chunk)
+                if flow.resumed is not None:
+                    await flow.resumed
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    return run
+
+
+class _Flow:
+    """A Producer a task waits on while it is paused."""
+
+    def __init__(self) -> None:
+        self.resumed: asyncio.Future[None] | None = None
+
+    def pause(self) -> None:
+        if self.resumed is None:
+            self.resumed = asyncio.get_running_loop().create_future()
+
+    def resume(self) -> None:
+        if self.resumed is not None:
+            self.resumed.set_result(None)
+            self.resumed = None
+
+
+class _PullWriter:
+    """A ChunkWriter holding chunks for a consumer that pulls them; it pauses the producer
+    while it holds any, so the producer's own bound applies."""
+
+    def __init__(self) -> None:
+        self.queue: deque[bytes] = deque()
+        self.producer: Producer | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    def write(self, chunk: bytes) -> None:
+        self.queue.append(chunk)
+        if self.producer is not None:
+            self.producer.pause()
+        self.wake()
+
+    def set_producer(self, producer: Producer) -> None:
+        self.producer = producer
+
+    def wake(self, _: object = None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+async def _pulled(run: Callable[[ChunkWriter], Awaitable[None]]) -> AsyncGenerator[bytes, None]:
+    writer = _PullWriter()
+    task = asyncio.ensure_future(run(writer))
+    task.add_done_callback(writer.wake)
+    try:
+        while True:
+            if writer.queue:
+                yield writer.queue.popleft()
+                if not writer.queue and writer.producer is not None and not task.done():
+                    writer.producer.resume()
+                continue
+            if task.done():
+                task.result()
+                return
+            writer.waiter = asyncio.get_running_loop().create_future()
+            await writer.waiter
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 AnyResponse = Response | StreamResponse

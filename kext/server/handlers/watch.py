@@ -5,10 +5,8 @@ encoded once per representation and the same bytes go to every watcher that want
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import random
-import time
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -19,7 +17,10 @@ from kext.metrics import Metrics, WatchEventCounts
 from kext.registry.store import WatchEvent
 from kext.server.handlers.scope import INTEGER, Scope, parse_resource_version, selection
 from kext.server.negotiation import Representation, Target, negotiate
-from kext.server.request import APIRequest, StreamResponse
+from kext.server.request import APIRequest, ChunkWriter, StreamResponse
+from kext.storage.interface import WatchControl
+
+log = logging.getLogger(__name__)
 
 # kube-apiserver picks a random timeout in [min, 2*min) so watches do not all end at once.
 MIN_REQUEST_TIMEOUT = 1800.0
@@ -66,97 +67,84 @@ async def watch(request: APIRequest, scope: Scope, metrics: Metrics) -> StreamRe
     if timeout <= 0:  # as kube: no (or zero) timeout is a random one of 30-60 minutes
         timeout = MIN_REQUEST_TIMEOUT * (1 + random.random())
     resource_version = int(rv_raw) if rv_raw else None
-    events = scope.store.watch(
-        scope.namespace, resource_version, selected,
-        send_initial_events=send_initial.lower() == "true",
-        allow_bookmarks=allow_bookmarks,
-    )
-    # Start the watch before answering so a watch that cannot start is an HTTP error. A
-    # resourceVersion the cache has not reached makes it wait for etcd (bounded): give that
-    # wait the time to end in a 504 before the stream starts.
-    ahead = resource_version is not None and resource_version > scope.store.cache_revision
-    first = await _first_event(events, 4.0 if ahead else 0.05)
     recorder = metrics.watch_event_counts(scope.group, scope.version.name, scope.resource)
-    return StreamResponse(
-        _frames(first, events, encoder, recorder, time.monotonic() + timeout),
-        content_type="application/json",
-    )
-
-
-async def _first_event(events: AsyncGenerator[WatchEvent, None],
-                       patience: float) -> asyncio.Task[WatchEvent]:
-    """Begin iterating: a watch that cannot start (revision ahead of etcd, cache not ready)
-    fails here as an HTTP error; a revision too old becomes the stream's one ERROR event, as
-    kube's cache answers it. Otherwise the pending first event is handed to the stream."""
-    task = asyncio.ensure_future(anext(events))
-    done, _ = await asyncio.wait({task}, timeout=patience)
-    if done and task.exception() is not None:
-        exc = task.exception()
-        if isinstance(exc, StopAsyncIteration) or (
-            isinstance(exc, errors.StatusError) and exc.reason == "Expired"
-        ):
-            return task
-        await events.aclose()
-        assert exc is not None
-        raise exc
-    return task
-
-
-async def _frames(first: asyncio.Task[WatchEvent], events: AsyncGenerator[WatchEvent, None],
-                  encoder: _Encoder, recorder: WatchEventCounts,
-                  deadline: float) -> AsyncGenerator[bytes, None]:
-    """The stream's chunks: one encoded event each, an ERROR event for a storage failure, and
-    an end at the timeout. Each is recorded (apiserver_watch_events_total and _sizes, by the
-    watched group, version and resource, cf. watchEventMetricsRecorder) as it is handed to
-    the connection."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    # One timer for the whole watch, not one per event (with 1,000 watchers, per-event tasks
-    # and timers were most of kext's time): at the deadline it flags the watch, and cancels
-    # the task only while the task waits for the next event.
-    state = {"waiting": False, "expired": False}
-
-    def expire() -> None:
-        state["expired"] = True
-        if state["waiting"] and task is not None:
-            task.cancel()
-
-    timer = loop.call_at(loop.time() + (deadline - time.monotonic()), expire)
+    stream = _WatchStream(encoder, recorder, timeout)
+    # Start the watch before answering, so a watch that cannot start (a revision etcd has
+    # not reached after the wait, a cache not ready) is an HTTP error; a revision too old is
+    # the stream's one ERROR event, as kube's cache answers it.
     try:
-        done, _ = await asyncio.wait({first}, timeout=max(deadline - time.monotonic(), 0))
-        if not done:
-            return
-        event = first.result()
-        while True:
-            frame = encoder.encode(event)
-            recorder.record(len(frame))
-            yield frame
-            if state["expired"]:
-                return
-            state["waiting"] = True
-            try:
-                event = await anext(events)
-            except asyncio.CancelledError:
-                if not state["expired"] or task is None:
-                    raise
-                task.uncancel()  # our own timeout, not a cancelled request
-                return
-            finally:
-                state["waiting"] = False
-    except StopAsyncIteration:
-        return  # the cache ended this watcher (slow, or shutting down): the client re-watches
+        stream.control = await scope.store.watch_to(
+            scope.namespace, resource_version, selected, stream,
+            send_initial_events=send_initial.lower() == "true",
+            allow_bookmarks=allow_bookmarks,
+        )
     except errors.StatusError as exc:
-        frame = orjson.dumps({"type": "ERROR", "object": exc.status()}) + b"\n"
-        recorder.record(len(frame))
-        yield frame
-    finally:
-        timer.cancel()
-        if not first.done():
-            first.cancel()
-            # the generator must be idle before it can be closed
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
-                await first
-        await events.aclose()
+        if exc.reason != "Expired":
+            raise
+        stream.close(exc)
+    return StreamResponse(stream.run, content_type="application/json")
+
+
+class _WatchStream:
+    """One watch's stream: the watch cache sends each event here as it dispatches it, and it
+    goes out at once as the connection's next chunk: an encoding shared by every watcher of
+    the same representation, recorded (apiserver_watch_events_total and _sizes, by the
+    watched group, version and resource, cf. watchEventMetricsRecorder) as it is written.
+    A storage failure is an ERROR event; the stream ends at the watch's timeout (one timer
+    per watch), when the cache ends the watch, or when the client goes away."""
+
+    def __init__(self, encoder: _Encoder, recorder: WatchEventCounts, timeout: float) -> None:
+        self.encoder, self.recorder, self.timeout = encoder, recorder, timeout
+        self.control: WatchControl | None = None
+        self.writer: ChunkWriter | None = None
+        self.held: list[bytes] = []  # what came before the connection was there
+        self.ended = False
+        self.done: asyncio.Future[None] | None = None
+
+    def send(self, event: WatchEvent) -> None:
+        if not self.ended:
+            self._write(self.encoder.encode(event))
+
+    def _write(self, frame: bytes) -> None:
+        self.recorder.record(len(frame))
+        if self.writer is None:
+            self.held.append(frame)
+        else:
+            self.writer.write(frame)
+
+    def close(self, error: Exception | None) -> None:
+        if self.ended:
+            return
+        if isinstance(error, errors.StatusError):
+            self._write(orjson.dumps({"type": "ERROR", "object": error.status()}) + b"\n")
+        elif error is not None:
+            log.warning("watch ended by an error: %s", error)
+        self.ended = True
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    async def run(self, writer: ChunkWriter) -> None:
+        """Write the stream to writer until it ends."""
+        loop = asyncio.get_running_loop()
+        self.done = loop.create_future()
+        self.writer = writer
+        for frame in self.held:
+            writer.write(frame)
+        self.held.clear()
+        if self.ended:
+            return
+        timer = loop.call_later(self.timeout, self.close, None)
+        control = self.control
+        try:
+            if control is not None:
+                writer.set_producer(control)
+                control.resume()  # the initial events, then each change as it happens
+            await self.done
+        finally:
+            timer.cancel()
+            self.ended = True
+            if control is not None:
+                control.stop()
 
 
 class _Encoder:
