@@ -23,7 +23,7 @@ from kext.config import ServerConfig
 from kext.metrics import Metrics
 from kext.registry.store import Store, resource_root
 from kext.registry.strategy import crd_strategies
-from kext.server import filters, http, metadata_paths
+from kext.server import filters, h2, http, metadata_paths
 from kext.server.config import CompletedConfig, new_config
 from kext.server.handlers import watch
 from kext.server.healthz import Check, HealthEndpoint, ping
@@ -130,7 +130,9 @@ class APIServer:
         self.serving.closers.append(reload_loop.stop)
         # what listenSSL does, on a socket that is already listening (the casts: mypy does
         # not see zope's interface declarations)
-        https = TLSMemoryBIOFactory(cast(Any, tls), False, cast(Any, site))
+        # HTTP/2 by kext's own protocol, HTTP/1.1 by the site's (h2.ServingFactory)
+        serving = h2.ServingFactory(site, self.handler, cfg.max_request_body_bytes)
+        https = TLSMemoryBIOFactory(cast(Any, tls), False, cast(Any, serving))
         self.serving.port = reactor.adoptStreamPort(listener.fileno(), listener.family, https)
 
     async def serve_metrics(self, request: APIRequest) -> Response:

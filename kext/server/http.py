@@ -58,6 +58,12 @@ def _peer_certificates(request: server.Request) -> list[bytes]:
     if transport is None:  # HTTP/2: the stream's connection holds the TLS transport
         conn = getattr(channel, "_conn", None)
         transport = getattr(conn, "transport", None)
+    return peer_certificates(transport)
+
+
+def peer_certificates(transport: Any) -> list[bytes]:
+    """The certificate chain (DER, leaf first) the client presented on a TLS transport; []
+    when there is none (or the transport is not TLS)."""
     tls = getattr(transport, "getHandle", None)
     if tls is None:
         return []
@@ -72,6 +78,16 @@ def _peer_certificates(request: server.Request) -> list[bytes]:
         return []
     der = [crypto.dump_certificate(crypto.FILETYPE_ASN1, c) for c in [leaf, *chain]]
     return [der[0], *[c for c in der[1:] if c != der[0]]]
+
+
+def log_request(request: APIRequest, uri: str, code: int, started: float) -> None:
+    """The request's log line (verb, path, user, code, latency), HTTP/1.1 and /2 alike."""
+    user = request.user.name if request.user else ""
+    log.info(
+        "%s %s user=%s code=%s latency=%.1fms",
+        request.info.verb.upper() if request.info.is_resource_request else request.method,
+        uri, user, code, (time.monotonic() - started) * 1000,
+    )
 
 
 class APIResource(Resource):
@@ -113,13 +129,7 @@ class APIResource(Resource):
             await _stream(request, response)
         else:
             _write(request, response)
-        user = api_request.user.name if api_request.user else ""
-        log.info(
-            "%s %s user=%s code=%s latency=%.1fms",
-            api_request.info.verb.upper() if api_request.info.is_resource_request
-            else api_request.method, request.uri.decode("latin-1"), user,
-            request.code, (time.monotonic() - started) * 1000,
-        )
+        log_request(api_request, request.uri.decode("latin-1"), request.code, started)
 
 
 def _to_api_request(request: server.Request) -> APIRequest:
