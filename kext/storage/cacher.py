@@ -248,6 +248,10 @@ class Cacher:
 
         self.etcd_watch_count = 0  # etcd watches held (1 while following etcd)
         self.terminated_watchers = 0  # watchers cut off because they did not keep up
+        # etcd's current revision being read, and the read that follows it (see
+        # _current_revision)
+        self._revision_read: asyncio.Future[int] | None = None
+        self._revision_next: asyncio.Future[int] | None = None
         self.consistent_reads_from_cache = 0  # consistent reads the cache could serve
         self.consistent_read_fallbacks = 0  # consistent reads etcd served after the wait
 
@@ -431,7 +435,7 @@ class Cacher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.block_timeout
         if minimum is None:
-            minimum = await self.store.current_revision()
+            minimum = await self._current_revision()
             if self._proven == (self._rv, self._generation, minimum):
                 # proven current at this etcd revision already, and nothing was written since
                 return minimum
@@ -456,6 +460,34 @@ class Cacher:
                 await self._wait_progress(min(remaining, _POLL_SLICE))
                 if self._rv >= progress.latest_write:
                     break
+
+    async def _current_revision(self) -> int:
+        """etcd's current revision, read after this call began: callers that come while a
+        read is under way share the next one (one read in flight at a time), so concurrent
+        consistent reads cost one etcd round trip between them, not one each, and each
+        still sees a revision read after it arrived."""
+        if self._revision_read is None:
+            self._revision_read = self._read_revision()
+            return await asyncio.shield(self._revision_read)
+        if self._revision_next is None:
+            self._revision_next = asyncio.get_running_loop().create_future()
+        return await asyncio.shield(self._revision_next)
+
+    def _read_revision(self) -> asyncio.Future[int]:
+        future: asyncio.Future[int] = asyncio.ensure_future(self.store.current_revision())
+        future.add_done_callback(self._revision_done)
+        return future
+
+    def _revision_done(self, done: asyncio.Future[int]) -> None:
+        waiting, self._revision_next = self._revision_next, None
+        if waiting is None:
+            self._revision_read = None
+            if not done.cancelled():
+                done.exception()  # retrieved by its callers
+            return
+        # the callers that came meanwhile get a read that begins now
+        self._revision_read = self._read_revision()
+        self._revision_read.add_done_callback(lambda f: _settle(waiting, f))
 
     async def _wait_etcd_reached(self, key: str, minimum: int) -> None:
         """Wait until etcd has reached revision minimum (TooLargeResourceVersionError after
@@ -483,16 +515,25 @@ class Cacher:
 
         resource_version "0" is served from the cache as it is; "N" (NotOlderThan, kube's GET)
         from the cache once it has reached N (TooLargeResourceVersionError after
-        block_timeout); "" (most recent) and Exact by etcd, as is everything while the cache
-        is not ready. The object returned is the cache's own: do not mutate it."""
-        minimum = _parse_rv(resource_version)
-        if (minimum is None or resource_version_match not in ("", "NotOlderThan")
-                or not self._serves(key)):
+        block_timeout); "" (most recent) from the cache once it has caught up with etcd's
+        current revision (read after the call: a consistent read, as a consistent list from
+        the cache), else by etcd after block_timeout; Exact by etcd, as is everything while
+        the cache is not ready. The object returned is the caller's."""
+        minimum = _parse_rv(resource_version) if resource_version else None
+        consistent = resource_version == "" and resource_version_match == ""
+        if (not self._serves(key) or (minimum is None and not consistent)
+                or resource_version_match not in ("", "NotOlderThan")):
             return await self.store.get(
                 key, resource_version=resource_version,
                 resource_version_match=resource_version_match,
             )
-        await self._wait_fresh(key, minimum)
+        try:
+            await self._wait_fresh(key, minimum)
+        except TooLargeResourceVersionError:
+            if not consistent:
+                raise
+            self.consistent_read_fallbacks += 1
+            return await self.store.get(key)
         if not self._ready.is_set():  # a relist started meanwhile
             return await self.store.get(
                 key, resource_version=resource_version,
@@ -912,6 +953,18 @@ class _Decoded(Sequence[Object]):
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _settle(waiting: asyncio.Future[int], done: asyncio.Future[int]) -> None:
+    if waiting.done():
+        return
+    if done.cancelled():
+        waiting.cancel()
+    elif done.exception() is not None:
+        waiting.set_exception(done.exception())  # type: ignore[arg-type]
+        waiting.exception()
+    else:
+        waiting.set_result(done.result())
 
 
 def _parse_rv(resource_version: str) -> int | None:

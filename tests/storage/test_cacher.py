@@ -208,6 +208,35 @@ async def test_consistent_reads_are_never_stale(
     assert await cacher.get(key_prefix + "w2", resource_version="0") == result.items[1]
 
 
+async def test_consistent_gets_from_the_cache_share_etcd_revision_reads(
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
+) -> None:
+    """A get without resourceVersion is served from the cache once it holds etcd's current
+    state, never a state older than the get; concurrent ones share etcd round trips."""
+    cacher = await started(make_cacher(store, key_prefix))
+    reads = 0
+    current_revision = store.current_revision
+
+    async def counted() -> int:
+        nonlocal reads
+        reads += 1
+        return await current_revision()
+
+    store.current_revision = counted  # type: ignore[method-assign]
+    written = await store.create(key_prefix + "w", widget("w"))
+    assert await cacher.get(key_prefix + "w") == written
+    for i in range(3):
+        written = await store.guaranteed_update(key_prefix + "w", set_spec(size=i))
+        # right after the write, before the cache may have seen it
+        assert await cacher.get(key_prefix + "w") == written
+    reads = 0
+    got = await asyncio.gather(*(cacher.get(key_prefix + "w") for _ in range(50)))
+    assert all(g == written for g in got)
+    assert 1 <= reads <= 2  # one read in flight, one after it for those who came meanwhile
+    with pytest.raises(KeyNotFoundError):
+        await cacher.get(key_prefix + "absent")
+
+
 async def test_reads_ahead_of_etcd_are_too_large(
     store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
