@@ -193,7 +193,9 @@ def with_timeout(handler: Handler, seconds: float) -> Handler:
         if is_long_running(request) or seconds <= 0:
             return await handler(request)
         try:
-            return await asyncio.wait_for(handler(request), seconds)
+            # a deadline on this task, not wait_for's new task per request
+            async with asyncio.timeout(seconds):
+                return await handler(request)
         except TimeoutError:
             raise errors.timeout(
                 "request did not complete within the allotted timeout", retry_after_seconds=1

@@ -360,18 +360,22 @@ class H2Protocol(Protocol):
         h2c = self.h2
         sid = stream.id
         size = h2c.max_outbound_frame_size
+        view = memoryview(data)  # a large body is cut into frames without copying it whole
+        at, end = 0, len(data)
         try:
             while True:
                 window = h2c.local_flow_control_window(sid)
-                if len(data) <= window and len(data) <= size:
-                    h2c.send_data(sid, data, end_stream=end_stream)
+                left = end - at
+                if left <= window and left <= size:
+                    h2c.send_data(sid, data if at == 0 else bytes(view[at:]),
+                                  end_stream=end_stream)
                     break
                 take = min(window, size)
                 if take <= 0:
-                    self._hold(stream, data, end_stream)
+                    self._hold(stream, bytes(view[at:]), end_stream)
                     return
-                h2c.send_data(sid, data[:take])
-                data = data[take:]
+                h2c.send_data(sid, bytes(view[at:at + take]))
+                at += take
         except h2.exceptions.StreamClosedError:
             self._forget(sid)
             return

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.server.inmemory import InMemoryServer, body, header
+from tests.server.inmemory import InMemoryServer, body, eventually, header
 from tests.server.test_handlers import create, status
 
 pytestmark = pytest.mark.asyncio
@@ -148,4 +148,8 @@ async def test_metrics_are_this_servers(server: InMemoryServer) -> None:
     assert ('apiserver_request_total{code="201",component="apiserver",dry_run="",'
             'group="example.kext.io",resource="widgets",scope="namespace",subresource="",'
             'verb="POST",version="v1alpha1"} 1.0') in text
+    # the cache counts the object once it has seen the write (no read waits for that here)
+    cache = server.server.serving.caches[0]
+    await eventually(lambda: cache.object_count == 1)
+    text = (await get(server, "/metrics")).body.decode()
     assert 'apiserver_storage_objects{resource="widgets.example.kext.io"} 1.0' in text
