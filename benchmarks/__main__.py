@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import os
 import sys
@@ -48,6 +49,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the given kext's process id (for its CPU and memory figures)")
     parser.add_argument("--etcd-pid", type=int, default=None,
                         help="the given etcd's process id (for its CPU and memory figures)")
+    parser.add_argument("--only", default="",
+                        help="run only these sections, comma-separated: client, memory, "
+                             "requests, watch (a partial report)")
+    parser.add_argument("--watchers", default="",
+                        help="fan-out sizes instead of the size's, comma-separated (e.g. 1000)")
     parser.add_argument("--front-proxy-certs", default="",
                         help="for a given kext: a directory with client.crt and client.key, "
                              "the front-proxy client certificate it trusts (requestHeader); "
@@ -85,6 +91,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     size = QUICK if args.quick else DEFAULT
+    if args.watchers:
+        size = dataclasses.replace(size, watchers=tuple(int(n) for n in args.watchers.split(",")))
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out: Path = args.out or RESULTS / stamp
     out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                   kext_prefix=args.kext_prefix, kext_pid=args.kext_pid,
                   etcd_pid=args.etcd_pid, front_proxy_certs=args.front_proxy_certs,
                   sar_kubeconfig=args.sar_kubeconfig)
-    suite = Suite(size, given, profile_dir=out if args.profile else None)
+    suite = Suite(size, given, profile_dir=out if args.profile else None,
+                  only=tuple(x.strip() for x in args.only.split(",") if x.strip()))
     suite.progress.line(f"kext benchmark, {size.name} size; results in {out}")
     with suite.processes():
         results = asyncio.run(suite.run())

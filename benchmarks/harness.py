@@ -161,6 +161,7 @@ class Suite:
     progress: Progress = field(default_factory=Progress)
     profile_dir: Path | None = None  # --profile: py-spy kext during PROFILED runs, files here
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    only: tuple[str, ...] = ()  # sections to run (client, memory, requests, watch); () all
     results: dict[str, Any] = field(default_factory=dict)
 
     # set up by start()
@@ -175,6 +176,9 @@ class Suite:
     etcd_target: EtcdTarget | None = None
     etcd_client: EtcdClient | None = None
     watch_note: str = ""
+
+    def wanted(self, section: str) -> bool:
+        return not self.only or section in self.only
 
     # -- processes
 
@@ -284,12 +288,18 @@ class Suite:
         self.etcd_target = EtcdTarget(self.etcd_client, f"/kext-bench-raw-{self.run_id}/")
         try:
             await self.kext.check()
-            await self.client_ceiling()
+            if self.wanted("client"):
+                await self.client_ceiling()
+            else:
+                self.results["meta"]["config"] = self._config()
             available = await self.watch_available()
-            await self.memory(available)
-            await self.seed()
-            await self.request_scenarios()
-            await self.fanout(available)
+            if self.wanted("memory"):
+                await self.memory(available)
+            if self.wanted("requests"):
+                await self.seed()
+                await self.request_scenarios()
+            if self.wanted("watch"):
+                await self.fanout(available)
         finally:
             await self.cleanup()
             await self.etcd_client.close()

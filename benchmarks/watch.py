@@ -288,17 +288,18 @@ async def kext_fanout(target: KextTarget, etcd: EtcdClient, kext_key_prefix: str
                       ) -> WatchResult:
     """N kext watchers of namespace (none: the writer alone, its baseline) while a writer
     creates objects through kext. Over HTTP/1.1 the writer has a connection of its own; over
-    HTTP/2 it shares the first pooled connection with the watch streams, as the aggregator's
-    requests share its connections. `around` (a profiler) encloses the writes and the
-    delivery, not the set-up."""
+    HTTP/2 it shares a pooled connection (one with room for another stream) with the watch
+    streams, as the aggregator's requests share its connections. `around` (a profiler)
+    encloses the writes and the delivery, not the set-up."""
     t0 = time.perf_counter()
     watchers = KextWatchers(target, etcd, kext_key_prefix, namespace, n)
     if n:
         await watchers.open()
     setup = time.perf_counter() - t0
-    lanes = [c for c in watchers.connections if isinstance(c, H2Lane)]
-    writer_conn: Client = H2Lane(lanes[0].connection) if lanes else \
-        (await target.connect(1))[0]
+    # a pooled connection with room for one more stream (as Go's pool picks), else a new one
+    room = [c.connection for c in watchers.connections if isinstance(c, H2Lane)
+            and c.connection.open_streams < c.connection.max_streams]
+    writer_conn: Client = H2Lane(room[0]) if room else (await target.connect(1))[0]
     write = kext_writer(target, writer_conn, namespace, watchers.delivery.write_latencies)
     try:
         with around or contextlib.nullcontext():
