@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import heapq
 import itertools
 import logging
 import math
@@ -35,7 +36,7 @@ from typing import overload
 
 import orjson
 
-from kext.storage.continue_token import encode_continue
+from kext.storage.continue_token import decode_continue, encode_continue
 from kext.storage.errors import (
     ExpiredError,
     KeyNotFoundError,
@@ -548,24 +549,29 @@ class Cacher:
     async def list(self, key_prefix: str, options: ListOptions) -> ListResult:
         """Objects under key_prefix (which ends with '/'), in key order.
 
-        As kube-apiserver's cacher and its delegator: "0" is served from the cache as it is
-        (limit ignored); "N" NotOlderThan from the cache once it has reached N (limit applies;
-        the continue token then reads etcd at that revision); "" (consistent) from the cache
-        once it has caught up with etcd's current revision, else by etcd after block_timeout.
-        Exact, continue tokens, limit with "" or with a legacy "N", non-recursive lists, and
-        everything while the cache is not ready, are etcd's. Items are the cache's own
-        objects: do not mutate them."""
+        As kube-apiserver 1.34's cacher (with its snapshots: ListFromCacheSnapshot) and its
+        delegator: "0" is served from the cache as it is (limit ignored); "N" NotOlderThan
+        from the cache once it has reached N; "" (consistent) from the cache once it has
+        caught up with etcd's current revision, else by etcd after block_timeout; limit
+        applies to both, and the pages after the first (continue tokens), Exact "N" and a
+        legacy exact "N" with limit are served from the cache's state at their revision
+        while its window reaches back to it. Non-recursive lists, older revisions, and
+        everything while the cache is not ready, are etcd's. Items are the caller's; the
+        encodings are the cache's own."""
         if options.recursive and not key_prefix.endswith("/"):
             key_prefix += "/"
         minimum = _parse_rv(options.resource_version) if options.resource_version else None
         match = options.resource_version_match
         consistent = options.resource_version == "" and match == ""
-        if (not options.recursive or options.continue_token or not self._serves(key_prefix)
-                or match not in ("", "NotOlderThan")
+        exact = match == "Exact" or (match == "" and bool(minimum) and options.limit > 0)
+        if not options.recursive or not self._serves(key_prefix):
+            return await self.store.list(key_prefix, options)
+        if options.continue_token or (exact and minimum is not None):
+            at_revision = await self._snapshot_list(key_prefix, options, minimum)
+            return at_revision or await self.store.list(key_prefix, options)
+        if (match not in ("", "NotOlderThan")
                 or (options.resource_version and minimum is None)  # invalid: etcd says so
-                or (consistent and options.limit > 0)
-                or (not consistent and minimum is None)  # NotOlderThan without a version
-                or (match == "" and minimum and options.limit > 0)):  # legacy exact
+                or (not consistent and minimum is None)):  # NotOlderThan without a version
             return await self.store.list(key_prefix, options)
 
         limit = 0 if minimum == 0 else max(options.limit, 0)
@@ -581,6 +587,70 @@ class Cacher:
         if consistent:
             self.consistent_reads_from_cache += 1
         return self._list_index(key_prefix, options.predicate, limit, revision)
+
+    async def _snapshot_list(self, prefix: str, options: ListOptions,
+                             exact: int | None) -> ListResult | None:
+        """A page of the state at the continue token's (or the exact) revision, from the
+        index and the window's events after that revision (kube's snapshots); None when the
+        cache cannot show that state (older than its window, ahead of it, compacted in
+        etcd, or a consistent continue token), which etcd then serves (or refuses)."""
+        start = prefix
+        revision = exact
+        if options.continue_token:
+            start, revision = decode_continue(options.continue_token, prefix)
+        if revision is None or revision <= 0 or not (self._window_floor <= revision <= self._rv):
+            return None
+        # A revision etcd has compacted is gone for clients, as kube's cache drops its
+        # snapshots below it: one point read at revision tells (no objects are read).
+        try:
+            await self.store.get(prefix, resource_version=str(revision),
+                                 resource_version_match="Exact")
+        except ExpiredError:
+            return None
+        except KeyNotFoundError:
+            pass
+        if not (self._window_floor <= revision <= self._rv) or not self._ready.is_set():
+            return None  # the cache moved on meanwhile
+        # what changed under prefix after revision: each key's state at revision
+        at: dict[str, bytes | None] = {}
+        first = bisect.bisect_right(self._events, revision, key=_revision)
+        for event in itertools.islice(self._events, first, None):
+            if event.key in at or not event.key.startswith(prefix):
+                continue
+            if event.prev_object is None and event.type != "ADDED":
+                return None  # its earlier state is not known here: etcd's
+            at[event.key] = None if event.prev_object is None else orjson.dumps(
+                event.prev_object)
+        keys, index = self._keys, self._index
+        lo, hi = bisect.bisect_left(keys, start), _key_range(keys, prefix)[1]
+        end = keys[hi] if hi < len(keys) else None
+        gone = sorted(k for k, v in at.items() if v is not None and k not in index
+                      and k >= start and (end is None or k < end))  # deleted since
+        candidates = heapq.merge(itertools.islice(keys, lo, hi), gone)
+        predicate, limit = options.predicate, max(options.limit, 0)
+        encoded: list[bytes] = []
+        last = ""
+        more = False
+        for key in candidates:
+            data = at[key] if key in at else index[key]
+            if data is None or (predicate is not None and not predicate(orjson.loads(data))):
+                continue
+            if limit and len(encoded) >= limit:
+                more = True
+                break
+            encoded.append(data)
+            last = key
+        items = _Decoded(encoded)
+        if not more:
+            return ListResult(items=items, resource_version=str(revision), encoded=encoded)
+        token = encode_continue(last + "\x00", prefix, revision)
+        remaining = None
+        if predicate is None:  # what is left at revision: the keys after last, as then
+            after = (hi - bisect.bisect_right(keys, last)) + sum(1 for k in gone if k > last)
+            remaining = after - sum(1 for k, v in at.items() if v is None and k > last
+                                    and k in index and (end is None or k < end))
+        return ListResult(items=items, resource_version=str(revision), continue_token=token,
+                          remaining_item_count=remaining, encoded=encoded)
 
     def _list_index(
         self, prefix: str, predicate: Predicate | None, limit: int, revision: int

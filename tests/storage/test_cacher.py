@@ -269,6 +269,54 @@ async def test_pages_from_the_cache_continue_in_etcd(
     assert len(everything.items) == 5 and not everything.continue_token
 
 
+async def test_pages_come_from_the_cache_at_the_first_pages_revision(
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
+) -> None:
+    """As kube 1.34's snapshots: a consistent list in pages is served from the cache, every
+    page showing the state at the first page's revision, whatever changed in between."""
+    for i in range(6):
+        await store.create(key_prefix + f"w{i}", widget(f"w{i}", size=0))
+    cacher = await started(make_cacher(store, key_prefix))
+    reads = 0
+    list_from_storage = store.list
+
+    async def counted(prefix: str, options: ListOptions) -> Any:
+        nonlocal reads
+        reads += 1
+        return await list_from_storage(prefix, options)
+
+    store.list = counted  # type: ignore[method-assign]
+    first = await cacher.list(key_prefix, ListOptions(limit=2))
+    assert [o["metadata"]["name"] for o in first.items] == ["w0", "w1"]
+    assert first.remaining_item_count == 4
+    # between the pages: one changed, one deleted, one created (and seen by the cache)
+    await store.guaranteed_update(key_prefix + "w2", set_spec(size=9))
+    await store.delete(key_prefix + "w3")
+    late = await store.create(key_prefix + "w25", widget("w25"))
+    await caught_up(cacher, rv(late))
+    second = await cacher.list(key_prefix, ListOptions(limit=2,
+                                                       continue_token=first.continue_token))
+    assert [(o["metadata"]["name"], o["spec"]["size"]) for o in second.items] == [
+        ("w2", 0), ("w3", 0)]
+    assert second.resource_version == first.resource_version
+    assert second.remaining_item_count == 2
+    third = await cacher.list(key_prefix, ListOptions(limit=2,
+                                                      continue_token=second.continue_token))
+    assert [o["metadata"]["name"] for o in third.items] == ["w4", "w5"]
+    assert not third.continue_token
+    # the same pages as etcd gives at that revision
+    exact = await list_from_storage(key_prefix, ListOptions(
+        resource_version=first.resource_version, resource_version_match="Exact"))
+    assert [o for p in (first, second, third) for o in p.items] == list(exact.items)
+    assert reads == 0
+    # the state now, and an exact revision from the cache too
+    now = await cacher.list(key_prefix, ListOptions())
+    assert [o["metadata"]["name"] for o in now.items] == ["w0", "w1", "w2", "w25", "w4", "w5"]
+    at = await cacher.list(key_prefix, ListOptions(resource_version=first.resource_version,
+                                                   resource_version_match="Exact"))
+    assert list(at.items) == list(exact.items) and reads == 0
+
+
 # -- watch
 
 
