@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="",
                         help="run only these sections, comma-separated: client, memory, "
                              "requests, watch (a partial report)")
+    parser.add_argument("--profile-scenarios", default="",
+                        help="with --profile: the request scenarios to sample, comma-separated "
+                             "(default: create,get)")
     parser.add_argument("--watchers", default="",
                         help="fan-out sizes instead of the size's, comma-separated (e.g. 1000)")
     parser.add_argument("--front-proxy-certs", default="",
@@ -102,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                   sar_kubeconfig=args.sar_kubeconfig)
     suite = Suite(size, given, profile_dir=out if args.profile else None,
                   only=tuple(x.strip() for x in args.only.split(",") if x.strip()))
+    if args.profile_scenarios:
+        suite.profiled = tuple(x.strip() for x in args.profile_scenarios.split(","))
     suite.progress.line(f"kext benchmark, {size.name} size; results in {out}")
     with suite.processes():
         results = asyncio.run(suite.run())

@@ -162,6 +162,7 @@ class Suite:
     profile_dir: Path | None = None  # --profile: py-spy kext during PROFILED runs, files here
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     only: tuple[str, ...] = ()  # sections to run (client, memory, requests, watch); () all
+    profiled: tuple[str, ...] = PROFILED  # the request scenarios --profile samples
     results: dict[str, Any] = field(default_factory=dict)
 
     # set up by start()
@@ -655,7 +656,7 @@ class Suite:
                 warm = scenario.kext_op(target, connections, level)
                 await drive(warm.op, level, duration=self.size.warmup)
             work = scenario.kext_op(target, connections, level)
-            profiled = scenario.name in PROFILED and level == self.profiled_level
+            profiled = scenario.name in self.profiled and level == self.profiled_level
             suffix = "" if target.name == "kext" else f"-{target.name}"
             with self.profiler(f"{scenario.name}-c{level}{suffix}", profiled):
                 stats = await self._drive(work.op, work.total, level,

@@ -74,6 +74,7 @@ LIST_PAGE_SIZE = 10000  # kube-apiserver's storageWatchListPageSize
 
 _RELIST_BACKOFF_MAX = 2.0  # seconds between attempts to list after a failure
 _POLL_SLICE = 0.25  # seconds between looks at etcd while waiting for it to reach a revision
+_UNCOMPACTED_SECONDS = 1.0  # how long a revision found in etcd is taken as not compacted
 
 
 class _Watcher:
@@ -253,6 +254,8 @@ class Cacher:
         # _current_revision)
         self._revision_read: asyncio.Future[int] | None = None
         self._revision_next: asyncio.Future[int] | None = None
+        # (revision, loop time): etcd still held that revision then (see _snapshot_list)
+        self._uncompacted: tuple[int, float] = (0, -math.inf)
         self.consistent_reads_from_cache = 0  # consistent reads the cache could serve
         self.consistent_read_fallbacks = 0  # consistent reads etcd served after the wait
 
@@ -601,14 +604,20 @@ class Cacher:
         if revision is None or revision <= 0 or not (self._window_floor <= revision <= self._rv):
             return None
         # A revision etcd has compacted is gone for clients, as kube's cache drops its
-        # snapshots below it: one point read at revision tells (no objects are read).
-        try:
-            await self.store.get(prefix, resource_version=str(revision),
-                                 resource_version_match="Exact")
-        except ExpiredError:
-            return None
-        except KeyNotFoundError:
-            pass
+        # snapshots below it: one point read at revision tells (no objects are read). Every
+        # revision from one found there stays there until a compaction: the finding holds
+        # for a second (the pages of one list), so a compaction shows a second late at most.
+        loop = asyncio.get_running_loop()
+        checked, when = self._uncompacted
+        if revision < checked or loop.time() - when > _UNCOMPACTED_SECONDS:
+            try:
+                await self.store.get(prefix, resource_version=str(revision),
+                                     resource_version_match="Exact")
+            except ExpiredError:
+                return None
+            except KeyNotFoundError:
+                pass
+            self._uncompacted = (revision, loop.time())
         if not (self._window_floor <= revision <= self._rv) or not self._ready.is_set():
             return None  # the cache moved on meanwhile
         # what changed under prefix after revision: each key's state at revision
