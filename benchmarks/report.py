@@ -423,6 +423,12 @@ def _shrink(path: Path) -> None:
 
 
 def write(results: dict[str, Any], directory: Path) -> None:
-    """report.md and the plots into directory (results.json is written by the caller)."""
-    plots(results, directory)
+    """report.md and the plots into directory (results.json is written by the caller). A
+    partial run (--only) may lack what some plot needs: then the plots are left out."""
+    try:
+        plots(results, directory)
+    except (ValueError, KeyError, IndexError) as exc:
+        if not results["meta"].get("only"):
+            raise
+        print(f"plots left out of a partial run: {exc}")
     (directory / "report.md").write_text(markdown(results))

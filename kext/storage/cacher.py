@@ -353,7 +353,7 @@ class Cacher:
             async for page in pages:
                 revision = page.revision  # every page is read at the same revision
                 for key, obj in page.items:
-                    index[key] = orjson.dumps(obj)
+                    index[key] = _encode(obj)
                     keys.append(key)
         keys.sort()  # etcd's byte order already; Python's str order is the same for UTF-8
         self._index, self._keys = index, keys
@@ -395,7 +395,7 @@ class Cacher:
         else:
             if key not in self._index:
                 bisect.insort(self._keys, key)
-            self._index[key] = orjson.dumps(event.object)
+            self._index[key] = _encode(event.object)
         self._rv = event.revision
         if len(self._events) >= self.window:
             self._window_floor = self._events.popleft().revision
@@ -1032,6 +1032,12 @@ class _Decoded(Sequence[Object]):
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _encode(obj: Object) -> bytes:
+    """obj's JSON, held for as long as the object is cached: orjson's result keeps its
+    buffer's whole capacity (4 KiB for a small object), an exact copy only what it holds."""
+    return memoryview(orjson.dumps(obj)).tobytes()
 
 
 def _settle(waiting: asyncio.Future[int], done: asyncio.Future[int]) -> None:
