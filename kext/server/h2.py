@@ -83,6 +83,7 @@ class _Stream:
         "held_bytes",
         "id",
         "producer",
+        "received",
         "task",
         "too_large",
     )
@@ -91,6 +92,7 @@ class _Stream:
         self.id = stream_id
         self.headers = headers
         self.body: list[bytes] = []
+        self.received = 0  # body bytes so far
         self.too_large = False
         self.held: deque[tuple[bytes, bool]] = deque()  # (data, end_stream) not sent yet
         self.held_bytes = 0
@@ -238,7 +240,8 @@ class H2Protocol(Protocol):
         if stream is None or stream.too_large or event.data is None:
             return
         stream.body.append(event.data)
-        if sum(len(b) for b in stream.body) > self.max_body_bytes:
+        stream.received += len(event.data)
+        if stream.received > self.max_body_bytes:
             stream.too_large = True
             stream.body.clear()
             # answer at once, as the HTTP/1.1 layer does, and stop the upload

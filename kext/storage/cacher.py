@@ -2,22 +2,29 @@
 pkg/storage/cacher: cacher.go, watch_cache.go, cache_watcher.go).
 
 A `Cacher` sits on another storage.Interface (etcd's, in kext) and depends on nothing else of
-it. It lists its resource root once (`snapshot`), keeps every current object in an in-memory
-index and the most recent events in a bounded window, and follows storage with ONE watch of
-the whole root. From that it serves:
+it. It lists its resource root once (`snapshot`), keeps every current object's JSON encoding
+in an in-memory index and the most recent events in a bounded window, and follows storage
+with ONE watch of the whole root. From that it serves:
 
-- lists and gets with resourceVersion "0" (any), "N" (not older than N) and "" (consistent:
-  the cache first proves it has caught up with storage's current revision, with
-  `watch_progress`, else storage answers);
-- every watch of the resource: each watcher gets the same `WatchEvent` objects (so each event
-  is encoded once, whatever the number of watchers), filtered by its key prefix and predicate;
-  one that allows bookmarks also gets a BOOKMARK about every minute, changes or not.
+- gets and lists with resourceVersion "0" (any), "N" (not older than N) and "" (consistent:
+  the cache first proves it has caught up with a revision of storage's read after the call,
+  one read shared by concurrent callers, with `watch_progress` when only writes elsewhere
+  moved it, else storage answers); lists are built from the cached encodings;
+- the pages of a list (limit, continue tokens) and Exact revisions, from the index and the
+  window's events after the page's revision (kube 1.34's snapshots), while the window
+  reaches back to it;
+- every watch of the resource (`watch_to`): each event is handed, as it is dispatched, to
+  the sink of every watcher it concerns (WatchSink: no task, future or timer per event per
+  watcher), worked out once per distinct selector, the same WatchEvent object for all (so
+  each event is encoded once per representation); one that allows bookmarks also gets a
+  BOOKMARK about every minute, changes or not. `watch()` is the same as a generator.
 
-Writes, exact-revision reads and continue tokens go to storage. Objects handed out are the
-cache's own: consumers must treat them as immutable (the registry copies before it mutates).
+Writes and older revisions go to storage. Objects handed out are the caller's; events and
+the objects in them are shared (do not mutate them).
 
-A watcher's queue is bounded; a watcher that does not keep up is cut off (its stream ends, the
-client watches again from the last resourceVersion it saw), so it never stalls the others.
+A watcher whose sink pushes back is paused and its events held in a bounded queue; one that
+stays behind past the bound is cut off (its stream ends, the client watches again from the
+last resourceVersion it saw), so it never stalls the others.
 """
 
 from __future__ import annotations
