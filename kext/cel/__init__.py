@@ -10,11 +10,23 @@ from kext.cel.cost import (
     RUNTIME_COST_BUDGET,
     STATIC_ESTIMATED_COST_LIMIT,
     STATIC_ESTIMATED_CRD_COST_LIMIT,
+    Sizer,
+    cardinality,
+    schema_sizer,
+    value_sizer,
 )
-from kext.cel.environment import CompileError, Environment, EvaluationError, Program
+from kext.cel.environment import (
+    CompileError,
+    Environment,
+    EvaluationError,
+    Program,
+    estimated_cost,
+)
+from kext.cel.schematypes import converter
 
 __all__ = [
     "PER_CALL_LIMIT", "RUNTIME_COST_BUDGET", "STATIC_ESTIMATED_COST_LIMIT",
     "STATIC_ESTIMATED_CRD_COST_LIMIT", "CompileError", "Environment", "EvaluationError",
-    "Program",
+    "Program", "Sizer", "cardinality", "converter", "estimated_cost", "schema_sizer",
+    "value_sizer",
 ]

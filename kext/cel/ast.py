@@ -119,13 +119,13 @@ def _expr(b: bytes) -> Expr:
         if number == _LIST:
             return Expr("list", args=[_expr(e) for e in _bytes(inner, 1)])
         if number == _STRUCT:
-            values = []
+            values: list[Expr] = []
             for entry in _bytes(inner, 2):
                 parts = _fields(entry)
                 values.extend(_expr(v) for v in _bytes(parts, 3) + _bytes(parts, 4))
             return Expr("struct", args=values)
         if number == _COMPREHENSION:
-            def part(n: int) -> Expr | None:
+            def part(n: int, inner: list[tuple[int, int | bytes]] = inner) -> Expr | None:
                 found = _bytes(inner, n)
                 return _expr(found[0]) if found else None
             return Expr("comprehension", name=_text(inner, 1), iter_range=part(2),

@@ -61,7 +61,7 @@ def _cost(e: Expr, sizer: Sizer, env: dict[str, Path]) -> tuple[int, int, Path |
         cost, _, path = _cost(e.args[0], sizer, env) if e.args else (0, 0, None)
         if path is None:
             return cost + 1, 0, None
-        sub = path + (e.name,)
+        sub = (*path, e.name)
         return cost + 1, 0 if e.test_only else sizer(sub), None if e.test_only else sub
     if e.kind == "list":
         parts = [_cost(a, sizer, env) for a in e.args]
@@ -106,7 +106,7 @@ def _comprehension(e: Expr, sizer: Sizer, env: dict[str, Path]) -> tuple[int, in
     range_cost, range_size, range_path = _cost(e.iter_range, sizer, env)
     inner = dict(env)
     if range_path is not None:
-        inner[e.name] = range_path + ("*",)
+        inner[e.name] = (*range_path, "*")
     else:
         inner.pop(e.name, None)
     inner.pop(e.accu_var, None)

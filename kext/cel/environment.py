@@ -18,14 +18,12 @@ from typing import Any
 
 from cel_expr_python import cel
 from cel_expr_python.ext import ext_bindings, ext_optional, ext_strings
-from google.protobuf import descriptor_pb2, descriptor_pool, duration_pb2, struct_pb2
-from google.protobuf import timestamp_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, duration_pb2, struct_pb2, timestamp_pb2
 
 from kext.cel import ast, cost
-from kext.cel.library import Function, Overload, lists, quantity, regex, semver, urls
+from kext.cel.library import Function, Overload, lists, quantity, regex, semver, types, urls
 from kext.cel.library import format as formats
 from kext.cel.library import ip as ips
-from kext.cel.library import types
 from kext.cel.schematypes import SchemaTypes
 
 LIBRARIES: tuple[tuple[Function, ...], ...] = (
@@ -183,7 +181,7 @@ def _dispatch(overloads: list[Overload]) -> Any:
 
     def run(*args: Any) -> Any:
         for o in overloads:
-            if all(matches(p, a) for p, a in zip(o.params, args)):
+            if all(matches(p, a) for p, a in zip(o.params, args, strict=False)):
                 return o.impl(*args)
         raise TypeError("no such overload")
     return run

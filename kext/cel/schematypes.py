@@ -120,8 +120,8 @@ class SchemaTypes:
         signature = self.cel_type(s)
         field = message.field.add(name=name, number=number, label=_F.LABEL_OPTIONAL)
         if signature.startswith("list("):
-            items = s.get("items") if isinstance(s.get("items"), dict) else {}
-            inner = self.cel_type(items)
+            items = s.get("items")
+            inner = self.cel_type(items if isinstance(items, dict) else {})
             if self._set_singular(field, inner):
                 field.label = _F.LABEL_REPEATED
             else:
@@ -129,7 +129,7 @@ class SchemaTypes:
         elif signature.startswith("map("):
             additional = s.get("additionalProperties")
             inner = self.cel_type(additional) if isinstance(additional, dict) else "dyn"
-            entry_name = f"{name[0].upper()}{name[1:]}Entry".replace("__", "_") + f"{number}"
+            entry_name = _map_entry_name(name)
             entry = message.nested_type.add(name=entry_name)
             entry.options.map_entry = True
             entry.field.add(name="key", number=1, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
@@ -152,6 +152,18 @@ class SchemaTypes:
             return False
         field.type, field.type_name = _F.TYPE_MESSAGE, f".{signature}"
         return True
+
+
+def _map_entry_name(field: str) -> str:
+    # protobuf requires a map field's entry message to be named after the field, CamelCased.
+    out, upper = [], True
+    for ch in field:
+        if ch == "_":
+            upper = True
+            continue
+        out.append(ch.upper() if upper else ch)
+        upper = False
+    return "".join(out) + "Entry"
 
 
 # -- values

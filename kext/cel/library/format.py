@@ -9,8 +9,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from kext.cel.library import Function, global_
-from kext.cel.library import types
+from kext.cel.library import Function, global_, types
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(

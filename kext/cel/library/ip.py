@@ -8,8 +8,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from kext.cel.library import Function, Overload, global_, member
-from kext.cel.library import types
+from kext.cel.library import Function, Overload, global_, member, types
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface

@@ -13,8 +13,7 @@ import re
 from fractions import Fraction
 from typing import Any
 
-from kext.cel.library import Function, Overload, global_, member
-from kext.cel.library import types
+from kext.cel.library import Function, Overload, global_, member, types
 
 FORMAT_ERROR = ("quantities must match the regular expression "
                 "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")

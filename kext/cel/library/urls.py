@@ -7,8 +7,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from kext.cel.library import Function, global_, member
-from kext.cel.library import types
+from kext.cel.library import Function, global_, member, types
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
 _PORT = re.compile(r"^[0-9]*$")
