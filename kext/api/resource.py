@@ -333,10 +333,10 @@ def _version(item: dict[str, Any], at: str, causes: list[Cause]) -> Version | No
 
     schema_holder = _mapping(item.get("schema"), f"{at}.schema", causes, required=False)
     schema = schema_holder.get("openAPIV3Schema")
-    problems = structural_problems(schema, f"{at}.schema.openAPIV3Schema")
-    causes.extend(problems)
+    schema_problems = structural_problems(schema, f"{at}.schema.openAPIV3Schema")
+    causes.extend(schema_problems)
     compiled = None
-    if not problems and isinstance(schema, dict):
+    if not schema_problems and isinstance(schema, dict):
         # Rules compile only on a schema kube accepts; what does not compile is a CRD error.
         compiled = Schema(schema)
         causes.extend(compiled.rule_problems(f"{at}.schema.openAPIV3Schema"))
