@@ -396,7 +396,8 @@ class Schema:
         """Why kube-apiserver would refuse this schema's validation rules (they do not
         compile, cost too much, use oldSelf where no old value can be found...), at `path`
         (the openAPIV3Schema's field path)."""
-        return [Cause(c.reason, c.message, path + c.field) for c in self._rule_problems]
+        return [Cause(c.reason, c.message.replace(_SCHEMA_PATH, path), path + c.field)
+                for c in self._rule_problems]
 
     def prune(self, obj: Object) -> list[str]:
         """Drop every field the schema does not declare (unless under
@@ -441,10 +442,12 @@ class Schema:
 
 # -- x-kubernetes-validations: CEL rules (apiextensions-apiserver pkg/apiserver/schema/cel)
 
+# Where the schema's own path goes in a problem's message (known only to rule_problems).
+_SCHEMA_PATH = "\x00schema\x00"
 _REASONS = ("FieldValueDuplicate", "FieldValueForbidden", "FieldValueInvalid",
             "FieldValueRequired")
 _MAX_MESSAGE_BYTES = 5 * 1024  # MaxEvaluatedMessageExpressionSizeBytes
-_CHEAP_RULE = 10_000  # at most this estimated cost: charged as estimated, never measured
+_CHEAP_RULE = 100  # at most this estimated cost: charged as estimated, not measured
 
 
 class _Rule:
@@ -506,7 +509,7 @@ def _compile_rules(root: Node, source: dict[str, Any], problems: list[Cause]) ->
             if rule.uses_old_self and uncorrelatable:
                 problems.append(field_invalid(
                     f"{rule_at}.rule", rule.rule, "oldSelf cannot be used on the uncorrelatable "
-                    f"portion of the schema within {uncorrelatable}"))
+                    f"portion of the schema within {_SCHEMA_PATH}{uncorrelatable}"))
             if len(problems) == before:
                 rules.append(rule)
         node.rules = tuple(rules)
