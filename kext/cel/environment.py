@@ -191,6 +191,16 @@ def _all_functions() -> list[Function]:
     return [fn for library in LIBRARIES for fn in library] + list(_FORMAT_HELPERS)
 
 
+def plain_functions() -> dict[str, Any]:
+    """The Kubernetes libraries as plain Python callables by function name, each choosing
+    among its overloads by the values it is given (for engines that take callables; kext's
+    benchmarks compare engines with it)."""
+    by_name: dict[str, list[Overload]] = {}
+    for fn in _all_functions():
+        by_name.setdefault(fn.name, []).extend(fn.overloads)
+    return {name: _dispatch(overloads) for name, overloads in by_name.items()}
+
+
 def _cross_numeric() -> list[Any]:
     return [cel.FunctionDecl(op, [
         cel.Overload(f"{op}_{a}_{b}", cel.Type.BOOL, [_type(a), _type(b)])
