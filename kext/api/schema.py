@@ -390,7 +390,9 @@ class Schema:
         # x-kubernetes-validations: every rule compiled now; what did not compile is kept
         # as CRD problems (`rule_problems`), with paths below the schema.
         self._rule_problems: list[Cause] = []
-        self.cel_rules = _compile_rules(self.root, self.source, self._rule_problems)
+        self._rules_within_budget = [False]
+        self.cel_rules = _compile_rules(self.root, self.source, self._rule_problems,
+                                        self._rules_within_budget)
 
     def rule_problems(self, path: str) -> list[Cause]:
         """Why kube-apiserver would refuse this schema's validation rules (they do not
@@ -433,7 +435,9 @@ class Schema:
         if old is not None and errs:
             errs = [c for c in errs if not _ratchets(self.root, c.field, obj, old)]
         if self.root.cel_inside:
-            run = _RuleRun()
+            # When every rule together cannot cost more than a request may spend (the
+            # estimates are upper bounds), there is nothing to count.
+            run = _RuleRun(counted=not self._rules_within_budget[0])
             root_correlation = _Correlation(obj, old) if old is not None else None
             _validate_rules(self.root, obj, old, "", run, root_correlation, True)
             errs.extend(run.errs)
@@ -476,8 +480,10 @@ class _Rule:
         return self.message or self.rule
 
 
-def _compile_rules(root: Node, source: dict[str, Any], problems: list[Cause]) -> int:
-    """Compile every rule of the tree into its node; returns how many compiled."""
+def _compile_rules(root: Node, source: dict[str, Any], problems: list[Cause],
+                   within_budget: list[bool]) -> int:
+    """Compile every rule of the tree into its node; returns how many compiled, and sets
+    `within_budget[0]` when all of them together fit one request's cost budget."""
     pending: list[_Pending] = []
     _find_rules(root, source, "", [], "", pending)
     if not pending:
@@ -500,6 +506,13 @@ def _compile_rules(root: Node, source: dict[str, Any], problems: list[Cause]) ->
             if rule is None:
                 continue
             cost = rule.cost * times
+            if rule.message_program is not None:
+                message_cost = cel.estimated_cost(rule.message_program, sizer) * times
+                total += message_cost
+                if message_cost > cel.STATIC_ESTIMATED_COST_LIMIT:
+                    problems.append(field_forbidden(f"{rule_at}.messageExpression", _cost_message(
+                        "estimated messageExpression cost", message_cost,
+                        cel.STATIC_ESTIMATED_COST_LIMIT)))
             total += cost
             if cost >= cel.STATIC_ESTIMATED_CRD_COST_LIMIT // 100:
                 expensive.append((f"{rule_at}.rule", cost))
@@ -515,6 +528,8 @@ def _compile_rules(root: Node, source: dict[str, Any], problems: list[Cause]) ->
         node.rules = tuple(rules)
         node.cel_self = cel.converter(raw, embedded=resource)
         compiled += len(rules)
+    within_budget[0] = total <= cel.RUNTIME_COST_BUDGET and all(
+        r.cost <= cel.PER_CALL_LIMIT for node, *_ in pending for r in node.rules)
     if total > cel.STATIC_ESTIMATED_CRD_COST_LIMIT:
         for path, _ in sorted(expensive, key=lambda e: -e[1]):
             problems.append(field_forbidden(
@@ -740,9 +755,10 @@ def _deep_equal(a: Any, b: Any) -> bool:
 class _RuleRun:
     """One request's evaluation of the rules: the errors so far and the cost budget left."""
 
-    __slots__ = ("budget", "errs", "stopped")
+    __slots__ = ("budget", "counted", "errs", "stopped")
 
-    def __init__(self) -> None:
+    def __init__(self, counted: bool = True) -> None:
+        self.counted = counted
         self.budget = cel.RUNTIME_COST_BUDGET
         self.errs: list[Cause] = []
         self.stopped = False
@@ -833,8 +849,12 @@ def _run_rules(s: Node, value: Any, old: Any, path: str, run: _RuleRun,
             continue  # transition rules need an old value
         if activation is None:
             activation = _activation(rule.env, value, old, convert)
-        cost = rule.cost if rule.cost <= _CHEAP_RULE else \
-            cel.estimated_cost(rule.program, cel.value_sizer(value))
+        if not run.counted:
+            cost = 0
+        elif rule.cost <= _CHEAP_RULE:
+            cost = rule.cost
+        else:
+            cost = cel.estimated_cost(rule.program, cel.value_sizer(value))
         if cost > cel.PER_CALL_LIMIT:
             run.errs.append(field_invalid(at, shown_type, (
                 "'operation cancelled: actual cost limit exceeded': no further validation rules "
@@ -889,7 +909,8 @@ def _rule_message(rule: _Rule, activation: Any, run: _RuleRun) -> str:
         return default
     if program.uses_old_self and not rule.uses_old_self:
         return default
-    cost = min(cel.estimated_cost(program, lambda _: 0), cel.PER_CALL_LIMIT)
+    cost = min(cel.estimated_cost(program, lambda _: 0), cel.PER_CALL_LIMIT) \
+        if run.counted else 0
     if cost > run.budget:
         run.errs.append(field_invalid("", "", "messageExpression evaluation failed due to "
                                       "running out of cost budget, no further validation rules "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 from kext.cel.library import Function, Overload, global_, member, types
@@ -35,6 +36,7 @@ class QuantityError(ValueError):
     """Not a quantity; the message is resource.ParseQuantity's."""
 
 
+@lru_cache(maxsize=1024)
 def parse(text: str) -> Fraction:
     """The exact value of a quantity string, or QuantityError."""
     if not text:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import urllib.parse
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from kext.cel.library import Function, global_, member, types
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
 _PORT = re.compile(r"^[0-9]*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class URLError(ValueError):
@@ -26,9 +28,10 @@ class URL:
     raw_query: str
 
 
+@lru_cache(maxsize=1024)
 def parse(text: str) -> URL:
     """The URL, or URLError worded as Go's: `parse "x": invalid URI for request`."""
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+    if _CONTROL.search(text):
         raise URLError(f"parse {text!r}: net/url: invalid control character in URL")
     rest = text
     if "#" in rest:
