@@ -218,13 +218,19 @@ def _well_known_files() -> list[descriptor_pb2.FileDescriptorProto]:
 
 def rewrite_optionals(expression: str) -> str:
     """`format.named(x)` and `f.validate(s)` in the spelling the engine can run."""
-    out = _NAMED.sub("format.__kextNamed(", expression)
-    if "__kextNamed(" in out:
-        out = _append_after_call(out, "format.__kextNamed(", "[?0]")
+    out = expression
+    if _NAMED.search(out):
+        out = _append_after_call(_outside_strings(out, _NAMED, "format.__kextNamed("),
+                                 "format.__kextNamed(", "[?0]")
     if _VALIDATE.search(out):
-        out = _append_after_call(out.replace(".validate(", ".__kextValidate("),
+        out = _append_after_call(_outside_strings(out, _VALIDATE, ".__kextValidate("),
                                  ".__kextValidate(", "[?0]")
     return out
+
+
+def _outside_strings(text: str, pattern: re.Pattern[str], replacement: str) -> str:
+    return pattern.sub(lambda m: m.group(0) if _inside_string(text, m.start())
+                       else replacement, text)
 
 
 def _append_after_call(text: str, opener: str, suffix: str) -> str:
@@ -232,7 +238,9 @@ def _append_after_call(text: str, opener: str, suffix: str) -> str:
     out, i = [], 0
     while True:
         start = text.find(opener, i)
-        if start < 0 or _inside_string(text, start):
+        while start >= 0 and _inside_string(text, start):
+            start = text.find(opener, start + 1)
+        if start < 0:
             out.append(text[i:])
             return "".join(out)
         j, depth, quote = start + len(opener), 1, ""
@@ -271,17 +279,24 @@ def _inside_string(text: str, at: int) -> bool:
 
 
 class Environment:
-    """The CEL types and environments of one schema. Declare the type of every node that has
-    rules (`declare`), then `seal`, then compile."""
+    """The CEL types and environments of one set of expressions: a CRD version's rules, or
+    (for admission) policies' expressions over their own variables.
 
-    def __init__(self, package: str = "kext.schema") -> None:
+    Declare the types expressions read (`declare` for schema nodes), `seal`, then compile:
+    `compile` for a validation rule (`self`, `oldSelf`), `compile_expression` for any
+    expression over the variables named when the environment was made."""
+
+    def __init__(self, package: str = "kext.schema",
+                 variables: Iterable[str] = ("self", _OLD_SELF)) -> None:
         self.types = SchemaTypes(package)
+        self.variables = tuple(dict.fromkeys((*variables, _OLD_VALUE, _HAS_OLD)))
         self._pool: Any = None
         self._runtime: Any = None
-        self._checkers: dict[tuple[str, str], Any] = {}
+        self._checkers: dict[tuple[tuple[str, str], ...], Any] = {}
 
     def declare(self, schema: dict[str, Any], *, root: bool = False) -> str:
-        """The CEL type of `self` for rules on this schema node."""
+        """The CEL type of a value of this schema node (`root`: a resource, with apiVersion,
+        kind and metadata.name/generateName)."""
         return self.types.cel_type(schema, embedded=root)
 
     def seal(self) -> None:
@@ -290,59 +305,75 @@ class Environment:
             pool.Add(fdp)
         self._pool = pool
         self._runtime = cel.NewEnv(
-            pool, variables={"self": cel.Type.DYN, _OLD_SELF: cel.Type.DYN,
-                             _OLD_VALUE: cel.Type.DYN, _HAS_OLD: cel.Type.BOOL},
+            pool, variables={name: cel.Type.BOOL if name == _HAS_OLD else cel.Type.DYN
+                             for name in self.variables},
             extensions=[*_extensions(),
                         cel.CelExtension("kubernetes", _declarations(_all_functions(), True))])
 
-    def _checker(self, self_type: str, old_self_type: str) -> Any:
-        key = (self_type, old_self_type)
+    def _checker(self, declared: dict[str, str]) -> Any:
+        key = tuple(sorted(declared.items()))
         if key not in self._checkers:
-            variables = {"self": _type(self_type), _OLD_VALUE: _type(self_type),
-                         _HAS_OLD: cel.Type.BOOL}
-            if old_self_type:
-                variables[_OLD_SELF] = _type(old_self_type)
             self._checkers[key] = cel.NewEnv(
-                self._pool, variables=variables,
+                self._pool, variables={name: _type(t) for name, t in declared.items()},
                 extensions=[*_extensions(), cel.CelExtension(
                     "kubernetes", _declarations(_all_functions(), False) + _cross_numeric())])
         return self._checkers[key]
 
-    def compile(self, expression: str, self_type: str, *, result: str = "bool",
-                optional_old_self: bool = False) -> Program:
-        """Type-check and plan one expression whose `self` has `self_type`; CompileError if
-        it does not compile or does not return `result`."""
+    def compile_expression(self, expression: str, declared: dict[str, str], *,
+                           result: str = "bool") -> Program:
+        """Type-check and plan an expression over `declared` variables (name -> CEL type
+        signature, e.g. `{"object": "dyn", "request": "map(string, dyn)"}`); CompileError if
+        it does not compile or does not return `result` ("dyn": anything)."""
         if self._runtime is None:
-            raise RuntimeError("Environment.seal() must be called before compile()")
-        source = rewrite_optionals(expression)
-        checker = self._checker(self_type, "dyn" if optional_old_self else self_type)
+            raise RuntimeError("Environment.seal() must be called before compiling")
+        unknown = set(declared) - set(self.variables)
+        if unknown:
+            raise ValueError(f"variables not in this environment: {sorted(unknown)}")
+        return self._compile(rewrite_optionals(expression), expression, declared, result)
+
+    def _compile(self, source: str, expression: str, declared: dict[str, str],
+                 result: str) -> Program:
         try:
-            checked = checker.compile(source)
+            checked = self._checker(declared).compile(source)
         except RuntimeError as exc:
             raise CompileError("compilation failed: " + _issues(str(exc))) from exc
-        tree = ast.parse_checked(checked.serialize())
-        uses_old_self = ast.uses_variable(tree, _OLD_SELF)
-        if optional_old_self and uses_old_self:
-            # oldSelf is an optional of the node's type: bound from the old value, if any.
-            wrapped = (f"cel.bind({_OLD_SELF}, {_HAS_OLD} ? optional.of({_OLD_VALUE}) : "
-                       f"optional.none(), {source})")
-            try:
-                checked = self._checker(self_type, "").compile(wrapped)
-            except RuntimeError as exc:
-                raise CompileError("compilation failed: " + _issues(str(exc))) from exc
-            tree = ast.parse_checked(checked.serialize())
         returned = checked.return_type()
         if result != "dyn" and returned != _type(result) and returned != cel.Type.DYN:
             if result == "bool":
                 raise CompileError("cel expression must evaluate to a bool")
             raise CompileError(f"must evaluate to a {result}")
+        tree = ast.parse_checked(checked.serialize())
         program = self._runtime.deserialize(checked.serialize())
-        return Program(expression, program, tree, uses_old_self)
+        return Program(expression, program, tree, ast.uses_variable(tree, _OLD_SELF))
+
+    def compile(self, expression: str, self_type: str, *, result: str = "bool",
+                optional_old_self: bool = False) -> Program:
+        """A validation rule (or its messageExpression) on a schema node whose values have
+        `self_type`; with `optional_old_self`, `oldSelf` is an optional of that type."""
+        if self._runtime is None:
+            raise RuntimeError("Environment.seal() must be called before compiling")
+        source = rewrite_optionals(expression)
+        old_type = "dyn" if optional_old_self else self_type
+        program = self._compile(source, expression, {"self": self_type, _OLD_SELF: old_type},
+                                result)
+        if optional_old_self and program.uses_old_self:
+            # oldSelf is an optional of the node's type, bound from the old value if any
+            # (checked again with the exact types; positions above are the rule's own).
+            wrapped = (f"cel.bind({_OLD_SELF}, {_HAS_OLD} ? optional.of({_OLD_VALUE}) : "
+                       f"optional.none(), {source})")
+            program = self._compile(wrapped, expression, {
+                "self": self_type, _OLD_VALUE: self_type, _HAS_OLD: "bool"}, result)
+            program.uses_old_self = True
+        return program
 
     def activation(self, value: Any, old: Any = None, has_old: bool = False) -> Any:
-        """The variables of one evaluation (shared by the rules of one node)."""
+        """The variables of one rule evaluation (shared by the rules of one node)."""
         return self._runtime.Activation({"self": value, _OLD_SELF: old, _OLD_VALUE: old,
                                          _HAS_OLD: has_old})
+
+    def bind(self, values: dict[str, Any]) -> Any:
+        """The variables of one evaluation of `compile_expression` programs."""
+        return self._runtime.Activation(values)
 
 
 def _extensions() -> list[Any]:
