@@ -626,7 +626,12 @@ def _compile_rule(env: cel.Environment, spec: Any, self_type: str, raw: dict[str
             return None
     field_path = ""
     if spec.get("fieldPath"):
-        field_path = _rule_field_path(str(spec["fieldPath"]).strip(), raw) or ""
+        found = _rule_field_path(str(spec["fieldPath"]).strip(), raw)
+        if found is None:
+            problems.append(field_invalid(f"{at}.fieldPath", spec["fieldPath"],
+                                          "must be a valid path"))
+            return None
+        field_path = found
     return _Rule(env, spec, program, message_program, field_path,
                  cel.estimated_cost(program, sizer))
 

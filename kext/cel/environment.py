@@ -86,6 +86,9 @@ def _go_error(text: str) -> str:
         return f"no such key: {m.group(1)}"
     if text.startswith("No matching overloads") or text.startswith("No overload"):
         return "no such overload"
+    m = re.match(r"Index error: index=(-?\d+) size=(\d+)$", text)
+    if m:
+        return f"index '{m.group(1)}' out of range in list size '{m.group(2)}'"
     replacements = {"divide by zero": "division by zero", "modulus by zero": "modulus by zero"}
     return replacements.get(text, text)
 

@@ -268,3 +268,10 @@ def test_an_unbounded_rule_costs_too_much() -> None:
     bounded["properties"]["foo"].update(maxItems=25)
     bounded["properties"]["foo"]["items"].update(maxLength=10)
     assert problems(bounded) == []
+
+
+def test_a_field_path_must_name_a_field() -> None:
+    [line] = problems({"type": "object", "properties": {"a": {"type": "integer"}},
+                       "x-kubernetes-validations": [{"rule": "true", "fieldPath": ".b"}]})
+    assert line == (f'{AT}.x-kubernetes-validations[0].fieldPath: Invalid value: ".b": must be '
+                    "a valid path")
