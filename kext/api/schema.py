@@ -229,50 +229,14 @@ class Node:
     """One schema node, with everything a write needs precomputed."""
 
     __slots__ = (
-        "additional",
-        "additional_allows",
-        "all_of",
-        "any_of",
-        "cel_inside",
-        "cel_self",
-        "default",
-        "defaulted",
-        "embedded",
-        "enum",
-        "enum_keys",
-        "enum_shown",
-        "exclusive_maximum",
-        "exclusive_minimum",
-        "format",
-        "format_check",
-        "has_additional",
-        "has_default",
-        "int_or_string",
-        "items",
-        "list_map_keys",
-        "list_type",
-        "map_type",
-        "max_items",
-        "max_length",
-        "max_properties",
-        "maximum",
-        "min_items",
-        "min_length",
-        "min_properties",
-        "minimum",
-        "multiple_of",
-        "not_",
-        "nullable",
-        "one_of",
-        "pattern",
-        "pattern_source",
-        "preserve",
-        "properties",
-        "required",
-        "rules",
-        "type",
-        "type_label",
-        "unique_items",
+        "additional", "additional_allows", "all_of", "any_of", "cel_inside", "cel_self",
+        "default", "defaulted", "embedded", "enum", "enum_keys", "enum_shown",
+        "exclusive_maximum", "exclusive_minimum", "format", "format_check", "has_additional",
+        "has_default", "int_or_string", "items", "list_map_keys", "list_type", "map_type",
+        "max_items", "max_length",
+        "max_properties", "maximum", "min_items", "min_length", "min_properties", "minimum",
+        "multiple_of", "not_", "nullable", "one_of", "pattern", "pattern_source", "preserve",
+        "properties", "required", "rules", "type", "type_label", "unique_items",
     )
 
     def __init__(self, d: object) -> None:
@@ -390,9 +354,8 @@ class Schema:
         # x-kubernetes-validations: every rule compiled now; what did not compile is kept
         # as CRD problems (`rule_problems`), with paths below the schema.
         self._rule_problems: list[Cause] = []
-        self._rules_within_budget = [False]
-        self.cel_rules = _compile_rules(self.root, self.source, self._rule_problems,
-                                        self._rules_within_budget)
+        self.cel_rules, self._rules_within_budget = _compile_rules(
+            self.root, self.source, self._rule_problems)
 
     def rule_problems(self, path: str) -> list[Cause]:
         """Why kube-apiserver would refuse this schema's validation rules (they do not
@@ -437,7 +400,7 @@ class Schema:
         if self.root.cel_inside:
             # When every rule together cannot cost more than a request may spend (the
             # estimates are upper bounds), there is nothing to count.
-            run = _RuleRun(counted=not self._rules_within_budget[0])
+            run = _RuleRun(counted=not self._rules_within_budget)
             root_correlation = _Correlation(obj, old) if old is not None else None
             _validate_rules(self.root, obj, old, "", run, root_correlation, True)
             errs.extend(run.errs)
@@ -480,14 +443,14 @@ class _Rule:
         return self.message or self.rule
 
 
-def _compile_rules(root: Node, source: dict[str, Any], problems: list[Cause],
-                   within_budget: list[bool]) -> int:
-    """Compile every rule of the tree into its node; returns how many compiled, and sets
-    `within_budget[0]` when all of them together fit one request's cost budget."""
+def _compile_rules(root: Node, source: dict[str, Any], problems: list[Cause]
+                   ) -> tuple[int, bool]:
+    """Compile every rule of the tree into its node; returns how many compiled, and whether
+    all of them together fit one request's cost budget."""
     pending: list[_Pending] = []
     _find_rules(root, source, "", [], "", pending)
     if not pending:
-        return 0
+        return 0, True
     env = cel.Environment()
     types = [env.declare(raw, root=resource) for _, raw, _, _, _, resource in pending]
     env.seal()
@@ -528,7 +491,7 @@ def _compile_rules(root: Node, source: dict[str, Any], problems: list[Cause],
         node.rules = tuple(rules)
         node.cel_self = cel.converter(raw, embedded=resource)
         compiled += len(rules)
-    within_budget[0] = total <= cel.RUNTIME_COST_BUDGET and all(
+    within_budget = total <= cel.RUNTIME_COST_BUDGET and all(
         r.cost <= cel.PER_CALL_LIMIT for node, *_ in pending for r in node.rules)
     if total > cel.STATIC_ESTIMATED_CRD_COST_LIMIT:
         for path, _ in sorted(expensive, key=lambda e: -e[1]):
@@ -539,7 +502,7 @@ def _compile_rules(root: Node, source: dict[str, Any], problems: list[Cause],
             "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema",
             total, cel.STATIC_ESTIMATED_CRD_COST_LIMIT)))
     _mark_inside(root)
-    return compiled
+    return compiled, within_budget
 
 
 # A node with rules: the node, its schema, its path in the CRD, the lists and maps above it,
