@@ -3,6 +3,12 @@
     kext [--config FILE]                 run the server (default config/server.yaml)
     kext check [--config FILE]           validate the configuration and resource definitions
     kext certs --dir DIR [--hosts ...]   CA, serving cert, client CA, admin cert, kubeconfig
+    kext certs --service NAME --namespace NS --dir DIR   CA and serving cert for a Service
+    kext manifests --config FILE [--namespace NS] [--image IMG] [--ca-file CA.pem]
+                                         the cluster objects for `kubectl apply -f -`
+    kext init DIR --domain D             a new project: server.yaml, a resource, hooks, a test
+    kext create resource --group G ...   add a resource to the project in this directory
+    kext docs [--config FILE] --out DIR  an API reference: DIR/index.md and DIR/index.html
 
 Exit codes: 0 success, 2 bad configuration or usage (one line per problem on stderr).
 """
@@ -14,6 +20,7 @@ import base64
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from kext.config import ConfigError, ServerConfig, load_config, unimplemented
 
@@ -29,8 +36,17 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command == "certs" and args.service:
+        return _service_certs(args.dir, args.service, args.namespace, args.cluster_domain)
     if args.command == "certs":
         return _certs(args.dir, args.hosts, args.server)
+    if args.command == "manifests":
+        from kext.manifests import command
+
+        return command(args.config, args.namespace, args.image, args.ca_file, args.ca_key_file,
+                       args.cert_dir)
+    if args.command in ("init", "create", "docs"):
+        return _scaffold(args)
     config = _load(args.config)
     if config is None:
         return EXIT_BAD_CONFIG
@@ -90,7 +106,101 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the server URL written into the kubeconfig (default https://127.0.0.1:8443)",
     )
+    certs.add_argument(
+        "--service",
+        default="",
+        metavar="NAME",
+        help="instead: ca.crt/ca.key and tls.crt/tls.key (the serving certificate of the "
+        "Service NAME in --namespace, for NAME.NS.svc and NAME.NS.svc.cluster.local) in DIR",
+    )
+    certs.add_argument("--namespace", default="default", metavar="NS", help="with --service")
+    certs.add_argument("--cluster-domain", default="cluster.local", help=argparse.SUPPRESS)
+    from kext.manifests import add_arguments
+
+    add_arguments(commands.add_parser(
+        "manifests",
+        help="the cluster objects of a kext install, for `kubectl apply -f -`",
+        description="Write the objects the helm chart (deploy/helm/kext) installs with its "
+        "defaults, as one YAML stream: the resource definitions come from FILE (its other "
+        "settings are for a local run; the cluster's server.yaml is the chart's). Notes and "
+        "the files written go to stderr.",
+    ))
+    _scaffold_parsers(commands)
     return parser
+
+
+def _service_certs(cert_dir: str, service: str, namespace: str, cluster_domain: str) -> int:
+    from kext.certs import ensure_service_certs
+
+    try:
+        result = ensure_service_certs(cert_dir, service, namespace, cluster_domain=cluster_domain)
+    except OSError as error:
+        print(f"{cert_dir}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    for path, what in [
+        (result.ca_file, "CA certificate (the APIService caBundle)"),
+        (result.ca_key_file, "CA key"),
+        (result.cert_file, f"serving certificate for {', '.join(result.hosts)}"),
+        (result.key_file, "serving key"),
+    ]:
+        verb = "wrote" if path in result.written else "kept"
+        print(f"{verb:5} {path}: {what}")
+    print(f"caBundle: {base64.b64encode(result.ca.cert_pem).decode('ascii')}")
+    return 0
+
+
+def _scaffold_parsers(commands: Any) -> None:
+    """`kext init`, `kext create resource` and `kext docs` (kext.scaffold, kext.docs)."""
+    init = commands.add_parser(
+        "init", help="write a new project: server.yaml, an example resource, hooks, a test",
+        description="Write a new kext project into DIR: server.yaml (the embedded default), "
+        "an example resource in the API group web.DOMAIN with Python hooks, a pytest test, a "
+        "README and a PROJECT file. Existing files are never overwritten.",
+    )
+    init.add_argument("dir", metavar="DIR", help="the project directory (created if absent)")
+    init.add_argument("--domain", required=True, metavar="D",
+                      help="the domain of the project's API groups, e.g. example.com")
+    create = commands.add_parser("create", help="add to the project in this directory")
+    what = create.add_subparsers(dest="what", metavar="WHAT", required=True)
+    resource = what.add_parser(
+        "resource", help="add a resource: resources/<plural>.yaml, registered in server.yaml",
+        description="Add a CustomResourceDefinition for the API group G.<domain> (the domain "
+        "from ./PROJECT; G as given when it contains a dot) as resources/<plural>.yaml and "
+        "list it in ./server.yaml. Existing files are never overwritten.",
+    )
+    resource.add_argument("--group", required=True, metavar="G")
+    resource.add_argument("--version", required=True, metavar="V", help="e.g. v1alpha1")
+    resource.add_argument("--kind", required=True, metavar="K", help="CamelCase, e.g. Widget")
+    resource.add_argument("--plural", metavar="P", help="default: the kind's English plural")
+    resource.add_argument("--scope", default="Namespaced", choices=("Namespaced", "Cluster"))
+    resource.add_argument("--status", action="store_true", help="add the status subresource")
+    resource.add_argument("--scale", action="store_true",
+                          help="add the scale subresource (and status, which it reads)")
+    resource.add_argument("--hooks", action="store_true",
+                          help="add a Python hooks module, named in the kext.io/hooks annotation")
+    docs = commands.add_parser(
+        "docs", help="write an API reference (Markdown and one HTML page)",
+        description="Write DIR/index.md and DIR/index.html: every served group, version and "
+        "kind of the configuration's resources, their fields, validation, printer columns "
+        "and an example object.",
+    )
+    docs.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE")
+    docs.add_argument("--out", required=True, metavar="DIR")
+
+
+def _scaffold(args: argparse.Namespace) -> int:
+    if args.command == "init":
+        from kext.scaffold import run_init
+
+        return run_init(args.dir, args.domain)
+    if args.command == "create":
+        from kext.scaffold import run_create_resource
+
+        return run_create_resource(args.group, args.version, args.kind, args.plural,
+                                   args.scope, args.status, args.scale, args.hooks)
+    from kext.docs import run_docs
+
+    return run_docs(args.config, args.out)
 
 
 def _load(path: str) -> ServerConfig | None:

@@ -672,7 +672,7 @@ def _check_cluster_access(config: ServerConfig, problems: list[str]) -> None:
 # --- resources ------------------------------------------------------------------------------
 
 
-def _resource_manifests(index: int, item: object, problems: list[str]) -> list[tuple[object, str]]:
+def resource_manifests(index: int, item: object, problems: list[str]) -> list[tuple[object, str]]:
     """The CRD manifests one `resources` entry declares, each with the `where` naming it."""
     path = f"resources[{index}]"
     if isinstance(item, dict) and set(item) == {"file"}:
@@ -714,7 +714,7 @@ def _resources(value: object, problems: list[str]) -> list[ResourceDefinition]:
     by_name: dict[str, str] = {}
     by_kind: dict[tuple[str, str], str] = {}
     for index, item in enumerate(value):
-        for manifest, where in _resource_manifests(index, item, problems):
+        for manifest, where in resource_manifests(index, item, problems):
             definition, crd_problems = parse_crd(manifest, where)
             if where.endswith(")"):
                 # From a file: `resources[0] (x.yaml): spec.names.plural: ...` reads better

@@ -1,66 +1,46 @@
-"""Prometheus collectors with kube-apiserver's metric names, label names and label values,
-so dashboards built for kube-apiserver (and extension servers built on k8s.io/apiserver)
-work on kext unchanged."""
+"""Prometheus collectors with kube-apiserver's metric names, label names, label values and
+buckets, so dashboards built for kube-apiserver (and extension servers built on
+k8s.io/apiserver) work on kext unchanged.
+
+Each API server builds its own `Metrics`: its collectors live on its own registry, which its
+/metrics serves; nothing is registered process-wide."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-
-__all__ = ["Gauge"]
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-REGISTRY = CollectorRegistry(auto_describe=True)
+__all__ = ["CacheSource", "Gauge", "Metrics", "StorageCollector", "WatchEventCounts"]
 
 # kube-apiserver's buckets for apiserver_request_duration_seconds.
 REQUEST_DURATION_BUCKETS = (
     0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 15, 20,
     30, 45, 60,
 )
+# kube-apiserver's buckets for apiserver_watch_events_sizes: ExponentialBuckets(1024, 2, 8).
+WATCH_EVENT_SIZE_BUCKETS = tuple(1024 * 2**i for i in range(8))
 
 REQUEST_LABELS = ("verb", "dry_run", "group", "version", "resource", "subresource", "scope",
                   "component", "code")
-
-requests_total = Counter(
-    "apiserver_request_total",
-    "Counter of apiserver requests broken out for each verb, dry run value, group, version, "
-    "resource, scope, component, and HTTP response code.",
-    REQUEST_LABELS, registry=REGISTRY,
-)
-request_duration = Histogram(
-    "apiserver_request_duration_seconds",
-    "Response latency distribution in seconds for each verb, dry run value, group, version, "
-    "resource, subresource, scope and component.",
-    REQUEST_LABELS[:-1], buckets=REQUEST_DURATION_BUCKETS, registry=REGISTRY,
-)
-current_inflight = Gauge(
-    "apiserver_current_inflight_requests",
-    "Maximal number of currently used inflight request limit of this apiserver per request "
-    "kind in last second.",
-    ("request_kind",), registry=REGISTRY,
-)
-longrunning = Gauge(
-    "apiserver_longrunning_requests",
-    "Gauge of all active long-running apiserver requests broken out by verb, group, version, "
-    "resource, scope and component. Not all requests are tracked this way.",
-    ("verb", "group", "version", "resource", "subresource", "scope", "component"),
-    registry=REGISTRY,
-)
-watch_events = Counter(
-    "apiserver_watch_events_total",
-    "Number of events sent in watch clients",
-    ("group", "version", "kind"), registry=REGISTRY,
-)
-watch_events_sizes = Histogram(
-    "apiserver_watch_events_sizes",
-    "Watch event size distribution in bytes",
-    ("group", "version", "kind"),
-    buckets=(1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072),
-    registry=REGISTRY,
-)
+# kube-apiserver labels watch events by the watched group, version and resource.
+WATCH_LABELS = ("group", "version", "resource")
 
 
 class CacheSource(Protocol):
@@ -119,10 +99,96 @@ class StorageCollector(Collector):
         yield from (objects, watchers, terminated, watches)
 
 
-storage = StorageCollector()
-REGISTRY.register(storage)
+class WatchEventCounts:
+    """Events sent to the watchers of one group, version and resource, and their sizes.
+    Plain counts, read when scraped: recording runs once per event per watcher, where a
+    prometheus_client Counter and Histogram (locks, per-call label checks) cost eight times
+    as much. Written and read on the event loop only."""
+
+    __slots__ = ("buckets", "count", "total_bytes")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total_bytes = 0
+        self.buckets = [0] * (len(WATCH_EVENT_SIZE_BUCKETS) + 1)  # the last one is +Inf
+
+    def record(self, size: int) -> None:
+        self.count += 1
+        self.total_bytes += size
+        self.buckets[bisect_left(WATCH_EVENT_SIZE_BUCKETS, size)] += 1
 
 
-def exposition() -> bytes:
-    """The Prometheus text exposition of every kext metric."""
-    return generate_latest(REGISTRY)
+class WatchEventsCollector(Collector):
+    """apiserver_watch_events_total and apiserver_watch_events_sizes, from the counts."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, str], WatchEventCounts] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        events = CounterMetricFamily(
+            "apiserver_watch_events", "Number of events sent in watch clients",
+            labels=WATCH_LABELS,
+        )
+        sizes = HistogramMetricFamily(
+            "apiserver_watch_events_sizes", "Watch event size distribution in bytes",
+            labels=WATCH_LABELS,
+        )
+        for labels, counts in self.counts.items():
+            events.add_metric(labels, counts.count)
+            cumulative, buckets = 0, []
+            for bound, n in zip((*map(float, WATCH_EVENT_SIZE_BUCKETS), "+Inf"), counts.buckets,
+                                strict=True):
+                cumulative += n
+                buckets.append((str(bound), cumulative))
+            sizes.add_metric(labels, buckets, counts.total_bytes)
+        yield from (events, sizes)
+
+
+class Metrics:
+    """One API server's collectors, on its own registry (with the process_* metrics, as
+    kube-apiserver exposes them). Whatever records a metric is handed this object."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests_total = Counter(
+            "apiserver_request_total",
+            "Counter of apiserver requests broken out for each verb, dry run value, group, "
+            "version, resource, scope, component, and HTTP response code.",
+            REQUEST_LABELS, registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "apiserver_request_duration_seconds",
+            "Response latency distribution in seconds for each verb, dry run value, group, "
+            "version, resource, subresource, scope and component.",
+            REQUEST_LABELS[:-1], buckets=REQUEST_DURATION_BUCKETS, registry=self.registry,
+        )
+        self.current_inflight = Gauge(
+            "apiserver_current_inflight_requests",
+            "Maximal number of currently used inflight request limit of this apiserver per "
+            "request kind in last second.",
+            ("request_kind",), registry=self.registry,
+        )
+        self.longrunning = Gauge(
+            "apiserver_longrunning_requests",
+            "Gauge of all active long-running apiserver requests broken out by verb, group, "
+            "version, resource, scope and component. Not all requests are tracked this way.",
+            ("verb", "group", "version", "resource", "subresource", "scope", "component"),
+            registry=self.registry,
+        )
+        self.watch_events = WatchEventsCollector()
+        self.registry.register(self.watch_events)
+        self.storage = StorageCollector()
+        self.registry.register(self.storage)
+        ProcessCollector(registry=self.registry)
+
+    def watch_event_counts(self, group: str, version: str, resource: str) -> WatchEventCounts:
+        """The counts the watches of group/version/resource record their events in."""
+        key = (group, version, resource)
+        counts = self.watch_events.counts.get(key)
+        if counts is None:
+            counts = self.watch_events.counts[key] = WatchEventCounts()
+        return counts
+
+    def exposition(self) -> bytes:
+        """The Prometheus text exposition of this server's metrics."""
+        return generate_latest(self.registry)

@@ -120,14 +120,20 @@ def start_kext(workdir: Path, etcd_endpoint: str, timeout: float = 30.0,
         stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO,
     )
     kext = KextProcess(workdir, f"https://127.0.0.1:{port}", process, log_path)
+    wait_until_ready(kext, timeout)
+    return kext
+
+
+def wait_until_ready(kext: KextProcess, timeout: float = 30.0) -> None:
+    """Poll a started kext until /readyz answers 200; stop it and fail after timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"kext exited with {process.returncode}:\n{kext.log()}")
+        if kext.process.poll() is not None:
+            raise RuntimeError(f"kext exited with {kext.process.returncode}:\n{kext.log()}")
         if os.path.exists(kext.kubeconfig):  # written last of the certificates
             try:
                 if kext.session().get(f"{kext.url}/readyz", timeout=2).status_code == 200:
-                    return kext
+                    return
             except requests.RequestException:
                 pass
         time.sleep(0.1)

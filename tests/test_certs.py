@@ -18,16 +18,21 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from kext.certs import (
     ADMIN_GROUP,
     ADMIN_USER,
+    PEMError,
     SelfSigned,
     ensure_self_signed,
     issue_cert,
+    load_certificates,
     load_key_pair,
+    load_private_key,
+    load_serving_pair,
     new_ca,
     serving_hosts,
 )
@@ -274,3 +279,52 @@ def _all_files(m: SelfSigned) -> list[str]:
         m.admin_key_file,
         m.kubeconfig,
     ]
+
+
+# -- PEM files given by the user (serving.certFile/keyFile, client CA bundles)
+
+
+def test_a_chain_file_and_a_bundle_load_every_certificate(tmp_path: Path) -> None:
+    ca = new_ca("bundle-ca")
+    leaf = issue_cert(ca, "kext", hosts=["localhost"])
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(leaf.cert_pem + b"a comment between blocks\n" + ca.cert_pem + leaf.key_pem)
+    key = tmp_path / "key.pem"
+    key.write_bytes(leaf.key_pem)
+    assert load_certificates(str(chain)) == [leaf.cert, ca.cert]
+    certs, private_key = load_serving_pair(str(chain), str(key))
+    assert certs[0] == leaf.cert and private_key.public_key() == leaf.cert.public_key()
+    assert load_private_key(str(chain)).public_key() == leaf.cert.public_key()
+
+
+@pytest.mark.parametrize(("cert", "key", "problem"), [
+    ("missing", "key", "{cert}: cannot read: No such file or directory"),
+    ("empty", "key", "{cert}: no PEM certificate (-----BEGIN CERTIFICATE-----) in the file"),
+    ("key", "key", "{cert}: no PEM certificate"),
+    ("corrupt", "key", "{cert}: a PEM certificate in the file does not parse"),
+    ("cert", "cert", "{key}: no PEM private key"),
+    ("cert", "encrypted", "{key}: the private key is encrypted; kext needs it unencrypted"),
+    ("cert", "other", "{key}: the private key does not belong to the first certificate in {cert}"),
+])
+def test_an_unusable_pem_file_is_named_with_its_problem(
+    tmp_path: Path, cert: str, key: str, problem: str
+) -> None:
+    pair = issue_cert(new_ca("ca"), "kext")
+    encrypted = pair.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    contents = {
+        "empty": b"", "key": pair.key_pem, "cert": pair.cert_pem, "encrypted": encrypted,
+        "corrupt": b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        "other": issue_cert(new_ca("ca"), "kext").key_pem,
+    }
+    paths = {}
+    for name in {cert, key}:
+        paths[name] = tmp_path / f"{name}.pem"
+        if name in contents:
+            paths[name].write_bytes(contents[name])
+    with pytest.raises(PEMError) as info:
+        load_serving_pair(str(paths[cert]), str(paths[key]))
+    assert str(info.value).startswith(problem.format(cert=paths[cert], key=paths[key]))
+    assert isinstance(info.value, ValueError)

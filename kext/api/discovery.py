@@ -28,9 +28,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kext.api.accept import JSON, MediaRange, negotiate_media_type
 from kext.api.resource import ResourceDefinition, Version
 
-JSON = "application/json"
 APIDISCOVERY_GROUP = "apidiscovery.k8s.io"
 APIGROUPDISCOVERYLIST = "APIGroupDiscoveryList"
 
@@ -188,29 +188,11 @@ def api_group_list(resources: Sequence[ResourceDefinition]) -> dict[str, Any]:
     }
 
 
-def api_group(resources: Sequence[ResourceDefinition], group: str) -> dict[str, Any] | None:
-    """The `/apis/<group>` document, or None when the group is not served (404)."""
-    versions = _served(resources).get(group)
-    if not versions:
-        return None
-    return {"kind": "APIGroup", "apiVersion": "v1", **_api_group(group, versions)}
-
-
-def api_resource_list(
-    resources: Sequence[ResourceDefinition], group: str, version: str
-) -> dict[str, Any] | None:
-    """The `/apis/<group>/<version>` document, or None when not served (404).
-
-    Each resource is followed by its `<plural>/status` entry when it has the status
-    subresource, as apiextensions-apiserver lists them.
-    """
-    pairs = _served(resources).get(group, {}).get(version)
-    return _api_resource_list(group, version, pairs) if pairs else None
-
-
 def _api_resource_list(
     group: str, version: str, pairs: Iterable[tuple[ResourceDefinition, Version]]
 ) -> dict[str, Any]:
+    """An `APIResourceList`: each resource followed by its `<plural>/status` entry when it has
+    the status subresource, as apiextensions-apiserver lists them."""
     listed: list[dict[str, Any]] = []
     for rd, v in pairs:
         entry: dict[str, Any] = {
@@ -344,54 +326,11 @@ def _arch() -> str:
 # --- Accept negotiation ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MediaRange:
-    """One clause of an Accept header."""
-
-    type: str
-    subtype: str
-    params: dict[str, str]
-    q: float
-
-    def matches(self, type_: str, subtype: str) -> bool:
-        return self.type in ("*", type_) and self.subtype in ("*", subtype)
-
-
-def parse_accept(header: str | None) -> list[MediaRange]:
-    """Accept clauses, most preferred first (q, then the more specific), unparsable ones dropped.
-
-    A missing or empty header is `*/*`, as in kube's negotiation.
-    """
-    if not header or not header.strip():
-        header = "*/*"
-    ranges: list[MediaRange] = []
-    for clause in header.split(","):
-        parts = [p.strip() for p in clause.split(";")]
-        media, _, subtype = parts[0].lower().partition("/")
-        if not media or not subtype:
-            continue
-        params: dict[str, str] = {}
-        q = 1.0
-        for part in parts[1:]:
-            key, sep, value = part.partition("=")
-            key, value = key.strip().lower(), value.strip().strip('"')
-            if not sep or not key:
-                continue
-            if key == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-            else:
-                params[key] = value
-        ranges.append(MediaRange(media, subtype, params, q))
-    ranges.sort(key=lambda r: (-r.q, r.type == "*", r.subtype == "*"))
-    return [r for r in ranges if r.q > 0]
-
-
-# Parameters kube's negotiation understands on a discovery media type; any other one makes the
-# clause unacceptable.
+# The parameters a discovery clause may carry; kext passes over a clause with any other one
+# (kube instead ignores parameters it does not know, e.g. charset or profile).
 _KNOWN_PARAMS = {"g", "v", "as", "pretty", "stream"}
+_AGGREGATED_VERSIONS = {"v2": DiscoveryFormat.AGGREGATED_V2,
+                        "v2beta1": DiscoveryFormat.AGGREGATED_V2BETA1}
 
 
 def negotiate_discovery(accept: str | None, *, aggregated: bool = True) -> DiscoveryFormat | None:
@@ -401,18 +340,19 @@ def negotiate_discovery(accept: str | None, *, aggregated: bool = True) -> Disco
     aggregated document); for `/apis/<group>` and `/apis/<group>/<version>` a clause asking for
     the aggregated kind is not acceptable, as in kube.
     """
-    for r in parse_accept(accept):
-        if not r.matches("application", "json") or not set(r.params) <= _KNOWN_PARAMS:
-            continue
-        g, v, as_ = r.params.get("g"), r.params.get("v"), r.params.get("as")
+
+    def choose(clause: MediaRange, media_type: str) -> DiscoveryFormat | None:
+        params = clause.params
+        if not set(params) <= _KNOWN_PARAMS:
+            return None
+        g, v, as_ = params.get("g"), params.get("v"), params.get("as")
         if g is None and v is None and as_ is None:
             return DiscoveryFormat.LEGACY
         if aggregated and g == APIDISCOVERY_GROUP and as_ == APIGROUPDISCOVERYLIST:
-            if v == "v2":
-                return DiscoveryFormat.AGGREGATED_V2
-            if v == "v2beta1":
-                return DiscoveryFormat.AGGREGATED_V2BETA1
-    return None
+            return _AGGREGATED_VERSIONS.get(v or "")
+        return None
+
+    return negotiate_media_type(accept, (JSON,), choose)
 
 
 # --- everything, encoded once ---------------------------------------------------------------

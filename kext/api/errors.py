@@ -7,6 +7,7 @@ one place. Constructors mirror k8s.io/apimachinery/pkg/api/errors.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,10 +82,6 @@ def unauthorized(message: str = "Unauthorized") -> StatusError:
     return StatusError(401, "Unauthorized", message)
 
 
-def forbidden(message: str) -> StatusError:
-    return StatusError(403, "Forbidden", message)
-
-
 def not_found(group: str, resource: str, name: str) -> StatusError:
     return StatusError(
         404, "NotFound", f'{_qualified(group, resource)} "{name}" not found',
@@ -125,10 +122,6 @@ def conflict(group: str, resource: str, name: str, why: str) -> StatusError:
     )
 
 
-def gone(message: str) -> StatusError:
-    return StatusError(410, "Gone", message)
-
-
 def expired(message: str) -> StatusError:
     return StatusError(410, "Expired", message)
 
@@ -149,12 +142,8 @@ def unsupported_media_type(content_type: str) -> StatusError:
 def invalid(group: str, kind: str, name: str, causes: list[Cause]) -> StatusError:
     """422 Invalid, worded as NewInvalid: `Kind.group "name" is invalid: <cause>` with one
     cause, `[<cause>, <cause>]` (repeats dropped) with several."""
-    messages = list(dict.fromkeys(
-        f"{c.field}: {c.message}" if c.field else c.message for c in causes
-    ))
-    summary = messages[0] if len(messages) == 1 else "[" + ", ".join(messages) + "]"
     qualified = f"{kind}.{group}" if group else kind
-    message = f'{qualified} "{name}" is invalid' + (f": {summary}" if messages else "")
+    message = f'{qualified} "{name}" is invalid' + (f": {causes_message(causes)}" if causes else "")
     return StatusError(
         422, "Invalid", message, name=name, group=group, kind=kind, causes=causes,
     )
@@ -176,8 +165,8 @@ def timeout(message: str, retry_after_seconds: int = 0) -> StatusError:
     return StatusError(504, "Timeout", message, retry_after_seconds=retry_after_seconds)
 
 
-# -- field errors (k8s.io/apimachinery/pkg/util/validation/field): one Cause per bad field,
-# its message rendered as field.Error.ErrorBody() renders it, so clients see kube's text.
+# -- Go's printing: how kube renders values in the messages kext copies. The one place kext
+# prints a value the way Go's fmt and encoding/json do; every message built from a value uses it.
 
 
 def go_quote(text: str) -> str:
@@ -200,8 +189,36 @@ def go_quote(text: str) -> str:
     return "".join(out)
 
 
-_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-               "\v": "\\v"}
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+               "\t": "\\t", "\v": "\\v"}
+
+
+def go_string_slice(values: Iterable[str]) -> str:
+    """A []string as Go's %#v prints it: `[]string{"a", "b"}`."""
+    return "[]string{" + ", ".join(go_quote(v) for v in values) + "}"
+
+
+def _decimal(value: float) -> tuple[str, int]:
+    """The shortest decimal digits that read back as abs(value) (value not 0, inf or NaN),
+    and where the decimal point goes: 0.0123 is ("123", -1), 1500.0 is ("15", 4)."""
+    mantissa, _, exponent = f"{abs(value)!r}".partition("e")
+    whole, _, frac = mantissa.partition(".")
+    digits = (whole + frac).lstrip("0")
+    point = len(whole.lstrip("0")) if whole.strip("0") else -(len(frac) - len(frac.lstrip("0")))
+    return digits.rstrip("0") or "0", point + int(exponent or 0)
+
+
+def _exponent_form(sign: str, digits: str, exp: int, min_width: int) -> str:
+    head = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    return f"{sign}{head}e{'-' if exp < 0 else '+'}{abs(exp):0{min_width}d}"
+
+
+def _fixed_form(sign: str, digits: str, point: int) -> str:
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return sign + digits + "0" * (point - len(digits))
+    return f"{sign}{digits[:point]}.{digits[point:]}"
 
 
 def go_float(value: float) -> str:
@@ -213,25 +230,27 @@ def go_float(value: float) -> str:
     if value == 0:
         return "-0" if str(value).startswith("-") else "0"
     sign = "-" if value < 0 else ""
-    mantissa, _, exponent = f"{abs(value)!r}".partition("e")
-    whole, _, frac = mantissa.partition(".")
-    digits = (whole + frac).lstrip("0")
-    point = len(whole.lstrip("0")) if whole.strip("0") else -(len(frac) - len(frac.lstrip("0")))
-    point += int(exponent or 0)
-    digits = digits.rstrip("0") or "0"
+    digits, point = _decimal(value)
     exp = point - 1
     if exp < -4 or exp >= 6:
-        head = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        return f"{sign}{head}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
-    if point <= 0:
-        return f"{sign}0.{'0' * -point}{digits}"
-    if point >= len(digits):
-        return sign + digits + "0" * (point - len(digits))
-    return f"{sign}{digits[:point]}.{digits[point:]}"
+        return _exponent_form(sign, digits, exp, 2)
+    return _fixed_form(sign, digits, point)
+
+
+def _json_float(value: float) -> str:
+    # encoding/json's float64: plain digits, an exponent only below 1e-6 or from 1e21 up.
+    if value == 0:
+        return "-0" if str(value).startswith("-") else "0"
+    sign = "-" if value < 0 else ""
+    digits, point = _decimal(value)
+    if abs(value) < 1e-6 or abs(value) >= 1e21:
+        return _exponent_form(sign, digits, point - 1, 1)
+    return _fixed_form(sign, digits, point)
 
 
 def go_json(value: Any) -> str:
-    """A JSON value as Go's encoding/json marshals it (sorted keys, integral floats bare)."""
+    """A JSON value as Go's json.Marshal writes it: compact, map keys sorted, integral floats
+    without a fraction, and <, >, &, U+2028, U+2029 escaped in strings."""
     if value is None:
         return "null"
     if value is True:
@@ -241,11 +260,7 @@ def go_json(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if value == int(value) and abs(value) < 1e21:
-            return str(int(value))
-        text = repr(value)
-        mantissa, _, exponent = text.partition("e")
-        return f"{mantissa}e{int(exponent):+d}" if exponent else text
+        return _json_float(value)
     if isinstance(value, str):
         return _json_string(value)
     if isinstance(value, dict):
@@ -257,12 +272,21 @@ def go_json(value: Any) -> str:
     return _json_string(str(value))
 
 
+_HTML_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                               "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def _json_string(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+    return json.dumps(text, ensure_ascii=False).translate(_HTML_ESCAPES)
 
 
-def go_value(value: Any) -> str:
-    """A bad value as field.Error.ErrorBody() prints it."""
+def go_value(value: Any, *, quote_strings: bool = True) -> str:
+    """A value as kube prints one in text: booleans `true`/`false`, numbers as %v prints
+    them, null, lists and maps as JSON.
+
+    quote_strings=True is a bad value in a field error (field.Error.ErrorBody: strings %q);
+    False is a string printer column's cell (jsonpath's PrintResults: strings as they are).
+    """
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -270,8 +294,21 @@ def go_value(value: Any) -> str:
     if isinstance(value, float):
         return go_float(value)
     if isinstance(value, str):
-        return go_quote(value)
+        return go_quote(value) if quote_strings else value
     return go_json(value)
+
+
+def causes_message(causes: Sequence[Cause]) -> str:
+    """The text of field errors aggregated (field.ErrorList.ToAggregate): `<field>: <message>`
+    for one, `[<one>, <two>]` for several, repeats dropped."""
+    messages = list(dict.fromkeys(
+        f"{c.field}: {c.message}" if c.field else c.message for c in causes
+    ))
+    return messages[0] if len(messages) == 1 else "[" + ", ".join(messages) + "]"
+
+
+# -- field errors (k8s.io/apimachinery/pkg/util/validation/field): one Cause per bad field,
+# its message rendered as field.Error.ErrorBody() renders it, so clients see kube's text.
 
 
 def _body(kind: str, value: Any, detail: str, omit_value: bool = False) -> str:
@@ -302,10 +339,6 @@ def field_duplicate(path: str, value: Any) -> Cause:
 
 def field_forbidden(path: str, detail: str) -> Cause:
     return Cause("FieldValueForbidden", _body("Forbidden", None, detail, True), path)
-
-
-def field_not_found(path: str, value: Any) -> Cause:
-    return Cause("FieldValueNotFound", _body("Not found", value, ""), path)
 
 
 def field_too_long(path: str, max_length: int) -> Cause:

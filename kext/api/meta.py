@@ -444,11 +444,10 @@ def validate_object_meta_update(new: Mapping[str, Any], old: Mapping[str, Any]) 
         added = [f for f in new_meta.get("finalizers") or () if f not in
                  (old_meta.get("finalizers") or ())]
         if added:
-            shown = "[]string{" + ", ".join(errors.go_quote(str(f)) for f in sorted(added)) + "}"
             causes.append(field_forbidden(
                 "metadata.finalizers",
                 f"no new finalizers can be added if the object is being deleted, found new "
-                f"finalizers {shown}",
+                f"finalizers {errors.go_string_slice(sorted(str(f) for f in added))}",
             ))
     if not new_meta.get("resourceVersion"):
         causes.append(field_invalid("metadata.resourceVersion", 0,

@@ -25,7 +25,8 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from kext.api.discovery import EncodedDocument, encode, parse_accept, sort_versions
+from kext.api.accept import JSON, negotiate_media_type
+from kext.api.discovery import EncodedDocument, encode, sort_versions
 from kext.api.resource import ResourceDefinition, Version
 
 META = "io.k8s.apimachinery.pkg.apis.meta.v1."
@@ -38,10 +39,6 @@ RAW_EXTENSION = "io.k8s.apimachinery.pkg.runtime.RawExtension"
 
 V2_PREFIX = "#/definitions/"
 V3_PREFIX = "#/components/schemas/"
-
-# The media types kube serves OpenAPI as protobuf under (kext does not).
-OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
-OPENAPI_V3_PROTOBUF = "application/com.github.proto-openapi.spec.v3.v1.0+protobuf"
 
 PATCH_TYPES = (
     "application/json-patch+json",
@@ -945,14 +942,6 @@ def _by_group_version(
     return {(g, v): by_group[g][v] for g in sorted(by_group) for v in sort_versions(by_group[g])}
 
 
-def build_openapi_v3(
-    resources: Sequence[ResourceDefinition], group: str, version: str
-) -> dict[str, Any] | None:
-    """The `/openapi/v3/apis/<group>/<version>` document, or None when not served."""
-    served = [(rd, v) for rd, v in _served(resources) if rd.group == group and v.name == version]
-    return _openapi_v3(served) if served else None
-
-
 def _openapi_v3(served: Iterable[tuple[ResourceDefinition, Version]]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = meta_definitions(v2=False)
@@ -988,7 +977,7 @@ def accepts_json(accept: str | None) -> bool:
     client-go asks `/openapi/v2` for protobuf only; kube-openapi answers 406 to any type it
     does not serve, and kubectl's callers of the v2 document tolerate that error.
     """
-    return any(r.matches("application", "json") for r in parse_accept(accept))
+    return negotiate_media_type(accept, (JSON,), lambda clause, media_type: True) is not None
 
 
 class OpenAPIDocuments:
@@ -1004,7 +993,3 @@ class OpenAPIDocuments:
         for (group, version), served in _by_group_version(resources).items():
             self.v3[v3_path(group, version)] = encode(_openapi_v3(served), sort_keys=True)
         self.v3_index = encode(build_openapi_v3_index(self.v3), sort_keys=True)
-
-    def v3_document(self, group: str, version: str) -> EncodedDocument | None:
-        """The document for `/openapi/v3/apis/<group>/<version>`; None means 404."""
-        return self.v3.get(v3_path(group, version))

@@ -63,7 +63,7 @@ class ResourceDefinition:
     versions: tuple[Version, ...]
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
-    # Python strategy hooks by import path ("package.module:callable"), see registry.strategy.
+    # Python hooks by import path ("package.module:callable"), see kext.admission.hooks.
     hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property

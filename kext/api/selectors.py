@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from kext.api import errors, meta
-from kext.api.errors import Cause, field_invalid, field_not_supported
+from kext.api.errors import Cause, causes_message, field_invalid, field_not_supported, go_value
 
 if TYPE_CHECKING:
     from kext.api.resource import Version
@@ -177,7 +177,7 @@ class _LabelParser:
         problems = meta.is_qualified_name(key)
         if problems:
             # kube validates the key against a nil field path, printed as "<nil>".
-            raise ValueError(_aggregate([field_invalid("<nil>", key, "; ".join(problems))]))
+            raise ValueError(causes_message([field_invalid("<nil>", key, "; ".join(problems))]))
         if self.peek()[0] in (_END, ","):
             return _new_requirement(key, operator or EXISTS, [])
         if operator == DOES_NOT_EXIST:
@@ -238,11 +238,6 @@ class _LabelParser:
         raise ValueError(f"found '{lit}', expected: identifier")
 
 
-def _aggregate(causes: list[Cause]) -> str:
-    messages = [f"{c.field}: {c.message}" for c in causes]
-    return messages[0] if len(messages) == 1 else "[" + ", ".join(messages) + "]"
-
-
 def _new_requirement(key: str, operator: str, values: list[str]) -> Requirement:
     """NewRequirement: operator arity and label-value rules, kube's messages."""
     causes: list[Cause] = []
@@ -273,7 +268,7 @@ def _new_requirement(key: str, operator: str, values: list[str]) -> Requirement:
         if problems:
             causes.append(field_invalid(f"values[{i}][{key}]", value, "; ".join(problems)))
     if causes:
-        raise ValueError(_aggregate(causes))
+        raise ValueError(causes_message(causes))
     return Requirement(key, operator, tuple(values))
 
 
@@ -440,10 +435,6 @@ def field_set(obj: Mapping[str, Any], version: Version, namespaced: bool) -> dic
                 value = None
                 break
             value = value.get(key)
-        if isinstance(value, str):
-            out[name] = value
-        elif isinstance(value, bool):
-            out[name] = "true" if value else "false"
-        elif isinstance(value, int):
-            out[name] = str(value)
+        if isinstance(value, (str, bool, int)):
+            out[name] = go_value(value, quote_strings=False)
     return out

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from kext.api import errors, meta
-from kext.api.errors import go_float, go_json
+from kext.api.errors import go_value
 
 if TYPE_CHECKING:
     from kext.api.resource import PrinterColumn, Version
@@ -337,28 +337,13 @@ def _age(value: Any, now: datetime) -> Any:
     return human_duration((now - when).total_seconds())
 
 
-def _text(value: Any) -> str | None:
-    """A value as a string column prints it (jsonpath PrintResults)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return go_float(value)
-    return go_json(value)
-
-
 def _cell(column_type: str, value: Any, now: datetime) -> Any:
     if value is _MISSING:
         return None
-    if column_type == "string":
-        return _text(value)
     if value is None:
-        return None
+        return None  # jsonpath cannot print null: the cell is empty
+    if column_type == "string":
+        return go_value(value, quote_strings=False)
     if column_type == "integer":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None

@@ -1,5 +1,6 @@
 """Request authentication, first success wins (cf. apiserver pkg/authentication/request):
-front-proxy request headers, then x509 client certificates, then anonymous if enabled."""
+front-proxy request headers, then x509 client certificates, then anonymous (on every path
+when enabled, else on the always-allowed paths only)."""
 
 from __future__ import annotations
 
@@ -11,46 +12,51 @@ from urllib.parse import unquote
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from kext.auth.paths import AllowedPaths
 from kext.auth.user import ANONYMOUS, AUTHENTICATED, UNAUTHENTICATED, UserInfo
 
 
 @dataclass(frozen=True)
 class Credentials:
-    """What a request presents: its TLS client chain (DER, leaf first) and its headers."""
+    """What a request presents (its TLS client chain, DER, leaf first; its headers) and the
+    path it asks for."""
 
     peer_certificates: Sequence[bytes]
     headers: Sequence[tuple[str, str]]  # lowercase names
+    path: str
 
 
 class Authenticator(Protocol):
-    def authenticate(self, credentials: Credentials) -> UserInfo | None: ...
+    async def authenticate(self, credentials: Credentials) -> UserInfo | None:
+        """The user the credentials identify, or None when this authenticator cannot tell."""
+        ...
 
 
-def load_ca_bundle(path: str) -> list[x509.Certificate]:
-    with open(path, "rb") as f:
-        return x509.load_pem_x509_certificates(f.read())
+class VerifiedLeaves:
+    """Client certificates already checked against one set of roots, by their DER: a client
+    sends the same certificate on every request of every connection, and parsing plus a
+    signature check per request cost a quarter of a GET. Bounded: cleared when full."""
 
+    MAX_ENTRIES = 4096
 
-# Verified leaves by (DER, roots): a client sends the same certificate on every request of
-# every connection, and parsing plus a signature check per request cost a quarter of a GET.
-_VERIFIED: dict[tuple[bytes, int], x509.Certificate | None] = {}
-_VERIFIED_MAX = 4096
+    def __init__(self, roots: Sequence[x509.Certificate]) -> None:
+        self.roots = roots
+        self._leaves: dict[bytes, x509.Certificate | None] = {}
 
-
-def _verified_leaf(chain: Sequence[bytes],
-                   roots: Sequence[x509.Certificate]) -> x509.Certificate | None:
-    """The leaf if it is directly issued by one of roots (TLS has already checked the chain
-    and its validity period against the union of kext's CAs; this tells which CA it was)."""
-    if not chain or not roots:
-        return None
-    key = (chain[0], id(roots))
-    if key in _VERIFIED:
-        return _VERIFIED[key]
-    if len(_VERIFIED) >= _VERIFIED_MAX:
-        _VERIFIED.clear()
-    leaf = _verify_leaf(chain[0], roots)
-    _VERIFIED[key] = leaf
-    return leaf
+    def leaf(self, chain: Sequence[bytes]) -> x509.Certificate | None:
+        """The leaf if it is directly issued by one of the roots (TLS has already checked the
+        chain and its validity period against the union of kext's CAs; this tells which CA
+        it was)."""
+        if not chain or not self.roots:
+            return None
+        der = chain[0]
+        if der in self._leaves:
+            return self._leaves[der]
+        if len(self._leaves) >= self.MAX_ENTRIES:
+            self._leaves.clear()
+        leaf = _verify_leaf(der, self.roots)
+        self._leaves[der] = leaf
+        return leaf
 
 
 def _verify_leaf(der: bytes, roots: Sequence[x509.Certificate]) -> x509.Certificate | None:
@@ -75,10 +81,10 @@ class X509Authenticator:
     """A client certificate signed by the client CA: CN is the user, O the groups."""
 
     def __init__(self, roots: list[x509.Certificate]) -> None:
-        self.roots = roots
+        self.verified = VerifiedLeaves(roots)
 
-    def authenticate(self, credentials: Credentials) -> UserInfo | None:
-        leaf = _verified_leaf(credentials.peer_certificates, self.roots)
+    async def authenticate(self, credentials: Credentials) -> UserInfo | None:
+        leaf = self.verified.leaf(credentials.peer_certificates)
         if leaf is None:
             return None
         orgs = tuple(
@@ -94,7 +100,7 @@ class RequestHeaderAuthenticator:
     def __init__(self, roots: list[x509.Certificate], allowed_names: list[str],
                  username_headers: list[str], group_headers: list[str],
                  extra_prefixes: list[str]) -> None:
-        self.roots = roots
+        self.verified = VerifiedLeaves(roots)
         self.allowed_names = set(allowed_names)
         self.username_headers = [h.lower() for h in username_headers]
         self.group_headers = [h.lower() for h in group_headers]
@@ -105,8 +111,8 @@ class RequestHeaderAuthenticator:
         return (name in self.username_headers or name in self.group_headers
                 or any(name.startswith(p) for p in self.extra_prefixes))
 
-    def authenticate(self, credentials: Credentials) -> UserInfo | None:
-        leaf = _verified_leaf(credentials.peer_certificates, self.roots)
+    async def authenticate(self, credentials: Credentials) -> UserInfo | None:
+        leaf = self.verified.leaf(credentials.peer_certificates)
         if leaf is None:
             return None
         if self.allowed_names and _common_name(leaf) not in self.allowed_names:
@@ -132,10 +138,26 @@ class RequestHeaderAuthenticator:
         return UserInfo(name, groups, extra={k: tuple(v) for k, v in extra.items()})
 
 
-class UnionAuthenticator:
-    """Tries each authenticator in order; anonymous last if enabled."""
+class AnonymousAuthenticator:
+    """system:anonymous (group system:unauthenticated) for a request nobody else identified:
+    on every path, or only on `paths` (kube's anonymous authenticator with path conditions,
+    which is how health probes without credentials pass while anonymous access is off)."""
 
-    def __init__(self, authenticators: list[Authenticator], anonymous: bool,
+    def __init__(self, paths: AllowedPaths | None = None) -> None:
+        self.paths = paths
+
+    async def authenticate(self, credentials: Credentials) -> UserInfo | None:
+        if self.paths is not None and not self.paths.matches(credentials.path):
+            return None
+        return UserInfo(ANONYMOUS, (UNAUTHENTICATED,))
+
+
+class UnionAuthenticator:
+    """Tries each authenticator in order, first success wins, and adds system:authenticated
+    to the user; then the anonymous authenticator, if any."""
+
+    def __init__(self, authenticators: Sequence[Authenticator],
+                 anonymous: AnonymousAuthenticator | None = None,
                  request_header: RequestHeaderAuthenticator | None = None) -> None:
         self.authenticators = authenticators
         self.anonymous = anonymous
@@ -146,14 +168,14 @@ class UnionAuthenticator:
             return headers
         return [(k, v) for k, v in headers if not self.request_header.is_identity_header(k)]
 
-    def authenticate(self, credentials: Credentials) -> UserInfo | None:
+    async def authenticate(self, credentials: Credentials) -> UserInfo | None:
         for authenticator in self.authenticators:
-            user = authenticator.authenticate(credentials)
+            user = await authenticator.authenticate(credentials)
             if user is not None:
                 if AUTHENTICATED not in user.groups:
                     user = UserInfo(user.name, (*user.groups, AUTHENTICATED), user.uid,
                                     user.extra)
                 return user
-        if self.anonymous:
-            return UserInfo(ANONYMOUS, (UNAUTHENTICATED,))
+        if self.anonymous is not None:
+            return await self.anonymous.authenticate(credentials)
         return None

@@ -1,10 +1,13 @@
 """The generic store every declared resource reuses (cf. apiserver
 pkg/registry/generic/registry/store.go): metadata rules, strategies, dry-run, finalizers and
-the translation of storage errors into Status errors. It knows nothing of HTTP."""
+the translation of storage errors into Status errors. Writes take the request's context and
+its admission steps (kext.registry.rest) and call them at kube's points; the store decides no
+policy and knows nothing of HTTP or webhooks."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,10 +17,11 @@ from kext.api.errors import Cause
 from kext.api.resource import ResourceDefinition
 from kext.api.selectors import FieldSelector, LabelSelector, field_set
 from kext.registry.fieldmanager import FieldManager
+from kext.registry.rest import ADMIT_NOTHING, Admission, RequestContext, ValidateDeleteFunc
 from kext.registry.storeerr import MODIFIED, interpret
-from kext.registry.strategy import StatusStrategy, Strategy
+from kext.registry.strategy import Strategies, Strategy, crd_strategies
 from kext.storage import errors as storage_errors
-from kext.storage.interface import Interface, ListOptions, Preconditions, WatchEvent
+from kext.storage.interface import Interface, ListOptions, Preconditions, WatchEvent, WatchOptions
 
 Object = dict[str, Any]
 
@@ -28,15 +32,9 @@ VALID_PROPAGATION = ("Orphan", "Background", "Foreground")
 
 
 @dataclass(frozen=True)
-class WriteOptions:
-    dry_run: bool = False
-    field_validation: str = "Warn"  # Strict | Warn | Ignore
-    field_manager: str = ""  # the manager recorded in managedFields (never empty in use)
-
-
-@dataclass(frozen=True)
 class DeleteOptions:
-    dry_run: bool = False
+    """What a delete asks beyond the request's context (dry-run is the context's)."""
+
     preconditions: Preconditions | None = None
     propagation_policy: str = ""
     grace_period_seconds: int | None = None
@@ -70,9 +68,11 @@ def resource_root(prefix: str, definition: ResourceDefinition) -> str:
 
 
 class Store:
-    """CRUD for one declared resource over a storage.Interface."""
+    """CRUD for one declared resource over a storage.Interface, with the resource's
+    strategies (the CustomResource ones unless it brings its own)."""
 
-    def __init__(self, definition: ResourceDefinition, storage: Interface, prefix: str) -> None:
+    def __init__(self, definition: ResourceDefinition, storage: Interface, prefix: str,
+                 strategies: Strategies | None = None) -> None:
         self.definition = definition
         self.storage = storage
         self.group = definition.group
@@ -81,15 +81,11 @@ class Store:
         self.namespaced = definition.namespaced
         self._root = resource_root(prefix, definition)
         self._storage_api_version = f"{self.group}/{definition.storage_version.name}"
-        self._strategies = {
-            v.name: Strategy(definition, v) for v in definition.served_versions
-        }
-        self._status_strategies = {
-            v.name: StatusStrategy(self._strategies[v.name])
-            for v in definition.served_versions if v.status_subresource
-        }
+        self.strategies = strategies if strategies is not None else crd_strategies(definition)
         self._field_managers = {
-            v.name: FieldManager.for_version(definition, v) for v in definition.served_versions
+            # the strategy's compiled schema: one compilation per version serves both
+            v.name: FieldManager.for_version(definition, v, self.strategies.main[v.name].schema)
+            for v in definition.served_versions
         }
 
     # -- keys and versions
@@ -101,12 +97,7 @@ class Store:
         return f"{self._root}{namespace}/" if self.namespaced and namespace else self._root
 
     def strategy(self, version: str, subresource: str = "") -> Strategy:
-        if subresource == "status":
-            status = self._status_strategies.get(version)
-            if status is None:
-                raise errors.path_not_found(f"{self.resource}/status")
-            return status
-        return self._strategies[version]
+        return self.strategies.get(version, subresource)
 
     def _api_version(self, version: str) -> str:
         return f"{self.group}/{version}"
@@ -180,16 +171,13 @@ class Store:
     def watch(self, namespace: str, resource_version: int | None, selection: Selection, *,
               send_initial_events: bool = False,
               allow_bookmarks: bool = False) -> AsyncGenerator[WatchEvent, None]:
-        """Changes after resource_version (0 or None for "": current state as ADDED first).
-        The initial-events and bookmark options need the watch cache as storage."""
-        extra: dict[str, bool] = {}
-        if send_initial_events:
-            extra["send_initial_events"] = True
-        if allow_bookmarks:
-            extra["allow_bookmarks"] = True
+        """Changes after resource_version (0 or None for "": current state as ADDED first),
+        with the watch-list initial events and bookmarks as storage.WatchOptions says."""
         events = self.storage.watch(
             self.prefix(namespace), resource_version=resource_version,
-            predicate=self.predicate(selection), **extra,
+            predicate=self.predicate(selection),
+            options=WatchOptions(send_initial_events=send_initial_events,
+                                 allow_bookmarks=allow_bookmarks),
         )
         return self._status_errors(events)
 
@@ -208,55 +196,66 @@ class Store:
     @property
     def cache_revision(self) -> int:
         """The revision the watch cache has reached (0 without a cache)."""
-        return int(getattr(self.storage, "resource_version", 0))
+        return self.storage.last_sync_resource_version
 
     # -- create
 
-    async def create(self, namespace: str, version: str, obj: Object,
-                     options: WriteOptions, *, applied: bool = False) -> Result:
-        """Create obj; applied=True when obj is the outcome of a server-side apply (its
-        managedFields are already the apply's)."""
+    async def create(self, ctx: RequestContext, version: str, obj: Object,
+                     admission: Admission = ADMIT_NOTHING, *, applied: bool = False) -> Result:
+        """Create obj in ctx.namespace; applied=True when obj is the outcome of a server-side
+        apply (its managedFields are already the apply's). In kube's order: decoding (prune,
+        default), managedFields, mutating admission, system fields and generateName,
+        PrepareForCreate, Validate, Canonicalize, validating admission, storage."""
         strategy = self.strategy(version)
         self._check_type_meta(obj, version)
-        warnings: list[str] = []
         metadata = obj.setdefault("metadata", {})
         if not isinstance(metadata, dict):
             raise errors.bad_request("metadata must be an object")
-        self._check_namespace(metadata, namespace)
+        meta.ensure_namespace(metadata, ctx.namespace, self.namespaced)
         if metadata.get("resourceVersion"):
             raise errors.internal_error(
                 "resourceVersion should not be set on objects to be created"
             )
-        if not metadata.get("name") and metadata.get("generateName"):
-            metadata["name"] = meta.generate_name(metadata["generateName"])
-        warnings += self._unknown_fields(strategy.prune_and_default(obj), options)
+        warnings = self._unknown_fields(strategy.prune_and_default(obj), ctx)
         if not applied:
-            self._field_managers[version].update(None, obj, options.field_manager, meta.now())
+            self._field_managers[version].update(None, obj, ctx.field_manager, meta.now())
+        if admission.mutate is not None:
+            obj = _mutated(obj, await admission.mutate(obj, None))
+            metadata = obj["metadata"]
+            meta.ensure_namespace(metadata, ctx.namespace, self.namespaced)
         for key in ("uid", "deletionTimestamp", "deletionGracePeriodSeconds"):
             metadata.pop(key, None)
         metadata["uid"] = meta.new_uid()
         metadata["creationTimestamp"] = meta.now()
+        if not metadata.get("name") and metadata.get("generateName"):
+            metadata["name"] = meta.generate_name(metadata["generateName"])
         strategy.prepare_for_create(obj)
-        await strategy.run_defaulting(obj, None)
-        await self._validate(await strategy.validate(obj), metadata.get("name", ""))
-        await strategy.run_status(obj, None)
+        self._validate(strategy.validate(obj), metadata.get("name", ""))
+        await strategy.canonicalize(obj, None)
+        if admission.validate is not None:
+            # as kube: validation gets a copy, so it cannot change what is stored
+            await admission.validate(copy.deepcopy(obj), None)
         obj["apiVersion"] = self._storage_api_version
         name = metadata["name"]
-        if options.dry_run:
+        if ctx.dry_run:
             return Result(self.to_version(obj, version), warnings)
         try:
-            stored = await self.storage.create(self.key(namespace, name), obj)
+            stored = await self.storage.create(self.key(ctx.namespace, name), obj)
         except storage_errors.StorageError as exc:
             raise self._error(exc, name) from None
         return Result(self.to_version(stored, version), warnings)
 
     # -- update (PUT and PATCH share it; the caller supplies how the new object is made)
 
-    async def update(self, namespace: str, name: str, version: str, updated: UpdatedObject,
-                     options: WriteOptions, subresource: str = "", *,
+    async def update(self, ctx: RequestContext, name: str, version: str,
+                     updated: UpdatedObject, admission: Admission = ADMIT_NOTHING, *,
                      applied: bool = False) -> Result:
-        """Replace the object with what updated makes of it (PUT, patches); applied=True when
-        updated is a server-side apply (it keeps managedFields itself)."""
+        """Replace the object with what updated makes of it (PUT, patches), through
+        ctx.subresource; applied=True when updated is a server-side apply (it keeps
+        managedFields itself). Each attempt of the guaranteed update runs, in kube's order:
+        updated, decoding (prune, default), managedFields, mutating admission, PrepareForUpdate,
+        ValidateUpdate, Canonicalize, validating admission; a conflict retries them all."""
+        subresource = ctx.subresource
         strategy = self.strategy(version, subresource)
         field_manager = self._field_managers[version]
         warnings: list[str] = []
@@ -273,7 +272,7 @@ class Store:
             metadata = new.get("metadata")
             if not isinstance(metadata, dict):
                 raise errors.bad_request("metadata must be an object")
-            self._check_namespace(metadata, namespace)
+            meta.ensure_namespace(metadata, ctx.namespace, self.namespaced)
             if metadata.get("name", name) != name:
                 raise errors.bad_request(
                     f"the name of the object ({metadata.get('name')}) does not match the "
@@ -283,23 +282,28 @@ class Store:
             requested_rv = metadata.get("resourceVersion", "")
             if requested_rv and requested_rv != current["metadata"]["resourceVersion"]:
                 raise errors.conflict(self.group, self.resource, name, MODIFIED)
-            warnings.extend(self._unknown_fields(strategy.prune_and_default(new), options))
+            warnings.extend(self._unknown_fields(strategy.prune_and_default(new), ctx))
             if not applied:
-                field_manager.update(old, new, options.field_manager, meta.now(), subresource)
+                field_manager.update(old, new, ctx.field_manager, meta.now(), subresource)
+            if admission.mutate is not None:
+                new = _mutated(new, await admission.mutate(new, old))
+                metadata = new["metadata"]
+                meta.ensure_namespace(metadata, ctx.namespace, self.namespaced)
             _keep_system_fields(metadata, old["metadata"])
             strategy.prepare_for_update(new, old)
-            await strategy.run_defaulting(new, old)
-            await self._validate(await strategy.validate_update(new, old), name)
-            await strategy.run_status(new, old)
+            self._validate(strategy.validate_update(new, old), name)
+            await strategy.canonicalize(new, old)
+            if admission.validate is not None:
+                await admission.validate(copy.deepcopy(new), copy.deepcopy(old))
             new["apiVersion"] = self._storage_api_version
             finalized = bool(
                 new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers")
             )
-            if options.dry_run:
+            if ctx.dry_run:
                 raise _DryRun(new)
             return new
 
-        key = self.key(namespace, name)
+        key = self.key(ctx.namespace, name)
         try:
             stored = await self.storage.guaranteed_update(key, try_update)
         except _DryRun as dry:
@@ -314,12 +318,14 @@ class Store:
 
     # -- server-side apply
 
-    async def apply(self, namespace: str, name: str, version: str, applied: Object,
-                    force: bool, options: WriteOptions, subresource: str = "") -> Result:
-        """Server-side apply of the manager's intent: update when the object exists, create it
-        otherwise (not through /status). Conflicts with other managers are 409 unless force."""
+    async def apply(self, ctx: RequestContext, name: str, version: str, applied: Object,
+                    force: bool, admission: Admission = ADMIT_NOTHING) -> Result:
+        """Server-side apply of ctx.field_manager's intent: update when the object exists,
+        create it otherwise (not through /status). Conflicts with other managers are 409
+        unless force. Admission sees an UPDATE or a CREATE (old None) as the case is."""
         field_manager = self._field_managers[version]
-        manager = options.field_manager
+        manager = ctx.field_manager
+        subresource = ctx.subresource
 
         async def apply_to(current: Object | None) -> Object:
             return field_manager.apply(current, applied, manager, force, meta.now(),
@@ -327,24 +333,23 @@ class Store:
 
         for _ in range(2):
             try:
-                return await self.update(namespace, name, version, apply_to, options,
-                                         subresource, applied=True)
+                return await self.update(ctx, name, version, apply_to, admission, applied=True)
             except errors.StatusError as exc:
                 if exc.code != 404 or subresource or exc.reason != "NotFound":
                     raise
             try:
-                return await self._create_applied(namespace, name, version, applied, force,
-                                                  options)
+                return await self._create_applied(ctx, name, version, applied, force,
+                                                  admission)
             except errors.StatusError as exc:
                 if exc.reason != "AlreadyExists":
                     raise
                 # created concurrently since we looked: apply to that object instead
         raise errors.conflict(self.group, self.resource, name, MODIFIED)
 
-    async def _create_applied(self, namespace: str, name: str, version: str, applied: Object,
-                              force: bool, options: WriteOptions) -> Result:
+    async def _create_applied(self, ctx: RequestContext, name: str, version: str,
+                              applied: Object, force: bool, admission: Admission) -> Result:
         field_manager = self._field_managers[version]
-        obj = field_manager.apply(None, applied, options.field_manager, force, meta.now())
+        obj = field_manager.apply(None, applied, ctx.field_manager, force, meta.now())
         metadata = obj.setdefault("metadata", {})
         if metadata.get("name", name) != name:
             raise errors.bad_request(
@@ -352,15 +357,17 @@ class Store:
                 f"the URL ({name})"
             )
         metadata["name"] = name
-        result = await self.create(namespace, version, obj, options, applied=True)
+        result = await self.create(ctx, version, obj, admission, applied=True)
         result.created = True
         return result
 
     # -- delete
 
-    async def delete(self, namespace: str, name: str, version: str,
-                     options: DeleteOptions) -> Result:
-        """Delete now, or mark for deletion when finalizers remain (deleted=False)."""
+    async def delete(self, ctx: RequestContext, name: str, version: str,
+                     options: DeleteOptions, validate: ValidateDeleteFunc | None = None) -> Result:
+        """Delete now, or mark for deletion when finalizers remain (deleted=False). validate
+        (delete admission) sees a copy of the object about to be deleted or marked, on the
+        attempt that writes it."""
         if options.propagation_policy and options.propagation_policy not in VALID_PROPAGATION:
             raise errors.invalid("meta.k8s.io", "DeleteOptions", "", [Cause(
                 "FieldValueNotSupported",
@@ -368,39 +375,44 @@ class Store:
                 '"Foreground", "Background", "Orphan"',
                 "propagationPolicy",
             )])
-        key = self.key(namespace, name)
+        key = self.key(ctx.namespace, name)
 
         async def check(current: Object) -> None:
             # Runs on the object storage is about to delete (one read, then the txn), after
             # storage checked the preconditions on it.
             if current["metadata"].get("finalizers"):
                 raise _Finalizing()
-            if options.dry_run:
+            if validate is not None:
+                await validate(self.to_version(copy.deepcopy(current), version))
+            if ctx.dry_run:
                 raise _DryRun(current)
 
         try:
             deleted = await self.storage.delete(key, preconditions=options.preconditions,
                                                 validate=check)
         except _Finalizing:
-            return await self._mark_deleting(key, name, version, options)
+            return await self._mark_deleting(ctx, key, name, version, options, validate)
         except _DryRun as dry:
             return Result(self.to_version(dry.object, version), deleted=True)
         except storage_errors.StorageError as exc:
             raise self._error(exc, name) from None
         return Result(self.to_version(deleted, version), deleted=True)
 
-    async def _mark_deleting(self, key: str, name: str, version: str,
-                             options: DeleteOptions) -> Result:
+    async def _mark_deleting(self, ctx: RequestContext, key: str, name: str, version: str,
+                             options: DeleteOptions,
+                             validate: ValidateDeleteFunc | None) -> Result:
         async def mark(current: Object | None) -> Object:
             if current is None:
                 raise errors.not_found(self.group, self.resource, name)
+            if validate is not None:
+                await validate(self.to_version(copy.deepcopy(current), version))
             metadata = current["metadata"]
             if not metadata.get("deletionTimestamp"):
                 metadata["deletionTimestamp"] = meta.now()
                 metadata["deletionGracePeriodSeconds"] = 0
                 # as rest.BeforeDelete does: controllers see the deletion as a new generation
                 metadata["generation"] = metadata.get("generation", 0) + 1
-            if options.dry_run:
+            if ctx.dry_run:
                 raise _DryRun(current)
             return current
 
@@ -425,16 +437,18 @@ class Store:
         except storage_errors.StorageError as exc:
             raise self._error(exc, name) from None
 
-    async def delete_collection(self, namespace: str, version: str, selection: Selection,
-                                options: DeleteOptions) -> Object:
-        """Delete every selected object; returns the list of what was deleted or marked."""
-        listed = await self.get_list(namespace, version, selection, ListOptions())
+    async def delete_collection(self, ctx: RequestContext, version: str, selection: Selection,
+                                options: DeleteOptions,
+                                validate: ValidateDeleteFunc | None = None) -> Object:
+        """Delete every selected object in ctx.namespace (validate called for each, as its
+        delete runs); returns the list of what was deleted or marked."""
+        listed = await self.get_list(ctx.namespace, version, selection, ListOptions())
         items = []
         for item in listed["items"]:
             meta_ = item["metadata"]
+            item_ctx = dataclasses.replace(ctx, namespace=meta_.get("namespace", ""))
             try:
-                result = await self.delete(meta_.get("namespace", ""), meta_["name"], version,
-                                           options)
+                result = await self.delete(item_ctx, meta_["name"], version, options, validate)
             except errors.StatusError as exc:
                 if exc.code == 404:  # deleted concurrently: that is what was asked
                     continue
@@ -463,27 +477,15 @@ class Store:
                 else f"the kind in the data ({kind}) does not match the expected kind ({self.kind})"
             )
 
-    def _check_namespace(self, metadata: dict[str, Any], namespace: str) -> None:
-        if not self.namespaced:
-            metadata.pop("namespace", None)
-            return
-        body_ns = metadata.get("namespace")
-        if body_ns and body_ns != namespace:
-            raise errors.bad_request(
-                "the namespace of the provided object does not match the namespace sent on "
-                "the request"
-            )
-        metadata["namespace"] = namespace
-
-    def _unknown_fields(self, unknown: list[str], options: WriteOptions) -> list[str]:
-        if not unknown or options.field_validation == "Ignore":
+    def _unknown_fields(self, unknown: list[str], ctx: RequestContext) -> list[str]:
+        if not unknown or ctx.field_validation == "Ignore":
             return []
         messages = [f'unknown field "{path.lstrip(".")}"' for path in unknown]
-        if options.field_validation == "Strict":
+        if ctx.field_validation == "Strict":
             raise errors.bad_request("strict decoding error: " + ", ".join(messages))
         return messages
 
-    async def _validate(self, causes: list[Cause], name: str) -> None:
+    def _validate(self, causes: list[Cause], name: str) -> None:
         if causes:
             raise errors.invalid(self.group, self.kind, name, causes)
 
@@ -498,6 +500,16 @@ class _DryRun(Exception):
     def __init__(self, obj: Object) -> None:
         super().__init__("dry run")
         self.object = obj
+
+
+def _mutated(obj: Object, result: Object | None) -> Object:
+    """The object a mutating admission step leaves: obj changed in place, or its
+    replacement (500 when the replacement is no object with metadata)."""
+    if result is None:
+        return obj
+    if not isinstance(result, dict) or not isinstance(result.get("metadata"), dict):
+        raise errors.internal_error("mutating admission returned no object with metadata")
+    return result
 
 
 def _keep_system_fields(metadata: dict[str, Any], old: dict[str, Any]) -> None:

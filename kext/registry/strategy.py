@@ -1,34 +1,39 @@
 """The strategy of a declared resource: what the generic store does differently per resource
 (cf. apiextensions-apiserver pkg/registry/customresource/strategy.go). One instance per
-(resource, version); the status variant only lets `.status` change."""
+(resource, version); the status variant only lets `.status` change. A resource may bring its
+own strategies to the Store; `crd_strategies` builds the CustomResource ones."""
 
 from __future__ import annotations
 
 import copy
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from kext.api import meta
+from kext.api import errors, meta
 from kext.api.errors import Cause
 from kext.api.resource import ResourceDefinition, Version
 from kext.api.schema import Schema
-from kext.registry.hooks import Hook, call_hook, load_hook
 
 Object = dict[str, Any]
+
+# A resource's own code computing derived fields (its `kext.io/hooks` status hooks): called
+# with the object about to be stored and the stored one (None on create), it changes the
+# object in place; it may be a coroutine function.
+StatusHook = Callable[[Object, Object | None], Any]
 
 
 class Strategy:
     """Create/update rules, validation and defaulting for one version of a resource."""
 
-    def __init__(self, definition: ResourceDefinition, version: Version) -> None:
+    def __init__(self, definition: ResourceDefinition, version: Version,
+                 status_hooks: Sequence[StatusHook] = ()) -> None:
         self.definition = definition
         self.version = version
         self.namespaced = definition.namespaced
         self.has_status = version.status_subresource
         self.schema = Schema(version.schema)
-        self.hooks: dict[str, list[Hook]] = {
-            kind: [load_hook(path) for path in paths]
-            for kind, paths in definition.hooks.items()
-        }
+        self.status_hooks = tuple(status_hooks)
 
     # -- decoding: what the apiextensions decoder does to every incoming object
 
@@ -46,10 +51,9 @@ class Strategy:
             obj.pop("status", None)
         obj["metadata"]["generation"] = 1
 
-    async def validate(self, obj: Object) -> list[Cause]:
+    def validate(self, obj: Object) -> list[Cause]:
         causes = meta.validate_object_meta_create(obj, self.namespaced)
         causes.extend(self.schema.validate(obj))
-        causes.extend(await self._hook_validation(obj, None))
         return causes
 
     # -- update
@@ -66,36 +70,26 @@ class Strategy:
         if _spec_changed(new, old, ignore_status=self.has_status):
             new["metadata"]["generation"] += 1
 
-    async def validate_update(self, new: Object, old: Object) -> list[Cause]:
+    def validate_update(self, new: Object, old: Object) -> list[Cause]:
         causes = meta.validate_object_meta_update(new, old)
         causes.extend(self.schema.validate(new))
-        causes.extend(await self._hook_validation(new, old))
         return causes
 
-    # -- hooks
+    # -- after validation
 
-    async def run_defaulting(self, obj: Object, old: Object | None) -> None:
-        for hook in self.hooks.get("defaulting", ()):
-            await call_hook(hook, obj, old)
-
-    async def run_status(self, obj: Object, old: Object | None) -> None:
-        for hook in self.hooks.get("status", ()):
-            await call_hook(hook, obj, old)
-
-    async def _hook_validation(self, obj: Object, old: Object | None) -> list[Cause]:
-        causes: list[Cause] = []
-        for hook in self.hooks.get("validation", ()):
-            for message in await call_hook(hook, obj, old) or ():
-                if isinstance(message, Cause):
-                    causes.append(message)
-                else:
-                    causes.append(Cause("FieldValueInvalid", str(message)))
-        return causes
+    async def canonicalize(self, obj: Object, old: Object | None) -> None:
+        """Runs once validation passed, before validating admission and storage (kube's
+        Canonicalize): the resource's status hooks compute derived fields here, after
+        PrepareFor* reset what a client may not set, so what they compute is kept."""
+        for hook in self.status_hooks:
+            result = hook(obj, old)
+            if inspect.isawaitable(result):
+                await result
 
 
 class StatusStrategy(Strategy):
     """Updates through `/status`: only `.status` (and managedFields) may change. It shares
-    the main strategy's compiled schema and hooks rather than building them again."""
+    the main strategy's compiled schema and status hooks rather than building them again."""
 
     def __init__(self, main: Strategy) -> None:
         self.definition = main.definition
@@ -103,7 +97,7 @@ class StatusStrategy(Strategy):
         self.namespaced = main.namespaced
         self.has_status = main.has_status
         self.schema = main.schema
-        self.hooks = main.hooks
+        self.status_hooks = main.status_hooks
 
     def prepare_for_update(self, new: Object, old: Object) -> None:
         status = new.get("status")
@@ -116,6 +110,35 @@ class StatusStrategy(Strategy):
             new["status"] = status
         if managed is not None:
             new["metadata"]["managedFields"] = managed
+
+
+class Strategies:
+    """The strategies of one resource: one per served version, and the `/status` one of each
+    version with a status subresource."""
+
+    def __init__(self, main: Mapping[str, Strategy], status: Mapping[str, Strategy]) -> None:
+        self.main = dict(main)
+        self.status = dict(status)
+
+    def get(self, version: str, subresource: str = "") -> Strategy:
+        """The strategy of a write to version (through subresource); 404 for a `/status`
+        the version does not have."""
+        if subresource == "status":
+            strategy = self.status.get(version)
+            if strategy is None:
+                raise errors.path_not_found(f"{self.main[version].definition.plural}/status")
+            return strategy
+        return self.main[version]
+
+
+def crd_strategies(definition: ResourceDefinition,
+                   status_hooks: Sequence[StatusHook] = ()) -> Strategies:
+    """The CustomResource strategies of a declared resource; status_hooks are its own code
+    computing derived fields (loaded by the caller: the registry imports no user code)."""
+    main = {v.name: Strategy(definition, v, status_hooks) for v in definition.served_versions}
+    status = {v.name: StatusStrategy(main[v.name])
+              for v in definition.served_versions if v.status_subresource}
+    return Strategies(main, status)
 
 
 def _spec_changed(new: Object, old: Object, *, ignore_status: bool) -> bool:

@@ -1,15 +1,38 @@
-"""Assemble and run the server: storage (external or embedded etcd), one store per declared
-resource, the router and filter chain, and the HTTPS listener on the asyncio reactor."""
+"""Run kext: the process-level parts first (kext/server/process.py: serving certificates,
+embedded etcd, the listening socket), then one API server built from the completed config
+(kext/server/config.py) serving on that socket, until SIGTERM/SIGINT; then the server stops,
+and the process-level parts after it."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from twisted.internet import task
+from twisted.internet.defer import Deferred
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from kext.admission.hooks import load_hooks
 from kext.config import ServerConfig
+from kext.metrics import Metrics
+from kext.registry.store import Store, resource_root
+from kext.registry.strategy import crd_strategies
+from kext.server import filters, http, metadata_paths
+from kext.server.config import CompletedConfig, new_config
+from kext.server.handlers import watch
+from kext.server.healthz import Check, HealthEndpoint, ping
+from kext.server.process import Process, ServingCertificates
+from kext.server.request import APIRequest, Handler, Response
+from kext.server.routes import Router
+from kext.server.tls import ReloadingContextFactory
+from kext.storage.cacher import Cacher
+from kext.storage.etcd3 import Etcd3Store, EtcdClient, connect
 
 log = logging.getLogger("kext")
 
@@ -19,112 +42,49 @@ SHUTDOWN_DRAIN_SECONDS = 10.0
 
 @dataclass
 class Serving:
-    """What start() brought up, so stop() can take it down in reverse order."""
+    """What prepare_run() and serve() brought up, so stop() can take it down in reverse
+    order."""
 
-    port: Any = None
-    embedded: Any = None
-    storage: Any = None
-    caches: list[Any] = field(default_factory=list)
-    closers: list[Any] = field(default_factory=list)
-
-
-async def serve_metrics(request: Any) -> Any:
-    """/metrics in the Prometheus text format."""
-    from kext import metrics
-    from kext.server.request import Response
-
-    return Response(200, metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
+    port: Any = None  # twisted's IListeningPort
+    storage: EtcdClient | None = None
+    caches: list[Cacher] = field(default_factory=list)
+    closers: list[Callable[[], object]] = field(default_factory=list)
 
 
 class APIServer:
-    """The running server. Build with a config, then `await start()` / `await stop()`."""
+    """One API server and everything it owns: its metrics, authenticator, authorizer and
+    in-flight counts (built here), its etcd client, watch caches, stores, router and filter
+    chain (`await prepare_run()`), its HTTPS port on a listening socket it is given
+    (`serve(listener)`). `await stop()` takes them down."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: CompletedConfig) -> None:
         self.config = config
+        self.metrics = Metrics()
+        self.authenticator = config.new_authenticator()
+        self.authorizer = config.new_authorizer()
+        self.inflight = filters.InFlight(config.max_requests_inflight,
+                                         config.max_mutating_requests_inflight, self.metrics)
         self.serving = Serving()
-        self.url = ""
         self.shutting_down = False
-        self.inflight: Any = None
+        self.handler: Handler | None = None
 
-    async def start(self) -> None:
-        from twisted.internet import reactor as _reactor
-        from twisted.internet import task
-
-        from kext import metrics
-        from kext.auth.authentication import (
-            RequestHeaderAuthenticator,
-            UnionAuthenticator,
-            X509Authenticator,
-            load_ca_bundle,
-        )
-        from kext.certs import dialable_url, ensure_self_signed
-        from kext.registry.store import Store, resource_root
-        from kext.server import filters, http, metadata_paths
-        from kext.server.healthz import Check, HealthEndpoint, ping
-        from kext.server.routes import Router
-        from kext.server.tls import ReloadingContextFactory
-        from kext.storage.cacher import Cacher
-        from kext.storage.embedded import EmbeddedEtcd
-        from kext.storage.etcd3 import Etcd3Store, connect
-
-        reactor = cast(Any, _reactor)
+    async def prepare_run(self) -> None:
+        """Connect to etcd, prime a watch cache and build a store per resource, and put the
+        router and the filter chain together (cf. New and PrepareRun)."""
         cfg = self.config
-        host = cfg.serving.bind_address
-        url_host = f"[{host}]" if ":" in host else host
-        self.url = f"https://{url_host}:{cfg.serving.port}"
-
-        etcd_cfg = cfg.storage.etcd
-        if not etcd_cfg.endpoints:
-            self.serving.embedded = EmbeddedEtcd(cfg.storage.embedded)
-            endpoint = await self.serving.embedded.start()
-            etcd_cfg = type(etcd_cfg)(endpoints=[endpoint])
-            log.info("embedded etcd serving on %s (data in %s)", endpoint,
-                     cfg.storage.embedded.data_dir)
-        client = await connect(etcd_cfg)
+        client = await connect(cfg.etcd)
         self.serving.storage = client
         storage = Etcd3Store(client)
-
-        cert_file, key_file = cfg.serving.cert_file, cfg.serving.key_file
-        client_ca_files = [p for p in (cfg.authentication.client_ca_file,
-                                       cfg.authentication.request_header.client_ca_file) if p]
-        self.kubeconfig = ""
-        if not cert_file:
-            material = ensure_self_signed(cfg.serving.cert_dir, [host], self.url)
-            self.url = dialable_url(self.url)
-            cert_file, key_file = material.cert_file, material.key_file
-            self.kubeconfig = material.kubeconfig
-            if not cfg.authentication.client_ca_file:
-                client_ca_files.append(material.client_ca_file)
-
-        authenticators: list[Any] = []
-        request_header = None
-        rh = cfg.authentication.request_header
-        if rh.client_ca_file:
-            request_header = RequestHeaderAuthenticator(
-                load_ca_bundle(rh.client_ca_file), rh.allowed_names, rh.username_headers,
-                rh.group_headers, rh.extra_header_prefixes,
-            )
-            authenticators.append(request_header)
-        x509_files = [p for p in client_ca_files if p != rh.client_ca_file]
-        if x509_files:
-            authenticators.append(X509Authenticator(
-                [c for p in x509_files for c in load_ca_bundle(p)]
-            ))
-        authenticator = UnionAuthenticator(authenticators, cfg.authentication.anonymous,
-                                           request_header)
-
         stores = []
         for definition in cfg.resources:
-            cache = Cacher(storage, resource_root(cfg.storage.prefix, definition))
+            cache = Cacher(storage, resource_root(cfg.storage_prefix, definition))
             await cache.start()
             self.serving.caches.append(cache)
-            stores.append(Store(definition, cache, cfg.storage.prefix))
-            metrics.storage.add(definition.group, definition.storage_version.name,
-                                definition.kind, definition.plural, cache)
-
-        async def cache_check() -> str | None:
-            waiting = [c.root for c in self.serving.caches if not c.ready]
-            return f"watch cache not primed: {', '.join(waiting)}" if waiting else None
+            strategies = crd_strategies(definition,
+                                        load_hooks(definition.hooks.get("status", ())))
+            stores.append(Store(definition, cache, cfg.storage_prefix, strategies))
+            self.metrics.storage.add(definition.group, definition.storage_version.name,
+                                     definition.kind, definition.plural, cache)
 
         async def etcd_check() -> str | None:
             try:
@@ -137,51 +97,56 @@ class APIServer:
             HealthEndpoint("healthz", [Check("ping", ping), Check("etcd", etcd_check)]),
             HealthEndpoint("livez", [Check("ping", ping), Check("etcd", etcd_check)]),
             HealthEndpoint("readyz", [Check("ping", ping), Check("etcd", etcd_check),
-                                      Check("watch-cache", cache_check),
+                                      Check("watch-cache", self.cache_check),
                                       Check("shutdown", self.shutdown_check)]),
         ]
-        router = Router(stores, health)
+        router = Router(stores, health, functools.partial(watch.watch, metrics=self.metrics))
         metadata_paths.install(router, cfg.resources)
-        router.add_path("/metrics", serve_metrics)
-        self.inflight = filters.InFlight(cfg.serving.max_requests_inflight,
-                                         cfg.serving.max_mutating_requests_inflight)
-        handler = filters.chain(
-            router, authenticator, cfg.authorization.always_allow_paths, self.inflight,
-            cfg.serving.request_timeout_seconds,
-        )
-        site = http.make_site(handler, cfg.serving.max_request_body_bytes)
-        tls = ReloadingContextFactory(cert_file, key_file, client_ca_files)
+        router.add_path("/metrics", self.serve_metrics)
+        self.handler = filters.chain(router, self.authenticator, self.authorizer,
+                                     self.inflight, cfg.request_timeout_seconds, self.metrics)
+
+    def serve(self, listener: socket.socket) -> None:
+        """Serve HTTPS on a listening socket (cf. Run). The port takes a descriptor of its
+        own: the caller may close its one. The serving certificate is reloaded when its
+        files change."""
+        from twisted.internet import reactor as _reactor  # the one run() installed
+
+        assert self.handler is not None, "prepare_run() comes first"
+        reactor = cast(Any, _reactor)
+        cfg = self.config
+        site = http.make_site(self.handler, cfg.max_request_body_bytes)
+        tls = ReloadingContextFactory(cfg.serving.cert_file, cfg.serving.key_file,
+                                      list(cfg.serving.client_ca_files))
         reload_loop = task.LoopingCall(tls.reload_if_changed)
         reload_loop.start(10.0, now=False)
         self.serving.closers.append(reload_loop.stop)
-        self.serving.port = reactor.listenSSL(
-            cfg.serving.port, site, tls, interface=host
-        )
-        self.announce()
+        # what listenSSL does, on a socket that is already listening (the casts: mypy does
+        # not see zope's interface declarations)
+        https = TLSMemoryBIOFactory(cast(Any, tls), False, cast(Any, site))
+        self.serving.port = reactor.adoptStreamPort(listener.fileno(), listener.family, https)
 
-    def announce(self) -> None:
-        """Tell the user where kext listens and how to reach it."""
-        names = ", ".join(d.name for d in self.config.resources) or "no resources"
-        print(f"kext is serving {names} on {self.url}", flush=True)
-        if self.kubeconfig:
-            first = self.config.resources[0].plural if self.config.resources else "widgets"
-            print(f"  try: kubectl --kubeconfig {self.kubeconfig} get {first}", flush=True)
-        print(f"  health: curl -k {self.url}/readyz?verbose", flush=True)
+    async def serve_metrics(self, request: APIRequest) -> Response:
+        """/metrics: this server's metrics in the Prometheus text format."""
+        return Response(200, self.metrics.exposition(),
+                        "text/plain; version=0.0.4; charset=utf-8")
+
+    async def cache_check(self) -> str | None:
+        waiting = [c.root for c in self.serving.caches if not c.ready]
+        return f"watch cache not primed: {', '.join(waiting)}" if waiting else None
 
     async def shutdown_check(self) -> str | None:
         return "the server is shutting down" if self.shutting_down else None
 
     async def stop(self) -> None:
         """Stop listening, let in-flight requests finish (bounded), end watches cleanly, close
-        storage, stop the embedded etcd."""
+        storage."""
         self.shutting_down = True
         if self.serving.port is not None:
-            from twisted.internet.defer import Deferred
-
             stopping = self.serving.port.stopListening()
             if isinstance(stopping, Deferred):
                 await stopping.asFuture(asyncio.get_running_loop())
-        if self.inflight is not None and not await self.inflight.drained(SHUTDOWN_DRAIN_SECONDS):
+        if not await self.inflight.drained(SHUTDOWN_DRAIN_SECONDS):
             log.warning("shutting down with requests still in flight after %ss",
                         SHUTDOWN_DRAIN_SECONDS)
         for close in self.serving.closers:
@@ -190,11 +155,20 @@ class APIServer:
             await cache.stop()  # ends every watch stream cleanly
         if self.serving.storage is not None:
             await self.serving.storage.close()
-        if self.serving.embedded is not None:
-            await self.serving.embedded.stop()
 
 
-def run(config: ServerConfig) -> int:
+def announce(options: ServerConfig, certificates: ServingCertificates) -> None:
+    """Tell the user where kext listens and how to reach it."""
+    url = certificates.url
+    names = ", ".join(d.name for d in options.resources) or "no resources"
+    print(f"kext is serving {names} on {url}", flush=True)
+    if certificates.kubeconfig:
+        first = options.resources[0].plural if options.resources else "widgets"
+        print(f"  try: kubectl --kubeconfig {certificates.kubeconfig} get {first}", flush=True)
+    print(f"  health: curl -k {url}/readyz?verbose", flush=True)
+
+
+def run(options: ServerConfig) -> int:
     """Run kext until SIGTERM/SIGINT; returns the process exit code."""
     from twisted.internet import asyncioreactor
 
@@ -202,11 +176,27 @@ def run(config: ServerConfig) -> int:
     asyncio.set_event_loop(loop)
     asyncioreactor.install(loop)
     from twisted.internet import reactor as _reactor
-    from twisted.internet.defer import Deferred
 
     reactor = cast(Any, _reactor)
-    server = APIServer(config)
+    process = Process(options)
+    server: APIServer | None = None
     exit_code = 0
+
+    async def start() -> None:
+        nonlocal server
+        certificates = await process.start()
+        server = APIServer(new_config(options, certificates, process.etcd).complete())
+        await server.prepare_run()
+        server.serve(process.listen())
+        # The one server of this process holds its own descriptor of the socket: closing
+        # this one makes stopping that server stop accepting connections.
+        process.close_listener()
+        announce(options, certificates)
+
+    async def stop() -> None:
+        if server is not None:
+            await server.stop()
+        await process.stop()  # the embedded etcd stops after the server closed storage
 
     def failed(failure: Any) -> None:
         nonlocal exit_code
@@ -215,12 +205,11 @@ def run(config: ServerConfig) -> int:
         log.debug("start-up failed: %s", failure.getTraceback())
         reactor.stop()
 
-    def start() -> None:
-        Deferred.fromFuture(asyncio.ensure_future(server.start())).addErrback(failed)
-
-    reactor.callWhenRunning(start)
+    reactor.callWhenRunning(
+        lambda: Deferred.fromFuture(asyncio.ensure_future(start())).addErrback(failed)
+    )
     reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(server.stop()))
+        "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(stop()))
     )
     reactor.run()
     return exit_code

@@ -1,6 +1,7 @@
-"""The request filter chain, outermost first: Status errors → authentication → in-flight
-limit → authorization → timeout → handler (cf. apiserver pkg/server/filters and
-pkg/endpoints/filters). Each filter wraps a Handler and returns a Handler."""
+"""The request filter chain, outermost first: metrics → Status errors → authentication →
+(audit) → (impersonation) → in-flight limit → authorization → timeout → handler (cf.
+apiserver pkg/server/filters and pkg/endpoints/filters). Each filter wraps a Handler and
+returns a Handler."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-from kext import metrics
 from kext.api import errors
 from kext.auth.authentication import Credentials, UnionAuthenticator
-from kext.auth.user import ANONYMOUS, UNAUTHENTICATED, UserInfo
+from kext.auth.authorization.authorizer import Attributes, Authorizer, Decision
+from kext.metrics import Gauge, Metrics
 from kext.server.request import (
     AnyResponse,
     APIRequest,
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 
 LONG_RUNNING_VERBS = ("watch",)
 MUTATING_METHODS = ("POST", "PUT", "PATCH", "DELETE")
-HEALTH_PATHS = ("/healthz", "/livez", "/readyz")
 
 
 def is_long_running(request: APIRequest) -> bool:
@@ -48,14 +48,13 @@ def with_status_errors(handler: Handler) -> Handler:
     return serve
 
 
-def with_authentication(handler: Handler, authenticator: UnionAuthenticator,
-                        always_allow_paths: list[str]) -> Handler:
+def with_authentication(handler: Handler, authenticator: UnionAuthenticator) -> Handler:
     """Identify the caller and strip front-proxy identity headers; 401 when nobody is
-    identified, except on the always-allowed paths (health probes carry no credentials)."""
+    identified (cf. WithAuthentication)."""
 
     async def serve(request: APIRequest) -> AnyResponse:
-        credentials = Credentials(request.peer_certificates, request.raw_headers)
-        user = authenticator.authenticate(credentials)
+        credentials = Credentials(request.peer_certificates, request.raw_headers, request.path)
+        user = await authenticator.authenticate(credentials)
         stripped = authenticator.strip_identity_headers(request.raw_headers)
         if len(stripped) != len(request.raw_headers):
             request.raw_headers = stripped
@@ -64,35 +63,84 @@ def with_authentication(handler: Handler, authenticator: UnionAuthenticator,
                 headers[key] = f"{headers[key]},{value}" if key in headers else value
             request.headers = headers
         if user is None:
-            if not path_allowed(request.path, always_allow_paths):
-                raise errors.unauthorized()
-            user = UserInfo(ANONYMOUS, (UNAUTHENTICATED,))
+            raise errors.unauthorized()
         request.user = user
         return await handler(request)
 
     return serve
 
 
-def path_allowed(path: str, allowed: list[str]) -> bool:
-    """Whether path is one of allowed, or below one ending in '*' or a health endpoint."""
-    for entry in allowed:
-        if entry.endswith("*"):
-            if path.startswith(entry[:-1]):
-                return True
-        elif path == entry or (entry in HEALTH_PATHS and path.startswith(entry + "/")):
-            return True
-    return False
+def authorizer_attributes(request: APIRequest) -> Attributes:
+    """What the request asks to do, for the authorizer (cf. GetAuthorizerAttributes)."""
+    info = request.info
+    assert request.user is not None, "authorization runs after authentication"
+    return Attributes(
+        user=request.user, verb=info.verb, is_resource_request=info.is_resource_request,
+        path=request.path, namespace=info.namespace, api_group=info.api_group,
+        api_version=info.api_version, resource=info.resource, subresource=info.subresource,
+        name=info.name,
+    )
+
+
+def forbidden(attributes: Attributes, reason: str) -> errors.StatusError:
+    """The 403 Status kube-apiserver answers a denied request with (cf. responsewriters
+    Forbidden and apierrors.NewForbidden)."""
+    q = errors.go_quote
+    user = q(attributes.user.name)
+    if not attributes.is_resource_request:
+        message = f"User {user} cannot {attributes.verb} path {q(attributes.path)}"
+    else:
+        resource = attributes.resource
+        if attributes.subresource:
+            resource = f"{resource}/{attributes.subresource}"
+        where = (f"in the namespace {q(attributes.namespace)}" if attributes.namespace
+                 else "at the cluster scope")
+        message = (f"User {user} cannot {attributes.verb} resource {q(resource)} "
+                   f"in API group {q(attributes.api_group)} {where}")
+    if reason:
+        message = f"{message}: {reason}"
+    group, resource, name = attributes.api_group, attributes.resource, attributes.name
+    if not group and not resource:
+        message = f"forbidden: {message}"
+    else:
+        qualified = f"{resource}.{group}" if group else resource
+        message = f"{qualified} {q(name)} is forbidden: {message}" if name \
+            else f"{qualified} is forbidden: {message}"
+    return errors.StatusError(403, "Forbidden", message, name=name, group=group,
+                              kind=resource)
+
+
+def with_authorization(handler: Handler, authorizer: Authorizer) -> Handler:
+    """Serve what the authorizer allows; 403 otherwise, 500 when it could not decide (cf.
+    WithAuthorization)."""
+
+    async def serve(request: APIRequest) -> AnyResponse:
+        attributes = authorizer_attributes(request)
+        try:
+            decision, reason = await authorizer.authorize(attributes)
+        except Exception as exc:
+            log.error("authorizing %s %s failed: %s", request.method, request.path, exc)
+            raise errors.internal_error(
+                f"Internal Server Error: {errors.go_quote(request.path)}: {exc}"
+            ) from None
+        if decision is Decision.ALLOW:
+            return await handler(request)
+        log.debug("forbidden %s %s: %s", request.method, request.path, reason)
+        raise forbidden(attributes, reason)
+
+    return serve
 
 
 class InFlight:
     """Requests being served now (watches excluded), by kind; shutdown waits for zero."""
 
-    def __init__(self, max_readonly: int, max_mutating: int) -> None:
+    def __init__(self, max_readonly: int, max_mutating: int, metrics: Metrics) -> None:
         self.limits = {"readonly": max_readonly, "mutating": max_mutating}
         self.counts = {"readonly": 0, "mutating": 0}
         self._idle = asyncio.Event()
         self._idle.set()
-        # apiserver_current_inflight_requests is read from these counts when scraped
+        # this server's apiserver_current_inflight_requests is read from these counts when
+        # scraped
         for kind, label in (("readonly", "readOnly"), ("mutating", "mutating")):
             metrics.current_inflight.labels(label).set_function(
                 functools.partial(self.counts.__getitem__, kind)
@@ -167,7 +215,7 @@ def _reported_verb(request: APIRequest) -> str:
     return request.method
 
 
-def with_metrics(handler: Handler) -> Handler:
+def with_metrics(handler: Handler, metrics: Metrics) -> Handler:
     """apiserver_request_total / _duration_seconds and the long-running gauge, labelled as
     kube-apiserver labels them (the in-flight gauge reads InFlight)."""
 
@@ -191,7 +239,7 @@ def with_metrics(handler: Handler) -> Handler:
     return serve
 
 
-async def _counted(chunks: AsyncIterator[bytes], gauge: metrics.Gauge) -> AsyncIterator[bytes]:
+async def _counted(chunks: AsyncIterator[bytes], gauge: Gauge) -> AsyncIterator[bytes]:
     """Hold the long-running gauge up for as long as the stream runs."""
     gauge.inc()
     try:
@@ -204,13 +252,15 @@ async def _counted(chunks: AsyncIterator[bytes], gauge: metrics.Gauge) -> AsyncI
             await aclose()
 
 
-def chain(handler: Handler, authenticator: UnionAuthenticator, always_allow_paths: list[str],
-          inflight: InFlight, timeout_seconds: float) -> Handler:
-    """The full chain around the router, in kube-apiserver's order."""
+def chain(handler: Handler, authenticator: UnionAuthenticator, authorizer: Authorizer,
+          inflight: InFlight, timeout_seconds: float, metrics: Metrics) -> Handler:
+    """The full chain around the router, in kube-apiserver's order (audit and impersonation,
+    when kext has them, go between authentication and the in-flight limit)."""
     inner = with_timeout(handler, timeout_seconds)
+    inner = with_authorization(inner, authorizer)
     inner = with_max_inflight(inner, inflight)
-    inner = with_authentication(inner, authenticator, always_allow_paths)
-    return with_metrics(with_status_errors(inner))
+    inner = with_authentication(inner, authenticator)
+    return with_metrics(with_status_errors(inner), metrics)
 
 
 __all__ = ["chain", "status_response"]

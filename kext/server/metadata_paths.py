@@ -37,13 +37,13 @@ def install(router: Router, resources: Sequence[ResourceDefinition]) -> None:
     openapi = OpenAPIDocuments(resources)
 
     async def apis(request: APIRequest) -> Response:
-        doc = discovery.apis(request.header("accept") or None)
+        doc = discovery.apis(request.header("accept"))
         if doc is None:
             raise _not_acceptable()
         return _document(request, doc, [("Cache-Control", "public")])
 
     async def group_or_version(request: APIRequest) -> Response:
-        if negotiate_discovery(request.header("accept") or None, aggregated=False) is None:
+        if negotiate_discovery(request.header("accept"), aggregated=False) is None:
             raise _not_acceptable()
         parts = request.path.strip("/").split("/")
         doc = None
@@ -62,12 +62,12 @@ def install(router: Router, resources: Sequence[ResourceDefinition]) -> None:
         raise errors.path_not_found(request.path)
 
     async def openapi_v2(request: APIRequest) -> Response:
-        if not accepts_json(request.header("accept") or None):
+        if not accepts_json(request.header("accept")):
             raise _not_acceptable()
         return _document(request, openapi.v2)
 
     async def openapi_v3(request: APIRequest) -> Response:
-        if not accepts_json(request.header("accept") or None):
+        if not accepts_json(request.header("accept")):
             raise _not_acceptable()
         path = request.path.rstrip("/")
         if path == "/openapi/v3":

@@ -1,5 +1,6 @@
 """Content negotiation: which representation (object, Table, PartialObjectMetadata) and which
-media type (JSON or YAML) a request asks for (cf. apiserver pkg/endpoints/handlers/negotiation)."""
+media type (JSON or YAML) a request asks for (cf. apiserver pkg/endpoints/handlers/negotiation
+and RequestScope.AllowsMediaTypeTransform); the Accept header is read by kext.api.accept."""
 
 from __future__ import annotations
 
@@ -7,18 +8,13 @@ import enum
 from dataclasses import dataclass
 
 from kext.api import errors
+from kext.api.accept import JSON, YAML, MediaRange, negotiate_media_type
 
 
 class Representation(enum.Enum):
     OBJECT = "Object"
     TABLE = "Table"
     PARTIAL_OBJECT_METADATA = "PartialObjectMetadata"
-
-
-@dataclass(frozen=True)
-class MediaType:
-    type: str  # e.g. "application/json"
-    params: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -30,10 +26,8 @@ class Target:
     meta_version: str = "v1"  # meta.k8s.io version of Table / PartialObjectMetadata
 
 
-OBJECT_JSON = Target(Representation.OBJECT)
-
-_JSON_TYPES = {"application/json", "application/*", "*/*"}
-_YAML_TYPES = {"application/yaml"}
+# What a resource endpoint serves, in kube's order (`*/*` means JSON).
+_OFFERED = (JSON, YAML)
 _AS = {
     "Table": Representation.TABLE,
     "PartialObjectMetadata": Representation.PARTIAL_OBJECT_METADATA,
@@ -41,43 +35,28 @@ _AS = {
 }
 
 
-def parse_media_types(header: str) -> list[MediaType]:
-    """Split an Accept (or Content-Type) header into media types with their parameters."""
-    out: list[MediaType] = []
-    for clause in header.split(","):
-        pieces = [p.strip() for p in clause.split(";")]
-        if not pieces[0]:
-            continue
-        params: dict[str, str] = {}
-        for piece in pieces[1:]:
-            key, _, value = piece.partition("=")
-            params[key.strip().lower()] = value.strip().strip('"')
-        out.append(MediaType(pieces[0].lower(), params))
-    return out
+def _target(clause: MediaRange, media_type: str) -> Target | None:
+    is_yaml = media_type == YAML
+    as_kind = clause.params.get("as")
+    if as_kind is None:
+        return Target(Representation.OBJECT, yaml=is_yaml)
+    representation = _AS.get(as_kind)
+    if representation is None or clause.params.get("g") != "meta.k8s.io":
+        return None
+    version = clause.params.get("v", "v1")
+    if version not in ("v1", "v1beta1"):
+        return None
+    return Target(representation, yaml=is_yaml, meta_version=version)
 
 
-def negotiate(accept: str, *, allow_transforms: bool = True) -> Target:
-    """Pick the first acceptable media type of the Accept header; 406 if there is none."""
-    if not accept.strip():
-        return OBJECT_JSON
-    for media in parse_media_types(accept):
-        is_yaml = media.type in _YAML_TYPES
-        if media.type not in _JSON_TYPES and not is_yaml:
-            continue
-        as_kind = media.params.get("as")
-        if as_kind is None:
-            return Target(Representation.OBJECT, yaml=is_yaml)
-        if not allow_transforms:
-            continue
-        representation = _AS.get(as_kind)
-        if representation is None or media.params.get("g") != "meta.k8s.io":
-            continue
-        version = media.params.get("v", "v1")
-        if version not in ("v1", "v1beta1"):
-            continue
-        return Target(representation, yaml=is_yaml, meta_version=version)
-    raise errors.not_acceptable(
-        "only the following media types are accepted: application/json, application/yaml, "
-        "application/json;as=Table;v=v1;g=meta.k8s.io, "
-        "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io"
-    )
+def negotiate(accept: str | None) -> Target:
+    """What a resource request's Accept header asks for: the object, a Table or
+    PartialObjectMetadata, as JSON or YAML; 406 if the header admits none of them."""
+    target = negotiate_media_type(accept, _OFFERED, _target)
+    if target is None:
+        raise errors.not_acceptable(
+            "only the following media types are accepted: application/json, application/yaml, "
+            "application/json;as=Table;v=v1;g=meta.k8s.io, "
+            "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io"
+        )
+    return target

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from kext.admission.chain import Chain, resource_chain
 from kext.api import errors
 from kext.registry.store import Store
-from kext.server.handlers import create, delete, get, patch, update, watch
+from kext.server.handlers import create, delete, get, patch, update
 from kext.server.handlers.scope import Scope
 from kext.server.healthz import HealthEndpoint
 from kext.server.request import AnyResponse, APIRequest
@@ -23,7 +24,6 @@ VERBS: dict[str, ResourceHandler] = {
     "patch": patch.patch,
     "delete": delete.delete,
     "deletecollection": delete.delete_collection,
-    "watch": watch.watch,
 }
 
 # Verbs each subresource path accepts.
@@ -33,11 +33,17 @@ SUBRESOURCE_VERBS = {"status": ("get", "update", "patch")}
 class Router:
     """Routes an authenticated request to its handler."""
 
-    def __init__(self, stores: list[Store], health: list[HealthEndpoint]) -> None:
+    def __init__(self, stores: list[Store], health: list[HealthEndpoint],
+                 watch: ResourceHandler) -> None:
         self.stores = {(s.group, s.resource): s for s in stores}
+        # each resource's admission chain, its hooks loaded once
+        self.chains: dict[tuple[str, str], Chain] = {
+            key: resource_chain(s.definition) for key, s in self.stores.items()
+        }
         self.health = {f"/{h.name}": h for h in health}
         self.paths: dict[str, PathHandler] = {}
-        self.verbs = dict(VERBS)
+        # watch is the server's own: it records that server's watch-event metrics
+        self.verbs = {**VERBS, "watch": watch}
 
     def add_path(self, path: str, handler: PathHandler) -> None:
         self.paths[path] = handler
@@ -85,7 +91,8 @@ class Router:
         handler = self.verbs.get(verb)
         if handler is None:
             raise errors.method_not_supported(store.group, store.resource, verb)
-        scope = Scope(store, version, info.namespace, info.name, info.subresource)
+        scope = Scope(store, version, info.namespace, info.name, info.subresource,
+                      self.chains[(store.group, store.resource)])
         return await handler(request, scope)
 
 

@@ -6,49 +6,35 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLContextFactory
 from zope.interface import implementer
 
+from kext.certs import load_certificates, load_serving_pair
+
 log = logging.getLogger(__name__)
 
 
 def _load(cert_file: str, key_file: str, client_ca_files: list[str]) -> ssl.CertificateOptions:
-    with open(cert_file, "rb") as f:
-        pem = f.read()
-    certs = [crypto.load_certificate(crypto.FILETYPE_PEM, block)
-             for block in _pem_blocks(pem, b"CERTIFICATE")]
-    with open(key_file, "rb") as f:
-        key = crypto.load_privatekey(crypto.FILETYPE_PEM, f.read())
-    ca_certs: list[crypto.X509] = []
-    for path in client_ca_files:
-        with open(path, "rb") as f:
-            ca_certs.extend(crypto.load_certificate(crypto.FILETYPE_PEM, b)
-                            for b in _pem_blocks(f.read(), b"CERTIFICATE"))
-    options = ssl.CertificateOptions(
-        privateKey=key,
-        certificate=certs[0],
-        extraCertChain=certs[1:],
+    chain, key = load_serving_pair(cert_file, key_file)
+    # pyOpenSSL takes cryptography's objects for the serving side (its own are deprecated
+    # there; Twisted's annotations predate that), but only its own X509 in the CA store.
+    serving: dict[str, Any] = {
+        "privateKey": key, "certificate": chain[0], "extraCertChain": chain[1:],
+    }
+    ca_certs = [crypto.X509.from_cryptography(c)
+                for path in client_ca_files for c in load_certificates(path)]
+    return ssl.CertificateOptions(
+        **serving,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
         acceptableProtocols=[b"h2", b"http/1.1"],
         verify=bool(ca_certs),
         caCerts=ca_certs or None,
         requireCertificate=False,
     )
-    return options
-
-
-def _pem_blocks(pem: bytes, label: bytes) -> list[bytes]:
-    begin, end = b"-----BEGIN " + label + b"-----", b"-----END " + label + b"-----"
-    blocks = []
-    start = pem.find(begin)
-    while start != -1:
-        stop = pem.index(end, start) + len(end)
-        blocks.append(pem[start:stop])
-        start = pem.find(begin, stop)
-    return blocks
 
 
 @implementer(IOpenSSLContextFactory)
@@ -74,7 +60,7 @@ class ReloadingContextFactory:
                 return False
             self._options = _load(self.cert_file, self.key_file, self.client_ca_files)
             self._stamp = stamp
-        except (OSError, SSL.Error, crypto.Error, ValueError) as exc:
+        except (OSError, SSL.Error, ValueError) as exc:  # PEMError is a ValueError
             log.warning("serving certificate not reloaded (keeping the current one): %s", exc)
             return False
         log.info("serving certificate reloaded from %s", self.cert_file)

@@ -1,17 +1,19 @@
 """The watch cache: storage.Interface for one resource, served from memory (cf. k8s.io/apiserver
 pkg/storage/cacher: cacher.go, watch_cache.go, cache_watcher.go).
 
-A `Cacher` lists its resource root from etcd once, keeps every current object in an in-memory
-index and the most recent events in a bounded window, and follows etcd with ONE watch of the
-whole root. From that it serves:
+A `Cacher` sits on another storage.Interface (etcd's, in kext) and depends on nothing else of
+it. It lists its resource root once (`snapshot`), keeps every current object in an in-memory
+index and the most recent events in a bounded window, and follows storage with ONE watch of
+the whole root. From that it serves:
 
 - lists and gets with resourceVersion "0" (any), "N" (not older than N) and "" (consistent:
-  the cache first proves it has caught up with etcd's current revision, else etcd answers);
+  the cache first proves it has caught up with storage's current revision, with
+  `watch_progress`, else storage answers);
 - every watch of the resource: each watcher gets the same `WatchEvent` objects (so each event
   is encoded once, whatever the number of watchers), filtered by its key prefix and predicate.
 
-Writes, exact-revision reads and continue tokens go to etcd. Objects handed out are the cache's
-own: consumers must treat them as immutable (the registry copies before it mutates).
+Writes, exact-revision reads and continue tokens go to storage. Objects handed out are the
+cache's own: consumers must treat them as immutable (the registry copies before it mutates).
 
 A watcher's queue is bounded; a watcher that does not keep up is cut off (its stream ends, the
 client watches again from the last resourceVersion it saw), so it never stalls the others.
@@ -27,9 +29,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
 
-from aetcd import rpc
-from aetcd.utils import prefix_range_end
-
+from kext.storage.continue_token import encode_continue
 from kext.storage.errors import (
     ExpiredError,
     KeyNotFoundError,
@@ -37,21 +37,23 @@ from kext.storage.errors import (
     TooLargeResourceVersionError,
     UnavailableError,
 )
-from kext.storage.etcd3 import Etcd3Store, _decode, _with_rv, encode_continue
 from kext.storage.interface import (
+    INITIAL_EVENTS_END_ANNOTATION,
+    Interface,
     ListOptions,
     ListResult,
     Object,
     Preconditions,
     Predicate,
+    SnapshotPage,
     UpdateFunc,
     WatchEvent,
+    WatchOptions,
+    WatchProgress,
 )
+from kext.storage.versioner import with_resource_version
 
 log = logging.getLogger(__name__)
-
-# The annotation on the BOOKMARK that ends the initial events of a watch-list request.
-INITIAL_EVENTS_END_ANNOTATION = "k8s.io/initial-events-end"
 
 DEFAULT_WINDOW = 1024  # events kept for watches that resume from a resourceVersion
 DEFAULT_WATCHER_QUEUE = 1024  # events queued per watcher before it is cut off
@@ -73,6 +75,7 @@ class _Watcher:
         "done",
         "error",
         "floor",
+        "key",
         "last_rv",
         "next_bookmark",
         "predicate",
@@ -89,9 +92,11 @@ class _Watcher:
         capacity: int,
         allow_bookmarks: bool,
         next_bookmark: float,
+        key: str | None = None,
     ) -> None:
         self.prefix = prefix
         self.predicate = predicate
+        self.key = key  # a watch of one key: only its events, though registered at prefix
         # Live events at or below floor are already covered by what the watch started with.
         self.floor = floor
         # The newest revision the client knows it has seen everything up to (for bookmarks).
@@ -124,7 +129,8 @@ class _Watcher:
 class Cacher:
     """storage.Interface for the resource stored under `root`, served from a watch cache.
 
-    `store` is the etcd storage every write (and what the cache cannot serve) goes to.
+    `store` is the storage every write (and what the cache cannot serve) goes to, and the
+    one the cache lists and follows.
     `window` events are kept for watches resuming from a resourceVersion; a watcher whose
     queue holds `watcher_queue` events is cut off; watchers that allow bookmarks get one every
     `bookmark_interval` seconds when the cache's revision moved past what they were sent;
@@ -134,7 +140,7 @@ class Cacher:
 
     def __init__(
         self,
-        store: Etcd3Store,
+        store: Interface,
         root: str,
         *,
         window: int = DEFAULT_WINDOW,
@@ -156,8 +162,6 @@ class Cacher:
         self.bookmark_interval = bookmark_interval
         self.block_timeout = block_timeout
         self.page_size = page_size
-        self._root_b = root.encode()
-        self._root_end: bytes = prefix_range_end(self._root_b)
 
         # The state at revision _rv: key -> object, and the keys in order (for lists).
         self._index: dict[str, Object] = {}
@@ -193,8 +197,9 @@ class Cacher:
         return self._ready.is_set()
 
     @property
-    def resource_version(self) -> int:
-        """The latest revision the cache has seen (events and etcd progress notifications)."""
+    def last_sync_resource_version(self) -> int:
+        """The latest revision the cache has seen (events and storage's progress
+        notifications): kube's LastSyncResourceVersion."""
         return self._rv
 
     @property
@@ -271,21 +276,15 @@ class Cacher:
         """A consistent, paginated list of the root; replaces the index and empties the window."""
         index: dict[str, Object] = {}
         keys: list[str] = []
-        start, revision = self._root_b, 0
-        while True:
-            request = rpc.RangeRequest(
-                key=start, range_end=self._root_end, limit=self.page_size, revision=revision
-            )
-            response = await self.store.client.kv_range(request, key=self.root)
-            if revision == 0:
-                revision = response.header.revision  # later pages read at the same revision
-            for kv in response.kvs:
-                key = kv.key.decode("utf-8", "replace")
-                index[key] = _decode(kv.key, kv.value, kv.mod_revision)
-                keys.append(key)
-            if not response.more or not response.kvs:
-                break
-            start = response.kvs[-1].key + b"\x00"
+        revision = 0
+        async with contextlib.aclosing(
+            self.store.snapshot(self.root, page_size=self.page_size)
+        ) as pages:
+            async for page in pages:
+                revision = page.revision  # every page is read at the same revision
+                for key, obj in page.items:
+                    index[key] = obj
+                    keys.append(key)
         keys.sort()  # etcd's byte order already; Python's str order is the same for UTF-8
         self._index, self._keys = index, keys
         self._rv = revision
@@ -299,7 +298,8 @@ class Cacher:
 
     async def _follow(self) -> None:
         """Apply every event of the one etcd watch of the root, from the list's revision."""
-        events = self.store.watch(self.root, resource_version=self._rv, progress_notify=True)
+        events = self.store.watch(self.root, resource_version=self._rv,
+                                  options=WatchOptions(progress_notify=True))
         self.etcd_watch_count += 1
         try:
             async for event in events:
@@ -354,31 +354,6 @@ class Cacher:
 
     # -- freshness
 
-    async def _unchanged_since(self, revision: int, count: int) -> tuple[int, bool, int]:
-        """Ask etcd (one read-only transaction at its current revision R) whether the root's
-        state at R is the state at `revision` that had `count` keys: true when no key was
-        written after `revision` and the number of keys is unchanged (a delete lowers it).
-        Returns (R, unchanged, the latest write's revision after `revision` or 0)."""
-        changed = rpc.RangeRequest(
-            key=self._root_b,
-            range_end=self._root_end,
-            keys_only=True,
-            min_mod_revision=revision + 1,
-            sort_target=rpc.RangeRequest.MOD,
-            sort_order=rpc.RangeRequest.DESCEND,
-            limit=1,
-        )
-        total = rpc.RangeRequest(key=self._root_b, range_end=self._root_end, count_only=True)
-        txn = rpc.TxnRequest(success=[
-            rpc.RequestOp(request_range=total),
-            rpc.RequestOp(request_range=changed),
-        ])
-        response = await self.store.client.kv_txn(txn, key=self.root)
-        keys = response.responses[0].response_range.count
-        kvs = response.responses[1].response_range.kvs
-        latest_write = int(kvs[0].mod_revision) if kvs else 0
-        return int(response.header.revision), latest_write == 0 and keys == count, latest_write
-
     async def _wait_fresh(self, key: str, minimum: int | None) -> int:
         """Wait until the index shows a state at some revision >= minimum (None: etcd's current
         revision, a consistent read) and return that revision. The caller must read the index
@@ -386,8 +361,9 @@ class Cacher:
 
         etcd 3.4 cannot be asked for a progress notification reliably, and the cache only
         moves with writes under its root, so a cache that is behind only because of writes
-        elsewhere is proven current by `_unchanged_since` instead of waited for. Raises
-        TooLargeResourceVersionError after block_timeout (kube's waitUntilFreshAndBlock)."""
+        elsewhere is proven current by storage's `watch_progress` (one read) instead of
+        waited for. Raises TooLargeResourceVersionError after block_timeout (kube's
+        waitUntilFreshAndBlock)."""
         if minimum is not None and self._rv >= minimum:
             return self._rv
         loop = asyncio.get_running_loop()
@@ -403,20 +379,20 @@ class Cacher:
             if loop.time() >= deadline:
                 raise TooLargeResourceVersionError(key, minimum, self._rv)
             revision, generation, count = self._rv, self._generation, len(self._index)
-            etcd_revision, unchanged, latest_write = await self._unchanged_since(revision, count)
+            progress = await self.store.watch_progress(self.root, since=revision)
             if self._rv >= minimum:
                 return self._rv
             if (self._rv, self._generation) != (revision, generation):
                 continue  # the cache moved meanwhile: look again
-            if unchanged and etcd_revision >= minimum:
+            if progress.unchanged(count) and progress.revision >= minimum:
                 # remember the proof: until etcd or the cache moves, it holds without a scan
-                self._proven = (revision, generation, etcd_revision)
-                return etcd_revision
+                self._proven = (revision, generation, progress.revision)
+                return progress.revision
             # Changes are on their way to the cache (wait for the latest write), or only
             # deletes are, or etcd has not reached minimum yet (wait a while, look again).
             while (remaining := deadline - loop.time()) > 0:
                 await self._wait_progress(min(remaining, _POLL_SLICE))
-                if self._rv >= latest_write:
+                if self._rv >= progress.latest_write:
                     break
 
     async def _wait_etcd_reached(self, key: str, minimum: int) -> None:
@@ -535,10 +511,12 @@ class Cacher:
         *,
         preconditions: Preconditions | None = None,
         validate: Callable[[Object], Awaitable[None]] | None = None,
+        cached: Object | None = None,
     ) -> Object:
-        """Delete key in etcd, starting from the cached object (one transaction when it is
-        current, as kube hands storage its cachedExistingObject)."""
-        cached = self._index.get(key) if self.ready else None
+        """Delete key in storage, starting from cached or else the cache's copy (one
+        transaction when it is current, as kube hands storage its cachedExistingObject)."""
+        if cached is None and self.ready:
+            cached = self._index.get(key)
         return await self.store.delete(key, preconditions=preconditions, validate=validate,
                                        cached=cached)
 
@@ -556,12 +534,26 @@ class Cacher:
         )
 
     async def current_revision(self) -> int:
-        """etcd's current revision (a quorum read)."""
+        """Storage's current revision (a consistent read)."""
         return await self.store.current_revision()
 
     async def count(self, key_prefix: str) -> int:
-        """How many keys are under key_prefix (etcd)."""
+        """How many keys are under key_prefix (storage's count)."""
         return await self.store.count(key_prefix)
+
+    async def snapshot(
+        self, key_prefix: str, *, page_size: int
+    ) -> AsyncGenerator[SnapshotPage, None]:
+        """Storage's snapshot of key_prefix (the cache's state is not a consistent read)."""
+        async with contextlib.aclosing(
+            self.store.snapshot(key_prefix, page_size=page_size)
+        ) as pages:
+            async for page in pages:
+                yield page
+
+    async def watch_progress(self, key_prefix: str, *, since: int) -> WatchProgress:
+        """Storage's progress under key_prefix."""
+        return await self.store.watch_progress(key_prefix, since=since)
 
     # -- watch
 
@@ -571,10 +563,10 @@ class Cacher:
         *,
         resource_version: int | None,
         predicate: Predicate | None = None,
-        send_initial_events: bool = False,
-        allow_bookmarks: bool = False,
+        options: WatchOptions | None = None,
     ) -> AsyncGenerator[WatchEvent, None]:
-        """Every change under key_prefix (below the root), as kube-apiserver's cacher serves it.
+        """Every change under key_prefix (below the root), as kube-apiserver's cacher serves it
+        (options.recursive=False: of the one key key_prefix).
 
         resource_version None ("") or 0: ADDED for every current object that matches, then
         every change. N: every change after N, from the window then live, exactly once and in
@@ -585,13 +577,21 @@ class Cacher:
         allow_bookmarks, a BOOKMARK annotated k8s.io/initial-events-end at that revision, then
         every change. allow_bookmarks: a BOOKMARK ({metadata: {resourceVersion}}) every
         bookmark_interval when the cache's revision passed the last one sent.
+        options.progress_notify is not for the cache's clients and is ignored (as kube's).
         With a predicate, an object that stops matching is DELETED (its last matching state
         at the change's revision) and one that starts matching is ADDED.
 
         Errors are raised when iterated. The stream ends when the watcher does not keep up, or
         the cache stops; ExpiredError ends it when the cache re-lists after compaction.
         Closing the generator ends the watch. Events and objects are shared: do not mutate."""
-        prefix = key_prefix if key_prefix.endswith("/") else key_prefix + "/"
+        options = options or WatchOptions()
+        send_initial_events, allow_bookmarks = options.send_initial_events, options.allow_bookmarks
+        key: str | None = None
+        if options.recursive:
+            prefix = key_prefix if key_prefix.endswith("/") else key_prefix + "/"
+        else:
+            # One key: registered at its directory, its events picked out by key.
+            key, prefix = key_prefix, key_prefix.rsplit("/", 1)[0] + "/"
         if not prefix.startswith(self.root):
             raise ValueError(f"the watch cache of {self.root} cannot watch {key_prefix}")
         requested = resource_version or 0
@@ -612,7 +612,7 @@ class Cacher:
         if send_initial_events or requested == 0:
             if not send_initial_events:
                 at = self._rv
-            initial = self._initial_events(prefix, predicate, at)
+            initial = self._initial_events(prefix, key, predicate, at)
             floor = at
             if send_initial_events and allow_bookmarks:
                 end_bookmark = WatchEvent(
@@ -630,7 +630,7 @@ class Cacher:
         else:
             first = bisect.bisect_right(self._events, requested, key=_revision)
             replay = list(itertools.islice(self._events, first, None))
-            initial = _replay(replay, prefix, predicate)
+            initial = _replay(replay, key or prefix, predicate, exact=key is not None)
             floor = self._rv
 
         loop = asyncio.get_running_loop()
@@ -638,7 +638,7 @@ class Cacher:
         # it is sent; a bookmark is due once the cache has passed it.
         known = floor if send_initial_events or requested == 0 else requested
         watcher = _Watcher(prefix, predicate, floor, known, self.watcher_queue,
-                           allow_bookmarks, loop.time() + self.bookmark_interval)
+                           allow_bookmarks, loop.time() + self.bookmark_interval, key)
         self._register(watcher)
         try:
             for event in initial:
@@ -665,12 +665,16 @@ class Cacher:
             self._unregister(watcher)
 
     def _initial_events(
-        self, prefix: str, predicate: Predicate | None, revision: int
+        self, prefix: str, key: str | None, predicate: Predicate | None, revision: int
     ) -> Iterator[WatchEvent]:
-        """ADDED for every object under prefix now (captured now, converted lazily)."""
-        lo, hi = _key_range(self._keys, prefix)
+        """ADDED for every object under prefix (or the one at key) now (captured now,
+        converted lazily)."""
         index = self._index
-        state = [(key, index[key]) for key in self._keys[lo:hi]]
+        if key is not None:
+            state = [(key, index[key])] if key in index else []
+        else:
+            lo, hi = _key_range(self._keys, prefix)
+            state = [(k, index[k]) for k in self._keys[lo:hi]]
         return (
             WatchEvent("ADDED", key, obj, None, revision)
             for key, obj in state
@@ -711,7 +715,9 @@ class Cacher:
             if not watchers:
                 continue
             for watcher in watchers:
-                if event.revision <= watcher.floor:
+                if event.revision <= watcher.floor or (
+                    watcher.key is not None and watcher.key != event.key
+                ):
                     continue
                 try:
                     delivered = _convert(event, watcher.predicate, transitions)
@@ -816,18 +822,20 @@ def _convert(
         if "DELETED" not in transitions:
             # Its last state the watcher selected, at the revision it left the selection.
             transitions["DELETED"] = WatchEvent(
-                "DELETED", event.key, _with_rv(prev, event.revision), prev, event.revision
+                "DELETED", event.key, with_resource_version(prev, event.revision), prev,
+                event.revision,
             )
         return transitions["DELETED"]
     return None
 
 
 def _replay(
-    events: list[WatchEvent], prefix: str, predicate: Predicate | None
+    events: list[WatchEvent], prefix: str, predicate: Predicate | None, *, exact: bool = False
 ) -> Iterator[WatchEvent]:
-    """The window's events under prefix, as a watcher with predicate sees them."""
+    """The window's events under prefix (exact: at the key prefix), as a watcher with
+    predicate sees them."""
     for event in events:
-        if event.key.startswith(prefix):
+        if event.key == prefix if exact else event.key.startswith(prefix):
             delivered = _convert(event, predicate, {})
             if delivered is not None:
                 yield delivered

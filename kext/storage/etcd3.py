@@ -1,6 +1,6 @@
 """storage.Interface on etcd v3 (cf. k8s.io/apiserver pkg/storage/etcd3).
 
-`connect(cfg)` makes an `EtcdClient`: aetcd's client on a gRPC channel built here, because
+`connect(settings)` makes an `EtcdClient`: aetcd's client on a gRPC channel built here, because
 aetcd only dials plaintext: client-cert TLS, a 128 MiB receive limit for large lists, a short
 reconnect backoff so a restarted etcd is picked up within a second, several endpoints (the
 first that answers wins; another is tried when it stops answering), and a deadline on every
@@ -17,13 +17,11 @@ the stream breaks (etcd restart, leader loss), so no event is lost or delivered 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import contextlib
 import logging
-import posixpath
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import aetcd
@@ -33,34 +31,40 @@ import orjson
 from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
+from kext.storage.continue_token import decode_continue, encode_continue
 from kext.storage.errors import (
     CorruptObjectError,
     ExpiredError,
     InvalidObjectError,
     KeyExistsError,
     KeyNotFoundError,
-    ResourceVersionConflictError,
     StorageError,
     TooLargeResourceVersionError,
     UnavailableError,
 )
 from kext.storage.interface import (
+    INITIAL_EVENTS_END_ANNOTATION,
     ListOptions,
     ListResult,
     Object,
     Preconditions,
     Predicate,
+    SnapshotPage,
     UpdateFunc,
     WatchEvent,
+    WatchOptions,
+    WatchProgress,
+)
+from kext.storage.settings import DEFAULT_DIAL_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, EtcdSettings
+from kext.storage.versioner import (
+    decode_object,
+    encode_object,
+    parse_resource_version,
+    with_resource_version,
+    without_resource_version,
 )
 
-if TYPE_CHECKING:
-    from kext.config import EtcdConfig
-
 log = logging.getLogger(__name__)
-
-DEFAULT_REQUEST_TIMEOUT = 10.0  # seconds; per etcd call (not for watch streams)
-DEFAULT_DIAL_TIMEOUT = 5.0  # seconds; per endpoint when choosing one
 MAX_RECEIVE_MESSAGE_BYTES = 128 * 1024 * 1024  # a page of large objects can exceed gRPC's 4 MiB
 
 # The largest page the store asks etcd for while filling a filtered page (as kube-apiserver).
@@ -348,22 +352,17 @@ class EtcdClient(aetcd.Client):
         return self.watchstub.Watch(metadata=_REQUIRE_LEADER)
 
 
-async def connect(
-    cfg: EtcdConfig,
-    *,
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-    dial_timeout: float = DEFAULT_DIAL_TIMEOUT,
-) -> EtcdClient:
-    """An EtcdClient connected to the first of cfg.endpoints that answers.
+async def connect(settings: EtcdSettings) -> EtcdClient:
+    """An EtcdClient connected to the first of settings.endpoints that answers.
 
-    Raises UnavailableError when no endpoint answers within dial_timeout."""
+    Raises UnavailableError when no endpoint answers within settings.dial_timeout."""
     client = EtcdClient(
-        cfg.endpoints,
-        ca_file=cfg.ca_file,
-        cert_file=cfg.cert_file,
-        key_file=cfg.key_file,
-        request_timeout=request_timeout,
-        dial_timeout=dial_timeout,
+        settings.endpoints,
+        ca_file=settings.ca_file,
+        cert_file=settings.cert_file,
+        key_file=settings.key_file,
+        request_timeout=settings.request_timeout,
+        dial_timeout=settings.dial_timeout,
     )
     await client.connect()
     return client
@@ -372,47 +371,9 @@ async def connect(
 # -- encoding
 
 
-def _decode(key: str | bytes, value: bytes, revision: int) -> Object:
-    """The stored object with metadata.resourceVersion = revision."""
-    try:
-        obj = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise CorruptObjectError(
-            _str(key), f"cannot decode the object at {_str(key)}: {exc}"
-        ) from None
-    if not isinstance(obj, dict):
-        raise CorruptObjectError(_str(key), f"the value at {_str(key)} is not a JSON object")
-    meta = obj.get("metadata")
-    if isinstance(meta, dict):
-        meta["resourceVersion"] = str(revision)
-    else:
-        obj["metadata"] = {"resourceVersion": str(revision)}
-    return obj
-
-
-def _without_rv(obj: Object) -> Object:
-    """obj as stored: without metadata.resourceVersion (a shallow copy when it had one)."""
-    meta = obj.get("metadata")
-    if isinstance(meta, dict) and "resourceVersion" in meta:
-        meta = dict(meta)
-        del meta["resourceVersion"]
-        return {**obj, "metadata": meta}
-    return obj
-
-
-def _with_rv(obj: Object, revision: int) -> Object:
-    """A shallow copy of obj with metadata.resourceVersion = revision."""
-    meta = obj.get("metadata")
-    meta = dict(meta) if isinstance(meta, dict) else {}
-    meta["resourceVersion"] = str(revision)
-    return {**obj, "metadata": meta}
-
-
-def _encode(key: str, obj: Object) -> bytes:
-    try:
-        return orjson.dumps(obj)
-    except TypeError as exc:
-        raise CorruptObjectError(key, f"cannot encode the object for {key}: {exc}") from None
+def _decode(key: bytes, value: bytes, revision: int) -> Object:
+    """The object in an etcd KeyValue, with its resourceVersion."""
+    return decode_object(_str(key), value, revision)
 
 
 def _str(key: str | bytes) -> str:
@@ -423,84 +384,6 @@ def _prefix_end(prefix: bytes) -> bytes:
     """The range_end that selects every key starting with prefix."""
     end: bytes = prefix_range_end(prefix)
     return end
-
-
-def _parse_rv(key: str, resource_version: str) -> int:
-    try:
-        rv = int(resource_version)
-    except ValueError:
-        rv = -1
-    if rv < 0:
-        raise InvalidObjectError(key, f"invalid resource version: {resource_version!r}")
-    return rv
-
-
-def _check_preconditions(key: str, preconditions: Preconditions | None, obj: Object | None) -> None:
-    """As metav1.Preconditions.Check: an absent object matches no precondition."""
-    if preconditions is None:
-        return
-    meta = (obj or {}).get("metadata") or {}
-    if preconditions.uid is not None and meta.get("uid", "") != preconditions.uid:
-        raise ResourceVersionConflictError(
-            key,
-            f"Precondition failed: UID in precondition: {preconditions.uid}, "
-            f"UID in object meta: {meta.get('uid', '')}",
-        )
-    rv = preconditions.resource_version
-    if rv is not None and meta.get("resourceVersion", "") != rv:
-        raise ResourceVersionConflictError(
-            key,
-            f"Precondition failed: ResourceVersion in precondition: {rv}, "
-            f"ResourceVersion in object meta: {meta.get('resourceVersion', '')}",
-        )
-
-
-# -- continue tokens (k8s.io/apiserver pkg/storage/continue.go)
-
-_CONTINUE_VERSION = "meta.k8s.io/v1"
-
-
-def encode_continue(key: str, key_prefix: str, resource_version: int) -> str:
-    """kube-apiserver's continue token: unpadded URL-safe base64 of
-    {"v":"meta.k8s.io/v1","rv":<rev>,"start":"<key after key_prefix>"}."""
-    if not key.startswith(key_prefix) or key == key_prefix:
-        raise ValueError(f"key {key!r} is not under {key_prefix!r}")
-    token = {"v": _CONTINUE_VERSION, "rv": resource_version, "start": key[len(key_prefix):]}
-    return base64.urlsafe_b64encode(orjson.dumps(token)).rstrip(b"=").decode("ascii")
-
-
-def decode_continue(token: str, key_prefix: str) -> tuple[str, int]:
-    """(start key, revision) of a continue token; InvalidObjectError when malformed.
-
-    A negative revision means "the most recent" (kube-apiserver hands out such tokens with a
-    410 when the original revision is compacted)."""
-
-    def invalid(why: str) -> InvalidObjectError:
-        return InvalidObjectError(key_prefix, f"continue key is not valid: {why}")
-
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = orjson.loads(raw)
-    except (binascii.Error, ValueError) as exc:
-        raise invalid(str(exc)) from None
-    if not isinstance(data, dict):
-        raise invalid("not a JSON object")
-    if data.get("v") != _CONTINUE_VERSION:
-        raise invalid(f"server does not recognize this encoded version {data.get('v')!r}")
-    rv, start = data.get("rv"), data.get("start")
-    if not isinstance(rv, int) or isinstance(rv, bool) or rv == 0:
-        raise invalid("incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
-    if not isinstance(start, str) or not start:
-        raise invalid("encoded start key empty (version meta.k8s.io/v1)")
-    # As path.Clean in Go: a start key that is not already clean could climb out of the
-    # prefix ("../"), so it is refused rather than cleaned.
-    key = start if start.startswith("/") else "/" + start
-    cleaned = posixpath.normpath(key)
-    if cleaned.startswith("//"):
-        cleaned = "/" + cleaned.lstrip("/")
-    if cleaned != key:
-        raise invalid(start)
-    return key_prefix + cleaned[1:], rv
 
 
 # -- the store
@@ -524,7 +407,7 @@ class Etcd3Store:
         """Store obj at key if absent (KeyExistsError otherwise); returns it with its RV.
 
         obj itself is not modified; the result is a shallow copy (nested values are shared)."""
-        stored = _without_rv(obj)
+        stored = without_resource_version(obj)
         key_b = key.encode()
         txn = rpc.TxnRequest(
             compare=[
@@ -536,12 +419,12 @@ class Etcd3Store:
                 )
             ],
             success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key_b,
-                                                               value=_encode(key, stored)))],
+                                                               value=encode_object(key, stored)))],
         )
         response = await self.client.kv_txn(txn, key=key)
         if not response.succeeded:
             raise KeyExistsError(key, f"key exists: {key}")
-        return _with_rv(stored, response.header.revision)
+        return with_resource_version(stored, response.header.revision)
 
     async def get(
         self, key: str, *, resource_version: str = "", resource_version_match: str = ""
@@ -557,7 +440,7 @@ class Etcd3Store:
         if resource_version == "0":
             serializable = True
         elif resource_version:
-            n = _parse_rv(key, resource_version)
+            n = parse_resource_version(key, resource_version)
             if resource_version_match == "NotOlderThan":
                 minimum = n
             else:
@@ -607,7 +490,8 @@ class Etcd3Store:
             cached = None  # only the first attempt may use it
             current = _decode(key_b, value, mod_revision)
             try:
-                _check_preconditions(key, preconditions, current)
+                if preconditions is not None:
+                    preconditions.check(key, current)
                 if validate is not None:
                     await validate(_decode(key_b, value, mod_revision))
             except Exception:
@@ -656,8 +540,9 @@ class Etcd3Store:
             if kv is None and not ignore_not_found:
                 raise KeyNotFoundError(key, f"key not found: {key}")
             current = None if kv is None else _decode(kv.key, kv.value, kv.mod_revision)
-            _check_preconditions(key, preconditions, current)
-            new = _without_rv(await update(current))
+            if preconditions is not None:
+                preconditions.check(key, current)
+            new = without_resource_version(await update(current))
             if kv is not None and new == orjson.loads(kv.value):
                 # Nothing changed: no write, so the resourceVersion does not move either.
                 return _decode(kv.key, kv.value, kv.mod_revision)
@@ -672,12 +557,12 @@ class Etcd3Store:
                     )
                 ],
                 success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key_b,
-                                                                   value=_encode(key, new)))],
+                                                                   value=encode_object(key, new)))],
                 failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key_b))],
             )
             response = await self.client.kv_txn(txn, key=key)
             if response.succeeded:
-                return _with_rv(new, response.header.revision)
+                return with_resource_version(new, response.header.revision)
             log.debug("guaranteed update of %s conflicted, retrying", key)
             kvs = response.responses[0].response_range.kvs
             kv = kvs[0] if kvs else None
@@ -707,7 +592,7 @@ class Etcd3Store:
             start = start_key.encode()
             revision = max(token_rv, 0)
         elif options.resource_version:
-            n = _parse_rv(key_prefix, options.resource_version)
+            n = parse_resource_version(key_prefix, options.resource_version)
             match = options.resource_version_match
             if match == "Exact":
                 if n == 0:
@@ -798,8 +683,7 @@ class Etcd3Store:
         *,
         resource_version: int | None,
         predicate: Predicate | None = None,
-        recursive: bool = True,
-        progress_notify: bool = False,
+        options: WatchOptions | None = None,
     ) -> AsyncGenerator[WatchEvent, None]:
         """Every change under key_prefix after resource_version (0 or None = from now), in order.
 
@@ -807,14 +691,41 @@ class Etcd3Store:
         to etcd breaks (etcd restarted, leader lost), it is re-opened with backoff from the
         last revision delivered + 1, so nothing is lost or repeated. With a predicate, an
         object that stops matching is DELETED and one that starts matching is ADDED (as
-        kube-apiserver's etcd3 watcher). progress_notify asks etcd for periodic progress,
-        delivered as BOOKMARK events (key = key_prefix, object = {metadata: {resourceVersion}}).
+        kube-apiserver's etcd3 watcher).
+
+        options.send_initial_events: first ADDED for every selected object of a consistent
+        list at etcd's current revision (TooLargeResourceVersionError if etcd has not reached
+        resource_version), then, with allow_bookmarks, a BOOKMARK annotated
+        INITIAL_EVENTS_END_ANNOTATION at the list's revision, then every change after it.
+        allow_bookmarks brings no periodic bookmarks here (as kube's etcd3 watcher: those are
+        the watch cache's). options.progress_notify asks etcd for periodic progress, delivered
+        as BOOKMARK events (key = key_prefix, object = {metadata: {resourceVersion}}).
         Closing the iterator (aclose, or leaving `async for`) cancels the etcd watch."""
+        options = options or WatchOptions()
+        recursive = options.recursive
         if recursive and not key_prefix.endswith("/"):
             key_prefix += "/"
         key_b = key_prefix.encode()
         range_end = _prefix_end(key_b) if recursive else b""
         last = resource_version or 0  # the revision everything up to has been delivered
+        if options.send_initial_events:
+            minimum, last = last, 0
+            async with contextlib.aclosing(self._state(key_prefix, recursive)) as pages:
+                async for page in pages:
+                    if page.revision < minimum:
+                        raise TooLargeResourceVersionError(key_prefix, minimum, page.revision)
+                    last = page.revision
+                    for key, obj in page.items:
+                        if predicate is None or predicate(obj):
+                            yield WatchEvent("ADDED", key, obj, None, last)
+            if options.allow_bookmarks:
+                yield WatchEvent(
+                    "BOOKMARK", key_prefix,
+                    {"metadata": {"resourceVersion": str(last),
+                                  "annotations": {INITIAL_EVENTS_END_ANNOTATION: "true"}}},
+                    None, last,
+                )
+        progress_notify = options.progress_notify
         backoff = _Backoff()
         failing = False  # since the last warning, until the watch is re-created
         while True:
@@ -902,6 +813,78 @@ class Etcd3Store:
                 log.debug("etcd watch on %s still failing: %s", key_prefix, reason)
             await backoff.sleep()
 
+    async def _state(self, key: str, recursive: bool) -> AsyncGenerator[SnapshotPage, None]:
+        """What is stored now: a snapshot of the prefix key, or the one key."""
+        if recursive:
+            async with contextlib.aclosing(self.snapshot(key, page_size=_MAX_FETCH_LIMIT)) as pages:
+                async for page in pages:
+                    yield page
+            return
+        kv, header = await self._get_kv(key)
+        items = [] if kv is None else [(key, _decode(kv.key, kv.value, kv.mod_revision))]
+        yield SnapshotPage(int(header.revision), items)
+
+    async def snapshot(
+        self, key_prefix: str, *, page_size: int
+    ) -> AsyncGenerator[SnapshotPage, None]:
+        """Every object under key_prefix with its key, page_size keys per Range request: the
+        first at etcd's current revision, the others pinned to it (ExpiredError if etcd
+        compacts it meanwhile)."""
+        if page_size < 1:
+            raise ValueError("page_size must be positive")
+        if not key_prefix.endswith("/"):
+            key_prefix += "/"
+        start = key_prefix.encode()
+        range_end = _prefix_end(start)
+        revision = 0
+        while True:
+            request = rpc.RangeRequest(
+                key=start, range_end=range_end, limit=page_size, revision=revision
+            )
+            response = await self.client.kv_range(request, key=key_prefix)
+            if revision == 0:
+                revision = int(response.header.revision)
+            yield SnapshotPage(revision, [
+                (_str(kv.key), _decode(kv.key, kv.value, kv.mod_revision)) for kv in response.kvs
+            ])
+            if not response.more or not response.kvs:
+                return
+            start = response.kvs[-1].key + b"\x00"
+
+    async def watch_progress(self, key_prefix: str, *, since: int) -> WatchProgress:
+        """One read-only transaction at etcd's current revision: the number of keys under
+        key_prefix, and the newest mod revision among those written after since."""
+        if not key_prefix.endswith("/"):
+            key_prefix += "/"
+        prefix_b = key_prefix.encode()
+        range_end = _prefix_end(prefix_b)
+        total = rpc.RangeRequest(key=prefix_b, range_end=range_end, count_only=True)
+        changed = rpc.RangeRequest(
+            key=prefix_b,
+            range_end=range_end,
+            keys_only=True,
+            min_mod_revision=since + 1,
+            sort_target=rpc.RangeRequest.MOD,
+            sort_order=rpc.RangeRequest.DESCEND,
+            limit=1,
+        )
+        txn = rpc.TxnRequest(success=[
+            rpc.RequestOp(request_range=total),
+            rpc.RequestOp(request_range=changed),
+        ])
+        response = await self.client.kv_txn(txn, key=key_prefix)
+        kvs = response.responses[1].response_range.kvs
+        return WatchProgress(
+            revision=int(response.header.revision),
+            count=int(response.responses[0].response_range.count),
+            latest_write=int(kvs[0].mod_revision) if kvs else 0,
+        )
+
+    @property
+    def last_sync_resource_version(self) -> int:
+        """0: this store reads etcd on every call and keeps no revision of its own."""
+        return 0
+
     async def current_revision(self) -> int:
         """etcd's current revision (a quorum read)."""
         response = await self.client.kv_range(
@@ -960,7 +943,7 @@ def _watch_event(event: Any, predicate: Predicate | None) -> WatchEvent | None:
             )
         if predicate is not None and not predicate(prev):
             return None
-        return WatchEvent("DELETED", key, _with_rv(prev, revision), prev, revision)
+        return WatchEvent("DELETED", key, with_resource_version(prev, revision), prev, revision)
     obj = _decode(kv.key, kv.value, revision)
     created = kv.create_revision == revision
     if created:
@@ -976,5 +959,5 @@ def _watch_event(event: Any, predicate: Predicate | None) -> WatchEvent | None:
     if prev_matches:
         assert prev is not None
         # Left the selection: DELETED with the last matching state, at this revision.
-        return WatchEvent("DELETED", key, _with_rv(prev, revision), prev, revision)
+        return WatchEvent("DELETED", key, with_resource_version(prev, revision), prev, revision)
     return None

@@ -1,8 +1,12 @@
-"""The storage interface shared by etcd access (etcd3.py) and the watch cache (cacher.py).
+"""The storage interface (cf. k8s.io/apiserver pkg/storage/interfaces.go): what the registry
+needs from storage, and what the watch cache (cacher.py) needs from the storage it follows.
+etcd3.py implements it on etcd, cacher.py on top of another implementation, and the tests'
+tests/storage/memory.py in memory.
 
 Objects are decoded JSON dicts. Storage owns `metadata.resourceVersion`: on the way out it
-is set to the etcd mod revision (as a string); on the way in it is removed before encoding.
-Keys are full etcd keys (`<prefix>/<group>/<plural>/[<namespace>/]<name>`) as str.
+is set to the object's mod revision (as a string); on the way in it is removed before
+encoding (versioner.py). Revisions are etcd's: one counter for the whole store, moved by
+every write. Keys are full keys (`<prefix>/<group>/<plural>/[<namespace>/]<name>`) as str.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from kext.storage.errors import ResourceVersionConflictError
 
 Object = dict[str, Any]
 
@@ -27,6 +33,24 @@ class Preconditions:
 
     uid: str | None = None
     resource_version: str | None = None
+
+    def check(self, key: str, obj: Object | None) -> None:
+        """ResourceVersionConflictError unless obj (the stored object at key, with its
+        resourceVersion) matches; an absent object matches no precondition."""
+        meta = (obj or {}).get("metadata") or {}
+        if self.uid is not None and meta.get("uid", "") != self.uid:
+            raise ResourceVersionConflictError(
+                key,
+                f"Precondition failed: UID in precondition: {self.uid}, "
+                f"UID in object meta: {meta.get('uid', '')}",
+            )
+        rv = self.resource_version
+        if rv is not None and meta.get("resourceVersion", "") != rv:
+            raise ResourceVersionConflictError(
+                key,
+                f"Precondition failed: ResourceVersion in precondition: {rv}, "
+                f"ResourceVersion in object meta: {meta.get('resourceVersion', '')}",
+            )
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,59 @@ class ListResult:
     resource_version: str  # the revision this list is a snapshot of
     continue_token: str = ""  # non-empty when more items remain
     remaining_item_count: int | None = None
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """How to watch, beyond where from and what (cf. kube's storage.ListOptions for Watch).
+
+    send_initial_events (the watch-list protocol; SendInitialEvents): first an ADDED for
+    every selected object of a consistent state at a revision not older than the watch's
+    resource_version, then the changes after that revision. allow_bookmarks
+    (Predicate.AllowWatchBookmarks): with send_initial_events, a BOOKMARK annotated
+    INITIAL_EVENTS_END_ANNOTATION ends the initial events; implementations that can also send
+    periodic BOOKMARKs to idle watchers (the watch cache) do. progress_notify
+    (ProgressNotify, for internal clients like the watch cache): storage's own progress
+    notifications, as BOOKMARKs. recursive=False watches the one key named, not a prefix.
+    """
+
+    send_initial_events: bool = False
+    allow_bookmarks: bool = False
+    progress_notify: bool = False
+    recursive: bool = True
+
+
+# The annotation on the BOOKMARK that ends the initial events of a watch-list request.
+INITIAL_EVENTS_END_ANNOTATION = "k8s.io/initial-events-end"
+
+
+@dataclass(frozen=True)
+class SnapshotPage:
+    """One page of a snapshot: objects with their keys, in key order, and the revision every
+    page of the snapshot is read at."""
+
+    revision: int
+    items: list[tuple[str, Object]]
+
+
+@dataclass(frozen=True)
+class WatchProgress:
+    """Where storage stands under a key prefix, read in one consistent request.
+
+    revision is storage's current revision (kube's GetCurrentResourceVersion); count is how
+    many keys are under the prefix at that revision; latest_write is the newest mod revision
+    of a key under the prefix written after the `since` asked about, 0 when none was.
+    """
+
+    revision: int
+    count: int
+    latest_write: int
+
+    def unchanged(self, count: int) -> bool:
+        """Whether the prefix holds at `revision` what it held at `since`, when it held count
+        keys then: nothing written after `since`, and as many keys (a delete leaves no key
+        to carry a newer mod revision, so it shows only in the count)."""
+        return self.latest_write == 0 and self.count == count
 
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
@@ -91,10 +168,13 @@ class Interface(Protocol):
         *,
         preconditions: Preconditions | None = None,
         validate: Callable[[Object], Awaitable[None]] | None = None,
+        cached: Object | None = None,
     ) -> Object:
         """Delete key if the preconditions hold and validate passes (both checked against the
         current object, retried on concurrent change). Returns the deleted object with the
-        delete's revision as resourceVersion."""
+        delete's revision as resourceVersion. cached (kube's cachedExistingObject: e.g. the
+        watch cache's copy, not mutated) may be taken as the current object to save a read;
+        a stale one must cost a retry, never a wrong decision."""
         ...
 
     async def guaranteed_update(
@@ -115,17 +195,53 @@ class Interface(Protocol):
         ...
 
     def watch(
-        self, key_prefix: str, *, resource_version: int | None,
-        predicate: Predicate | None = None
+        self,
+        key_prefix: str,
+        *,
+        resource_version: int | None,
+        predicate: Predicate | None = None,
+        options: WatchOptions | None = None,
     ) -> AsyncGenerator[WatchEvent, None]:
-        """Every change under key_prefix after resource_version (0 = from now), in order.
-        Raises ExpiredError (when iterated) if resource_version is compacted."""
+        """Every change under key_prefix after resource_version, in order, once each.
+
+        What None or 0 means (from now, or the current state as ADDED first) is the
+        implementation's; options (None: the defaults) as WatchOptions says. With a
+        predicate, an object that stops matching is DELETED and one that starts matching is
+        ADDED. Raises ExpiredError (when iterated) if resource_version is compacted. Closing
+        the generator ends the watch."""
         ...
 
     async def current_revision(self) -> int:
-        """etcd's current revision (a quorum read)."""
+        """Storage's current revision, a consistent read (kube's GetCurrentResourceVersion)."""
         ...
 
     async def count(self, key_prefix: str) -> int:
         """How many keys are under key_prefix."""
+        ...
+
+    def snapshot(
+        self, key_prefix: str, *, page_size: int
+    ) -> AsyncGenerator[SnapshotPage, None]:
+        """Every object under key_prefix (which ends with '/') with its key: a consistent read
+        at storage's current revision, page_size keys at a time, every page at that one
+        revision (the watch cache's initial list; kube's reflector paging through GetList).
+        Yields at least one page (empty when nothing is stored). Raises ExpiredError if the
+        revision is compacted before the last page is read."""
+        ...
+
+    async def watch_progress(self, key_prefix: str, *, since: int) -> WatchProgress:
+        """Where storage stands under key_prefix (which ends with '/') compared with revision
+        since, in one consistent read.
+
+        A watcher of key_prefix that has applied every change up to `since` proves with it
+        that it holds storage's current state (WatchProgress.unchanged), without waiting for
+        an event: kext's stand-in for kube's RequestWatchProgress, which etcd 3.4 cannot
+        serve reliably."""
+        ...
+
+    @property
+    def last_sync_resource_version(self) -> int:
+        """The newest revision this storage is known to reflect without asking (the watch
+        cache's revision: kube's LastSyncResourceVersion); 0 when it keeps none, as a store
+        that reads storage on every call."""
         ...

@@ -63,6 +63,20 @@ def gadgets() -> ResourceDefinition:
     )
 
 
+def group_document(resources: list[ResourceDefinition], group: str) -> dict[str, Any] | None:
+    """The `/apis/<group>` document as served (decoded), or None for 404."""
+    doc = DiscoveryDocuments(resources).group(group)
+    return None if doc is None else json.loads(doc.body)
+
+
+def resource_list_document(
+    resources: list[ResourceDefinition], group: str, version: str
+) -> dict[str, Any] | None:
+    """The `/apis/<group>/<version>` document as served (decoded), or None for 404."""
+    doc = DiscoveryDocuments(resources).resource_list(group, version)
+    return None if doc is None else json.loads(doc.body)
+
+
 def deserialize(
     document: dict[str, Any], model: str, content_type: str = "application/json"
 ) -> Any:
@@ -115,12 +129,12 @@ def test_group_list_prefers_highest_priority_version_not_storage_version() -> No
 
 def test_group_and_resource_list_documents() -> None:
     resources = [widgets(), gadgets()]
-    group = discovery.api_group(resources, GROUP)
+    group = group_document(resources, GROUP)
     assert group is not None
     assert group["kind"] == "APIGroup"
     assert deserialize(group, "V1APIGroup").name == GROUP
 
-    doc = discovery.api_resource_list(resources, GROUP, "v1alpha1")
+    doc = resource_list_document(resources, GROUP, "v1alpha1")
     assert doc is not None
     assert doc["kind"] == "APIResourceList"
     assert doc["groupVersion"] == f"{GROUP}/v1alpha1"
@@ -161,16 +175,16 @@ def test_storage_version_hash_is_the_storage_versions_in_every_served_version() 
     rd = widgets(version("v1alpha1"), version("v1", storage=True))
     expected = discovery.storage_version_hash(GROUP, "v1", "Widget")
     for v in ("v1alpha1", "v1"):
-        doc = discovery.api_resource_list([rd], GROUP, v)
+        doc = resource_list_document([rd], GROUP, v)
         assert doc is not None
         assert doc["resources"][0]["storageVersionHash"] == expected
 
 
 def test_unserved_versions_and_groups_are_not_found() -> None:
     rd = widgets(version("v1alpha1", storage=True), version("v1", served=False))
-    assert discovery.api_resource_list([rd], GROUP, "v1") is None
-    assert discovery.api_resource_list([rd], "other.io", "v1alpha1") is None
-    assert discovery.api_group([rd], "other.io") is None
+    assert resource_list_document([rd], GROUP, "v1") is None
+    assert resource_list_document([rd], "other.io", "v1alpha1") is None
+    assert group_document([rd], "other.io") is None
     hidden = widgets(version("v1", served=False, storage=True))
     assert discovery.api_group_list([hidden])["groups"] == []
     assert discovery.aggregated_discovery([hidden])["items"] == []
@@ -178,7 +192,7 @@ def test_unserved_versions_and_groups_are_not_found() -> None:
 
 def test_no_status_entry_without_the_status_subresource() -> None:
     rd = widgets(version("v1alpha1", storage=True, status=False))
-    doc = discovery.api_resource_list([rd], GROUP, "v1alpha1")
+    doc = resource_list_document([rd], GROUP, "v1alpha1")
     assert doc is not None
     assert [r["name"] for r in doc["resources"]] == ["widgets"]
     (resource,) = discovery.aggregated_discovery([rd])["items"][0]["versions"][0]["resources"]

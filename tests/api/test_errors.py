@@ -14,6 +14,8 @@ from kext.api.errors import (
     field_too_many,
     field_type_invalid,
     go_float,
+    go_json,
+    go_string_slice,
     go_value,
     invalid,
 )
@@ -30,6 +32,27 @@ def test_bad_values_print_like_go(value: object, shown: str) -> None:
 
 def test_go_float_negative_and_zero() -> None:
     assert (go_float(-0.25), go_float(0.0), go_float(-1234567.0)) == ("-0.25", "0", "-1.234567e+06")
+
+
+@pytest.mark.parametrize(("value", "marshalled"), [
+    (2.5e-05, "0.000025"), (1e-7, "1e-7"), (-1.5e-300, "-1.5e-300"), (1e21, "1e+21"),
+    (123456789.0, "123456789"), (0.1, "0.1"), (-0.0, "-0"),
+    ("<a&b>", '"\\u003ca\\u0026b\\u003e"'), ("line\u2028sep", '"line\\u2028sep"'),
+    ("tab\t", '"tab\\t"'),
+])
+def test_json_values_marshal_like_encoding_json(value: object, marshalled: str) -> None:
+    assert go_json(value) == marshalled
+
+
+def test_a_cell_prints_strings_bare_and_the_rest_as_an_error_does() -> None:
+    assert go_value("a b", quote_strings=False) == "a b"
+    for value in (True, 7, 1e6, ["x", 1.0], {"k": None}):
+        assert go_value(value, quote_strings=False) == go_value(value)
+
+
+def test_string_slices_print_like_go_sharp_v() -> None:
+    assert go_string_slice(["a", 'b"c']) == '[]string{"a", "b\\"c"}'
+    assert go_string_slice([]) == "[]string{}"
 
 
 def test_field_error_bodies() -> None:

@@ -17,8 +17,8 @@ import pytest
 import requests
 import yaml
 
-from kext.config import EtcdConfig
 from kext.storage.etcd3 import connect
+from kext.storage.settings import EtcdSettings
 from tests.etcd import EtcdServer
 from tests.kext_process import KextProcess, start_kext
 from tests.watch_client import Watch, tls_context
@@ -134,7 +134,7 @@ async def test_too_old_resource_version_is_410(
     old_rv = http.post(base, json=widget("old")).json()["metadata"]["resourceVersion"]
     # Push old_rv out of the watch cache's window (1024 events) and compact etcd past it.
     prefix = yaml.safe_load((kext.workdir / "server.yaml").read_text())["storage"]["prefix"]
-    client = await connect(EtcdConfig(endpoints=[etcd_server.endpoint]))
+    client = await connect(EtcdSettings(endpoints=(etcd_server.endpoint,)))
     try:
         for i in range(1100):
             value = json.dumps({**widget(f"filler-{i}"), "metadata": {

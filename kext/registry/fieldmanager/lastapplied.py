@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kext.api.errors import go_json
 from kext.api.meta import TOTAL_ANNOTATION_SIZE_LIMIT
-from kext.registry.fieldmanager.fieldpath import Path, encode_json
+from kext.registry.fieldmanager.fieldpath import Path
 from kext.registry.fieldmanager.typed import Atom, compare, to_field_set, validation_message
 
 Object = dict[str, Any]
@@ -60,7 +61,7 @@ def sync_annotation(metadata: dict[str, Any], applied: Object) -> None:
             del config_meta["annotations"]
         config["metadata"] = config_meta
     annotations = dict(annotations)
-    annotations[LAST_APPLIED_ANNOTATION] = encode_json(config) + "\n"
+    annotations[LAST_APPLIED_ANNOTATION] = go_json(config) + "\n"
     size = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in annotations.items())
     if size > TOTAL_ANNOTATION_SIZE_LIMIT:
         del annotations[LAST_APPLIED_ANNOTATION]

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kext.api.errors import Cause, StatusError, go_quote
+from kext.api.errors import Cause, StatusError, go_json, go_quote
 from kext.registry.fieldmanager.fieldpath import (
     Path,
-    encode_json,
     fields_to_set,
     iterate_paths,
     path_string,
@@ -240,11 +239,11 @@ def cap_update_managers(managed: Managed, limit: int) -> None:
 
 def _identity_json(identity: Identity) -> str:
     manager, operation, version, subresource = identity
-    parts = [f'"manager":{encode_json(manager)}', f'"operation":{encode_json(operation)}']
+    parts = [f'"manager":{go_json(manager)}', f'"operation":{go_json(operation)}']
     if version:
-        parts.append(f'"apiVersion":{encode_json(version)}')
+        parts.append(f'"apiVersion":{go_json(version)}')
     if subresource:
-        parts.append(f'"subresource":{encode_json(subresource)}')
+        parts.append(f'"subresource":{go_json(subresource)}')
     return "{" + ",".join(parts) + "}"
 
 

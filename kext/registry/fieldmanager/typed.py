@@ -18,7 +18,6 @@ from kext.api.schema import Node, Schema
 from kext.registry.fieldmanager.fieldpath import (
     Path,
     element_string,
-    encode_json,
     key_element,
     value_element,
 )
@@ -152,7 +151,7 @@ def _item_element(t: Atom, item: Any) -> str:
         try:
             return key_element(tuple(keys))
         except TypeError:  # an unhashable key value: rare, not worth caching
-            return "k:" + encode_json({name: value for name, _, value in keys})
+            return "k:" + go_json({name: value for name, _, value in keys})
     if isinstance(item, dict):
         raise _KeyError("associative list without keys has an element that's a map type")
     if isinstance(item, list):

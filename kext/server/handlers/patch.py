@@ -10,9 +10,10 @@ from typing import Any
 import jsonpatch
 import orjson
 
+from kext.admission.attributes import UPDATE
 from kext.api import errors
 from kext.server.handlers import transform
-from kext.server.handlers.scope import Scope, write_options
+from kext.server.handlers.scope import Scope, write_context
 from kext.server.negotiation import negotiate
 from kext.server.options import patch_options_causes
 from kext.server.request import APIRequest, Response, object_response
@@ -49,11 +50,13 @@ async def patch(request: APIRequest, scope: Scope) -> Response:
                                   force)
     if causes:
         raise errors.invalid("meta.k8s.io", "PatchOptions", "", causes)
-    options = write_options(request, "PatchOptions")
+    ctx = write_context(request, scope, "PatchOptions", force)
+    # a patch that creates (an apply) is admitted as a CREATE, as kube's patcher does
+    admission = scope.chain.admission(scope.attributes(ctx, UPDATE, scope.name))
     if content_type == APPLY_PATCH:
         applied = request.json_body()
-        result = await scope.store.apply(scope.namespace, scope.name, scope.version.name,
-                                         applied, bool(force), options, scope.subresource)
+        result = await scope.store.apply(ctx, scope.name, scope.version.name, applied,
+                                         bool(force), admission)
         obj = transform.to_object(result.object, target, scope, request)
         return object_response(201 if result.created else 200, obj, target, result.warnings)
     try:
@@ -89,8 +92,6 @@ async def patch(request: APIRequest, scope: Scope) -> Response:
             raise errors.bad_request("the patched object is not a JSON object")
         return patched
 
-    result = await scope.store.update(
-        scope.namespace, scope.name, scope.version.name, apply, options, scope.subresource
-    )
+    result = await scope.store.update(ctx, scope.name, scope.version.name, apply, admission)
     obj = transform.to_object(result.object, target, scope, request)
     return object_response(200, obj, target, result.warnings)

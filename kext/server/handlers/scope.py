@@ -1,5 +1,6 @@
-"""What every resource handler needs: the store and version a request addresses, and the
-query parameters shared by several verbs, parsed once."""
+"""What every resource handler needs: the store, version and admission chain a request
+addresses, the request's context for the store, and the query parameters shared by several
+verbs, parsed once."""
 
 from __future__ import annotations
 
@@ -7,16 +8,24 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from kext.admission.attributes import (
+    Attributes,
+    GroupVersionKind,
+    GroupVersionResource,
+    Operation,
+    request_attributes,
+)
+from kext.admission.chain import Chain
 from kext.api import errors
 from kext.api.resource import Version
 from kext.api.selectors import escape_field_value, parse_field_selector, parse_label_selector
+from kext.registry.rest import RequestContext, options_object
 from kext.registry.store import (
     DeleteOptions,
     ListOptions,
     Preconditions,
     Selection,
     Store,
-    WriteOptions,
 )
 from kext.server.options import default_manager, validate_field_manager
 from kext.server.request import APIRequest
@@ -35,13 +44,14 @@ def parse_resource_version(value: str) -> str:
 
 @dataclass(frozen=True)
 class Scope:
-    """The resource a request addresses."""
+    """The resource a request addresses, and the admission chain its writes pass."""
 
     store: Store
     version: Version
     namespace: str
     name: str
     subresource: str
+    chain: Chain
 
     @property
     def group(self) -> str:
@@ -51,10 +61,21 @@ class Scope:
     def resource(self) -> str:
         return self.store.resource
 
+    def attributes(self, ctx: RequestContext, operation: Operation,
+                   name: str = "") -> Attributes:
+        """The admission attributes of a request to this resource, before the store
+        supplies the objects."""
+        kind = GroupVersionKind(self.group, self.version.name, self.store.kind)
+        resource = GroupVersionResource(self.group, self.version.name, self.resource)
+        return request_attributes(ctx, operation, kind, resource, name)
 
-def write_options(request: APIRequest, options_kind: str = "CreateOptions") -> WriteOptions:
-    """dryRun, fieldValidation and fieldManager of a write. The manager defaults to the
-    User-Agent's program name, as kube-apiserver records it in managedFields."""
+
+def write_context(request: APIRequest, scope: Scope, options_kind: str = "CreateOptions",
+                  force: bool | None = None) -> RequestContext:
+    """The store's context of a write: the user, namespace and subresource, and dryRun,
+    fieldValidation and fieldManager (422 on options_kind when invalid). The manager
+    defaults to the User-Agent's program name, as kube-apiserver records it in
+    managedFields; the options object keeps what the client sent (force for a patch)."""
     causes: list[errors.Cause] = []
     dry_run = _dry_run(request.query.get("dryRun", []), causes)
     validation = request.param("fieldValidation", "Warn") or "Warn"
@@ -66,8 +87,15 @@ def write_options(request: APIRequest, options_kind: str = "CreateOptions") -> W
         causes.extend(validate_field_manager(manager))
     if causes:  # as kube's Validate*Options: 422 on the options kind
         raise errors.invalid("meta.k8s.io", options_kind, "", causes)
-    return WriteOptions(dry_run, validation,
-                        manager or default_manager(request.header("user-agent")))
+    options = options_object(
+        options_kind, dryRun=request.query.get("dryRun"), fieldManager=manager,
+        fieldValidation=request.param("fieldValidation"), force=force,
+    )
+    return RequestContext(
+        user=request.user, namespace=scope.namespace, subresource=scope.subresource,
+        dry_run=dry_run, field_manager=manager or default_manager(request.header("user-agent")),
+        field_validation=validation, options=options,
+    )
 
 
 def _dry_run(values: list[str], causes: list[errors.Cause]) -> bool:
@@ -146,8 +174,9 @@ def list_options(request: APIRequest) -> ListOptions:
     )
 
 
-def delete_options(request: APIRequest) -> DeleteOptions:
-    """DeleteOptions from the body (if any) and the query (query wins, as kube merges them)."""
+def delete_options(request: APIRequest, scope: Scope) -> tuple[RequestContext, DeleteOptions]:
+    """The store's context of a delete and its DeleteOptions, from the body (if any) and the
+    query (query wins, as kube merges them)."""
     body: dict[str, Any] = {}
     if request.body:
         decoded = request.json_body()
@@ -158,7 +187,8 @@ def delete_options(request: APIRequest) -> DeleteOptions:
     dry_run = _dry_run(list(dry_run_values), causes)
     if causes:
         raise errors.invalid("meta.k8s.io", "DeleteOptions", "", causes)
-    policy = request.param("propagationPolicy") or body.get("propagationPolicy") or ""
+    sent_policy = request.param("propagationPolicy") or body.get("propagationPolicy") or ""
+    policy = sent_policy
     orphan = body.get("orphanDependents")
     if not policy and orphan is not None:
         policy = "Orphan" if orphan else "Background"
@@ -175,8 +205,16 @@ def delete_options(request: APIRequest) -> DeleteOptions:
         if not INTEGER.fullmatch(str(grace)):
             raise errors.bad_request(f"gracePeriodSeconds: invalid value {grace!r}")
         grace_seconds = int(grace)
-    return DeleteOptions(
-        dry_run=dry_run,
+    options = options_object(
+        "DeleteOptions", gracePeriodSeconds=grace_seconds,
+        preconditions={k: v for k, v in raw.items() if k in ("uid", "resourceVersion") and v}
+        or None,
+        orphanDependents=orphan, propagationPolicy=sent_policy or None,
+        dryRun=list(dry_run_values) or None,
+    )
+    ctx = RequestContext(user=request.user, namespace=scope.namespace,
+                         subresource=scope.subresource, dry_run=dry_run, options=options)
+    return ctx, DeleteOptions(
         preconditions=preconditions,
         propagation_policy=str(policy),
         grace_period_seconds=grace_seconds,

@@ -15,6 +15,7 @@ import orjson
 
 from kext.api import errors
 from kext.api.table import parse_include_object, partial_object_metadata, table_convertor
+from kext.metrics import Metrics, WatchEventCounts
 from kext.registry.store import WatchEvent
 from kext.server.handlers.scope import INTEGER, Scope, parse_resource_version, selection
 from kext.server.negotiation import Representation, Target, negotiate
@@ -34,7 +35,7 @@ def _options_invalid(message: str, field: str) -> errors.StatusError:
     ])
 
 
-async def watch(request: APIRequest, scope: Scope) -> StreamResponse:
+async def watch(request: APIRequest, scope: Scope, metrics: Metrics) -> StreamResponse:
     target = negotiate(request.header("accept"))
     encoder = _Encoder(target, scope, request)
     selected = selection(request, scope, name=scope.name)
@@ -75,8 +76,9 @@ async def watch(request: APIRequest, scope: Scope) -> StreamResponse:
     # wait the time to end in a 504 before the stream starts.
     ahead = resource_version is not None and resource_version > scope.store.cache_revision
     first = await _first_event(events, 4.0 if ahead else 0.05)
+    recorder = metrics.watch_event_counts(scope.group, scope.version.name, scope.resource)
     return StreamResponse(
-        _frames(first, events, encoder, scope, time.monotonic() + timeout),
+        _frames(first, events, encoder, recorder, time.monotonic() + timeout),
         content_type="application/json",
     )
 
@@ -101,9 +103,12 @@ async def _first_event(events: AsyncGenerator[WatchEvent, None],
 
 
 async def _frames(first: asyncio.Task[WatchEvent], events: AsyncGenerator[WatchEvent, None],
-                  encoder: _Encoder, scope: Scope, deadline: float) -> AsyncGenerator[bytes, None]:
+                  encoder: _Encoder, recorder: WatchEventCounts,
+                  deadline: float) -> AsyncGenerator[bytes, None]:
     """The stream's chunks: one encoded event each, an ERROR event for a storage failure, and
-    an end at the timeout."""
+    an end at the timeout. Each is recorded (apiserver_watch_events_total and _sizes, by the
+    watched group, version and resource, cf. watchEventMetricsRecorder) as it is handed to
+    the connection."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     # One timer for the whole watch, not one per event (with 1,000 watchers, per-event tasks
@@ -123,7 +128,9 @@ async def _frames(first: asyncio.Task[WatchEvent], events: AsyncGenerator[WatchE
             return
         event = first.result()
         while True:
-            yield encoder.encode(event)
+            frame = encoder.encode(event)
+            recorder.record(len(frame))
+            yield frame
             if state["expired"]:
                 return
             state["waiting"] = True
@@ -139,7 +146,9 @@ async def _frames(first: asyncio.Task[WatchEvent], events: AsyncGenerator[WatchE
     except StopAsyncIteration:
         return  # the cache ended this watcher (slow, or shutting down): the client re-watches
     except errors.StatusError as exc:
-        yield orjson.dumps({"type": "ERROR", "object": exc.status()}) + b"\n"
+        frame = orjson.dumps({"type": "ERROR", "object": exc.status()}) + b"\n"
+        recorder.record(len(frame))
+        yield frame
     finally:
         timer.cancel()
         if not first.done():
