@@ -66,6 +66,8 @@ def _cost(e: Expr, sizer: Sizer, env: dict[str, Path]) -> tuple[int, int, Path |
     if e.kind == "list":
         parts = [_cost(a, sizer, env) for a in e.args]
         return 10 + sum(p[0] for p in parts), len(parts), None
+    if e.kind == "map":
+        return 30 + sum(_cost(a, sizer, env)[0] for a in e.args), len(e.args) // 2, None
     if e.kind == "struct":
         return 40 + sum(_cost(a, sizer, env)[0] for a in e.args), len(e.args), None
     if e.kind == "comprehension":

@@ -345,9 +345,15 @@ class Environment:
             if result == "bool":
                 raise CompileError("cel expression must evaluate to a bool")
             raise CompileError(f"must evaluate to a {result}")
-        tree = ast.parse_checked(checked.serialize())
-        program = self._runtime.deserialize(checked.serialize())
-        return Program(expression, program, tree, ast.uses_variable(tree, _OLD_SELF))
+        serialized = checked.serialize()
+        tree = ast.read_checked(serialized, types="[" in source or "{" in source)
+        mixed = ast.mixed_literal(tree)
+        if mixed is not None:
+            offset, expected, found = mixed
+            raise CompileError("compilation failed: " + _located(
+                source, offset, f"expected type '{expected}' but found '{found}'"))
+        program = self._runtime.deserialize(serialized)
+        return Program(expression, program, tree.root, ast.uses_variable(tree.root, _OLD_SELF))
 
     def compile(self, expression: str, self_type: str, *, result: str = "bool",
                 optional_old_self: bool = False) -> Program:
@@ -382,6 +388,17 @@ class Environment:
 def _extensions() -> list[Any]:
     return [ext_strings.ExtStrings(_STRINGS_VERSION), ext_optional.ExtOptional(),
             ext_bindings.ExtBindings()]
+
+
+def _located(source: str, offset: int, message: str) -> str:
+    """An issue as cel-go prints one: position, message, the source line and a caret."""
+    line_start = source.rfind("\n", 0, offset) + 1
+    line_end = source.find("\n", offset)
+    line = source[line_start:line_end if line_end >= 0 else len(source)]
+    column = offset - line_start
+    number = source.count("\n", 0, offset) + 1
+    return (f"ERROR: <input>:{number}:{column + 1}: {message}\n | {line}\n"
+            f" | {'.' * column}^")
 
 
 def _issues(text: str) -> str:

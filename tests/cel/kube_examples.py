@@ -159,7 +159,9 @@ EXAMPLES: list[Example] = [
     ("strings", "'tacocat'.substring(4)", None, None, "cat"),
     ("strings", "'  \\ttrim\\n    '.trim()", None, None, "trim"),
     ("strings", "['hello', 'mellow'].join(' ')", None, None, "hello mellow"),
-    ("strings", "'%s is %d years old'.format(['Ana', 30])", None, None, "Ana is 30 years old"),
+    ("strings", "'%s is %s'.format(['Ana', 'here'])", None, None, "Ana is here"),
+    ("strings", "'%d years, %.1f%%'.format([30, 99.5])", None, None, COMPILE_ERROR),
+    ("strings", "'%d items'.format([30])", None, None, "30 items"),
     # url library (urls.go)
     ("url", "isURL('https://user:pass@example.com:80/path?query=val#fragment')", None, None,
      True),

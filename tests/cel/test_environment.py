@@ -62,3 +62,14 @@ def test_actual_sizes_bound_the_runtime_estimate() -> None:
     small = cel.estimated_cost(program, cel.value_sizer(["ab", "cd"]))
     large = cel.estimated_cost(program, cel.value_sizer(["a" * 1000] * 100))
     assert small < 20 < large
+
+
+def test_mixed_type_literals_are_refused_as_cel_go_refuses_them() -> None:
+    env = cel.Environment()
+    env.seal()
+    with pytest.raises(cel.CompileError) as refused:
+        env.compile("[1, 'a'].size() == 2", "dyn")
+    assert str(refused.value) == (
+        "compilation failed: ERROR: <input>:1:5: expected type 'int' but found 'string'\n"
+        " | [1, 'a'].size() == 2\n | ....^")
+    assert env.compile("[self, 1].size() == 2", "dyn") is not None  # dyn joins anything
