@@ -46,6 +46,9 @@ def decode_continue(token: str, key_prefix: str) -> tuple[str, int]:
     if data.get("v") != _CONTINUE_VERSION:
         raise invalid(f"server does not recognize this encoded version {data.get('v')!r}")
     rv, start = data.get("rv"), data.get("start")
+    if isinstance(rv, int) and not -(2**63) <= rv < 2**63:  # continueToken.rv is an int64
+        raise invalid(f"json: cannot unmarshal number {rv} into Go struct field "
+                      "continueToken.rv of type int64")
     if not isinstance(rv, int) or isinstance(rv, bool) or rv == 0:
         raise invalid("incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
     if not isinstance(start, str) or not start:
