@@ -5,6 +5,10 @@ kube decodes request bodies with a depth limit of 10000 (apimachinery pkg/util/j
 default, validate, the field manager, CEL, orjson's encoder at 254 levels) recurse in Python,
 under a recursion limit of 1000 frames: at about five frames a level the deepest of them
 fails near 190 levels. kext therefore refuses bodies nested deeper than MAX_DEPTH = 100
+# metadata.managedFields describe an object's fields this many levels deeper than the fields
+# themselves (the list, an entry, fieldsV1, a leaf's {}): the server writes them, so an
+# object read back and written again must not fail for them.
+MANAGED_FIELDS_EXTRA_DEPTH = 5
 levels, which no real object comes near and which leaves every walk twice its headroom.
 
 The one walk here is iterative, so checking a value can never itself run out of stack.
@@ -15,6 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 MAX_DEPTH = 100
+# metadata.managedFields describe an object's fields this many levels deeper than the fields
+# themselves (the list, an entry, fieldsV1, a leaf's {}): the server writes them, so an
+# object read back and written again must not fail for them.
+MANAGED_FIELDS_EXTRA_DEPTH = 5
 
 # kube's JSON numbers: an integer outside int64 is decoded as a float64
 # (apimachinery pkg/util/json convertNumber).
@@ -51,6 +59,21 @@ def check_depth(value: Any, limit: int = MAX_DEPTH) -> Any:
                 INT64_MIN <= item <= INT64_MAX
             ):
                 container[key] = _in_range(item)  # type: ignore[index]
+    return value
+
+
+def check_object_depth(value: Any, limit: int = MAX_DEPTH) -> Any:
+    """check_depth for a Kubernetes object: its metadata.managedFields are measured apart,
+    with MANAGED_FIELDS_EXTRA_DEPTH more levels."""
+    metadata = value.get("metadata") if isinstance(value, dict) else None
+    if not isinstance(metadata, dict) or "managedFields" not in metadata:
+        return check_depth(value, limit)
+    managed = metadata.pop("managedFields")
+    try:
+        check_depth(value, limit)
+        metadata["managedFields"] = check_depth(managed, limit + MANAGED_FIELDS_EXTRA_DEPTH)
+    finally:
+        metadata.setdefault("managedFields", managed)
     return value
 
 

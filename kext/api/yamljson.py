@@ -186,9 +186,10 @@ class _Mapping:
         self.has_key = False
 
 
-def yaml_to_json(data: bytes | str, max_depth: int) -> Any:
+def yaml_to_json(data: bytes | str, max_depth: int, reported_depth: int = 0) -> Any:
     """The JSON value of one YAML document (None for an empty one); YAMLDecodeError when it
-    is not YAML kube would accept, yaml.YAMLError when it does not parse."""
+    is not YAML kube would accept (nesting past max_depth is reported as past
+    reported_depth, the limit callers state), yaml.YAMLError when it does not parse."""
     stack: list[_Mapping | list[Any]] = []
     result: Any = None
     documents = 0
@@ -224,7 +225,8 @@ def yaml_to_json(data: bytes | str, max_depth: int) -> Any:
             add(_scalar(event), event)
         elif isinstance(event, (events.MappingStartEvent, events.SequenceStartEvent)):
             if len(stack) >= max_depth:
-                raise YAMLDecodeError(f"yaml: exceeded max depth of {max_depth}")
+                raise YAMLDecodeError(
+                    f"yaml: exceeded max depth of {reported_depth or max_depth}")
             stack.append(_Mapping() if isinstance(event, events.MappingStartEvent) else [])
         elif isinstance(event, (events.MappingEndEvent, events.SequenceEndEvent)):
             done = stack.pop()

@@ -64,8 +64,8 @@ class BodyDecodeError(ValueError):
 
 
 def decode_json(body: bytes) -> Any:
-    """A JSON body as kube decodes it: at most nesting.MAX_DEPTH levels deep, integers past
-    int64 as floats. BodyDecodeError otherwise."""
+    """A JSON body as kube decodes it: at most nesting.MAX_DEPTH levels deep (its
+    managedFields a few more), integers past int64 as floats. BodyDecodeError otherwise."""
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -76,7 +76,7 @@ def decode_json(body: bytes) -> Any:
     if (body.count(b"{") + body.count(b"[") > nesting.MAX_DEPTH
             or _LONG_INTEGER.search(body) is not None):
         try:
-            nesting.check_depth(value)
+            nesting.check_object_depth(value)
         except ValueError as exc:
             raise BodyDecodeError(str(exc)) from None
     return value
@@ -91,8 +91,10 @@ def decode_yaml(body: bytes) -> Any:
         except BodyDecodeError:
             pass  # not JSON after all (a YAML flow mapping): read it as YAML
     try:
-        value = yamljson.yaml_to_json(body, nesting.MAX_DEPTH)
-        return nesting.check_depth(value)
+        # managedFields may nest deeper (nesting.check_object_depth measures them apart)
+        value = yamljson.yaml_to_json(
+            body, nesting.MAX_DEPTH + nesting.MANAGED_FIELDS_EXTRA_DEPTH + 2, nesting.MAX_DEPTH)
+        return nesting.check_object_depth(value)
     except yaml.YAMLError as exc:
         raise BodyDecodeError(
             f"error converting YAML to JSON: yaml: {_yaml_problem(exc)}") from None

@@ -93,24 +93,12 @@ _LONE_TILDE = re.compile(r"~(?![01])")
 
 def _check_patched_depth(patched: Any) -> None:
     """422 when a JSON patch made the object nest deeper than kext decodes (kube: the patched
-    JSON fails to decode, NewInvalid on field "patch"). managedFields mirror the object
-    a few levels deeper and are the server's, so they are measured apart."""
-    metadata = patched.get("metadata") if isinstance(patched, dict) else None
-    managed = metadata.pop("managedFields", None) if isinstance(metadata, dict) else None
+    JSON fails to decode, NewInvalid on field "patch")."""
     try:
-        nesting.check_depth(patched)
-        nesting.check_depth(managed, nesting.MAX_DEPTH + MANAGED_FIELDS_EXTRA_DEPTH)
+        nesting.check_object_depth(patched)
     except ValueError as exc:
         raise errors.invalid("", "", "", [
             errors.field_invalid("patch", "the patched object", str(exc))]) from None
-    finally:
-        if managed is not None:
-            metadata["managedFields"] = managed  # type: ignore[index]
-
-
-# managedFields nest this much deeper than the fields they describe (the list, an entry,
-# fieldsV1, and the leaf's {})
-MANAGED_FIELDS_EXTRA_DEPTH = 5
 
 
 async def patch(request: APIRequest, scope: Scope) -> Response:
