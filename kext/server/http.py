@@ -308,13 +308,26 @@ class KextChannel(HTTPChannel):
                 self._respondToBadRequestAndDisconnect()
                 return False
             if int(value) > self.max_body_bytes:
-                self._refuse_body(int(value))
+                self._refuse_body()
                 return False
         if name == b"transfer-encoding" and value.lower() not in (b"chunked", b"identity"):
             self._refuse(b"501 Not Implemented", b"Unsupported transfer encoding")
             return False
         ok: bool = super().headerReceived(line)
         return ok
+
+    def rawDataReceived(self, data: bytes) -> None:
+        super().rawDataReceived(data)
+        if self._refused or self._handlingRequest or not self.requests:
+            return
+        # A chunked body past the limit is refused as soon as it is (or a chunk announces
+        # it will be), as a Content-Length past it is.
+        decoder = self._transferDecoder
+        announced = getattr(decoder, "length", 0) if getattr(decoder, "state", "") == "BODY" \
+            else 0
+        if getattr(self.requests[-1], "body_too_large", False) or (
+                isinstance(announced, int) and announced > self.max_body_bytes):
+            self._refuse_body()
 
     def allHeadersReceived(self) -> None:
         self._clear_deadline()
@@ -349,7 +362,7 @@ class KextChannel(HTTPChannel):
         self._refuse(b"431 Request Header Fields Too Large")
         return True
 
-    def _refuse_body(self, length: int) -> None:
+    def _refuse_body(self) -> None:
         error = errors.request_entity_too_large(
             f"Request entity too large: limit is {self.max_body_bytes}")
         body = status_response(error).body

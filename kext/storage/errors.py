@@ -47,7 +47,7 @@ class RequestTooLargeError(StorageError):
     default): the object is too big to store, and nothing is wrong with etcd."""
 
 
-class OutcomeUnknownError(StorageError):
+class OutcomeUnknownError(UnavailableError):
     """A write was sent and its answer lost (the connection broke, or the deadline passed):
     etcd may or may not have applied it."""
 

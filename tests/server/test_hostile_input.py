@@ -218,3 +218,35 @@ def test_a_connection_without_headers_in_time_is_closed_unanswered() -> None:
     clock.advance(0.3)
     assert transport.value() == b""
     assert transport.disconnecting
+
+
+# -- storage failures as the client sees them
+
+
+def test_storage_failures_that_are_no_outage() -> None:
+    from kext.registry.storeerr import interpret
+    from kext.storage import errors as storage_errors
+
+    too_large = interpret(storage_errors.RequestTooLargeError(
+        "/k", "etcdserver: request is too large"), "example.kext.io", "widgets", "w")
+    assert (too_large.code, too_large.reason, too_large.message) == (
+        500, "", "etcdserver: request is too large")
+    assert too_large.retry_after_seconds == 0
+    lost = interpret(storage_errors.OutcomeUnknownError(
+        "/k", "etcd at x did not answer within 5s; the write may or may not have been applied"),
+        "example.kext.io", "widgets", "w")
+    assert lost.code == 500 and lost.retry_after_seconds == 0
+    assert lost.message.endswith("may or may not have been applied: get "
+                                 "widgets.example.kext.io w to see whether it was")
+    down = interpret(storage_errors.UnavailableError("/k", "etcd is down"),
+                     "example.kext.io", "widgets", "w")
+    assert down.code == 503  # not sent: safe to retry
+
+
+def test_chunked_bodies_past_the_limit_are_413_at_once() -> None:
+    for chunks in (b"400000\r\n" + b"a" * 100, (b"100000\r\n" + b"a" * 0x100000 + b"\r\n") * 4):
+        clock = Clock()
+        channel, transport = connect(clock)
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             + chunks)
+        assert transport.value().startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n")
