@@ -37,6 +37,9 @@ class ServingConfig:
     max_mutating_requests_inflight: int = 200
     request_timeout_seconds: float = 60.0
     max_request_body_bytes: int = 3 * 1024 * 1024
+    # as kube's http.Server ReadHeaderTimeout: a connection that has not sent a request's
+    # headers by then is closed
+    read_header_timeout_seconds: float = 32.0
 
 
 @dataclass
@@ -511,6 +514,9 @@ def _serving(f: _Fields) -> ServingConfig:
             "requestTimeout", defaults.request_timeout_seconds, minimum=1e-9
         ),
         max_request_body_bytes=f.integer("maxRequestBodyBytes", defaults.max_request_body_bytes, 1),
+        read_header_timeout_seconds=f.duration(
+            "readHeaderTimeout", defaults.read_header_timeout_seconds, minimum=1e-9
+        ),
     )
     f.finish()
     return config

@@ -212,10 +212,7 @@ class Store:
         if not isinstance(metadata, dict):
             raise errors.bad_request("metadata must be an object")
         meta.ensure_namespace(metadata, ctx.namespace, self.namespaced)
-        if metadata.get("resourceVersion"):
-            raise errors.internal_error(
-                "resourceVersion should not be set on objects to be created"
-            )
+        _check_create_resource_version(metadata)
         warnings = self._unknown_fields(strategy.prune_and_default(obj), ctx)
         if not applied:
             self._field_managers[version].update(None, obj, ctx.field_manager, meta.now())
@@ -535,3 +532,14 @@ def _keep_system_fields(metadata: dict[str, Any], old: dict[str, Any]) -> None:
             metadata.pop(key, None)
     # resourceVersion stays as the client sent it: CustomResources allow no unconditional
     # update, so validation rejects an empty one (patches carry the current one).
+
+
+def _check_create_resource_version(metadata: dict[str, Any]) -> None:
+    """As kube's etcd3 Create: a resourceVersion that parses (ParseUint) to non-zero is
+    refused with a 500 of no reason (storage.ErrResourceVersionSetOnCreate, which no error
+    interpreter maps); any other is dropped (PrepareObjectForStorage)."""
+    rv = metadata.pop("resourceVersion", None)
+    if (isinstance(rv, str) and rv.isascii() and rv.isdigit() and len(rv) <= 20
+            and 0 < int(rv) < 2**64):
+        raise errors.StatusError(
+            500, "", "resourceVersion should not be set on objects to be created")

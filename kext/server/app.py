@@ -122,7 +122,8 @@ class APIServer:
         assert self.handler is not None, "prepare_run() comes first"
         reactor = cast(Any, _reactor)
         cfg = self.config
-        site = http.make_site(self.handler, cfg.max_request_body_bytes)
+        site = http.make_site(self.handler, cfg.max_request_body_bytes,
+                              cfg.read_header_timeout_seconds)
         tls = ReloadingContextFactory(cfg.serving.cert_file, cfg.serving.key_file,
                                       list(cfg.serving.client_ca_files))
         reload_loop = task.LoopingCall(tls.reload_if_changed)

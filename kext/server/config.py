@@ -50,6 +50,7 @@ class Config:
     max_mutating_requests_inflight: int
     request_timeout_seconds: float
     max_request_body_bytes: int
+    read_header_timeout_seconds: float
     resources: tuple[ResourceDefinition, ...]
 
     def complete(self) -> CompletedConfig:
@@ -127,5 +128,6 @@ def new_config(options: ServerConfig, serving: ServingCertificates, etcd: EtcdSe
         max_mutating_requests_inflight=s.max_mutating_requests_inflight,
         request_timeout_seconds=s.request_timeout_seconds,
         max_request_body_bytes=s.max_request_body_bytes,
+        read_header_timeout_seconds=s.read_header_timeout_seconds,
         resources=tuple(options.resources),
     )

@@ -75,6 +75,11 @@ class Router:
         if info.namespace and not store.namespaced:
             raise errors.path_not_found(request.path)
         verb = info.verb
+        if verb == "watch" and request.method != "GET":
+            # the /watch/ paths are GET routes only: any other method is go-restful's 405
+            raise errors.StatusError(
+                405, "MethodNotAllowed",
+                "the server does not allow this method on the requested resource")
         if store.namespaced and not info.namespace and verb not in ("list", "watch"):
             # only list and watch span all namespaces (as kube's CustomResource handler)
             raise errors.path_not_found(request.path)

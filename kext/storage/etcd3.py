@@ -38,6 +38,8 @@ from kext.storage.errors import (
     InvalidObjectError,
     KeyExistsError,
     KeyNotFoundError,
+    OutcomeUnknownError,
+    RequestTooLargeError,
     StorageError,
     TooLargeResourceVersionError,
     UnavailableError,
@@ -66,6 +68,9 @@ from kext.storage.versioner import (
 
 log = logging.getLogger(__name__)
 MAX_RECEIVE_MESSAGE_BYTES = 128 * 1024 * 1024  # a page of large objects can exceed gRPC's 4 MiB
+
+# etcd's revisions are int64; a resourceVersion past that is ahead of any etcd.
+_MAX_REVISION = 2**63 - 1
 
 # The largest page the store asks etcd for while filling a filtered page (as kube-apiserver).
 _MAX_FETCH_LIMIT = 10000
@@ -107,6 +112,24 @@ _PERMANENT_WATCH_CODES = frozenset(
         grpc.StatusCode.FAILED_PRECONDITION,
     }
 )
+
+
+def _too_large(code: grpc.StatusCode, details: str) -> bool:
+    """Whether etcd (or gRPC on either side) refused a request for its size, as kube's
+    isTooLargeError reads etcd's errors (handlers/rest.go)."""
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return "request is too large" in details
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details
+
+
+def _maybe_sent(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether a failed call may have reached etcd. As etcd's client retries a mutation only
+    when no connection was there to send it on (isSafeRetryMutableRPC), only gRPC's "failed
+    to connect" and etcd's own refusals are known not to have been applied."""
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # "etcdserver: too many requests"
+        return False
+    return not (code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details)
 
 
 class _FutureRevisionError(StorageError):
@@ -302,6 +325,8 @@ class EtcdClient(aetcd.Client):
     def storage_error(self, exc: grpc.aio.AioRpcError, key: str) -> StorageError:
         """The StorageError for a failed etcd call on key."""
         code, details = exc.code(), exc.details() or ""
+        if _too_large(code, details):
+            return RequestTooLargeError(key, "etcdserver: request is too large")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return UnavailableError(
                 key, f"etcd at {self.endpoint} did not answer within {self.request_timeout:g}s"
@@ -331,10 +356,10 @@ class EtcdClient(aetcd.Client):
             return await self.kvstub.Txn(request, timeout=self.request_timeout)
         except grpc.aio.AioRpcError as exc:
             error = self.storage_error(exc, key)
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                error = UnavailableError(
-                    key, f"{error}; the write may or may not have been applied"
-                )
+            if isinstance(error, UnavailableError) and _maybe_sent(exc):
+                # etcd may have applied the write: a client must not read "not applied"
+                error = OutcomeUnknownError(
+                    key, f"{error}; the write may or may not have been applied")
             raise error from None
 
     async def kv_compact(self, revision: int, *, physical: bool = True) -> None:
@@ -445,6 +470,8 @@ class Etcd3Store:
                 minimum = n
             else:
                 revision = n
+        if revision > _MAX_REVISION:  # etcd's revisions are int64: this one is ahead of it
+            raise TooLargeResourceVersionError(key, revision, await self.current_revision())
         try:
             kv, header = await self._get_kv(key, revision=revision, serializable=serializable)
         except ExpiredError:
@@ -614,6 +641,8 @@ class Etcd3Store:
                 )
             serializable = n == 0  # "0" = any revision will do
 
+        if revision > _MAX_REVISION:  # etcd's revisions are int64: this one is ahead of it
+            raise TooLargeResourceVersionError(key_prefix, revision, await self.current_revision())
         items: list[Object] = []
         last_key = b""
         fetch_limit = limit

@@ -17,7 +17,12 @@ from kext.api import errors
 from kext.api.table import parse_include_object, partial_object_metadata, table_convertor
 from kext.metrics import Metrics, WatchEventCounts
 from kext.registry.store import WatchEvent
-from kext.server.handlers.scope import INTEGER, Scope, parse_resource_version, selection
+from kext.server.handlers.scope import (
+    Scope,
+    parse_resource_version,
+    selection,
+    timeout_seconds,
+)
 from kext.server.negotiation import Representation, Target, negotiate
 from kext.server.request import APIRequest, StreamResponse
 
@@ -59,11 +64,10 @@ async def watch(request: APIRequest, scope: Scope, metrics: Metrics) -> StreamRe
             "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
             "resourceVersionMatch",
         )
-    timeout_raw = request.param("timeoutSeconds")
-    if timeout_raw and not INTEGER.fullmatch(timeout_raw):
-        raise errors.bad_request(f"timeoutSeconds: invalid value {timeout_raw!r}")
-    timeout = float(timeout_raw or 0)
-    if timeout <= 0:  # as kube: no (or zero) timeout is a random one of 30-60 minutes
+    # As kube's handleWatch: none (or zero) is a random timeout of 30-60 minutes; a negative
+    # one has already passed, so the watch ends at once.
+    timeout = float(timeout_seconds(request) or 0)
+    if timeout == 0:
         timeout = MIN_REQUEST_TIMEOUT * (1 + random.random())
     resource_version = int(rv_raw) if rv_raw else None
     events = scope.store.watch(
