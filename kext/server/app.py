@@ -60,8 +60,10 @@ class APIServer:
     def __init__(self, config: CompletedConfig) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.authenticator = config.new_authenticator()
-        self.authorizer = config.new_authorizer()
+        self.kube = config.new_kube_client()
+        self.security = config.new_security(self.metrics, self.kube)
+        self.authenticator = self.security.authenticator
+        self.authorizer = self.security.authorizer
         self.inflight = filters.InFlight(config.max_requests_inflight,
                                          config.max_mutating_requests_inflight, self.metrics)
         self.serving = Serving()
@@ -72,6 +74,7 @@ class APIServer:
         """Connect to etcd, prime a watch cache and build a store per resource, and put the
         router and the filter chain together (cf. New and PrepareRun)."""
         cfg = self.config
+        await self.security.start()
         client = await connect(cfg.etcd)
         self.serving.storage = client
         storage = Etcd3Store(client)
@@ -118,7 +121,8 @@ class APIServer:
         cfg = self.config
         site = http.make_site(self.handler, cfg.max_request_body_bytes)
         tls = ReloadingContextFactory(cfg.serving.cert_file, cfg.serving.key_file,
-                                      list(cfg.serving.client_ca_files))
+                                      list(cfg.serving.client_ca_files),
+                                      self.security.cluster_client_cas)
         reload_loop = task.LoopingCall(tls.reload_if_changed)
         reload_loop.start(10.0, now=False)
         self.serving.closers.append(reload_loop.stop)
@@ -156,6 +160,9 @@ class APIServer:
             await cache.stop()  # ends every watch stream cleanly
         if self.serving.storage is not None:
             await self.serving.storage.close()
+        await self.security.stop()
+        if self.kube is not None:
+            await self.kube.close()
 
 
 def announce(options: ServerConfig, certificates: ServingCertificates) -> None:
