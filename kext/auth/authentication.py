@@ -11,13 +11,12 @@ none succeeds it also keeps the request from being anonymous: it is a 401."""
 
 from __future__ import annotations
 
-import datetime
 import logging
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from cryptography import x509
@@ -69,7 +68,8 @@ class VerifiedLeaves:
     def __init__(self, roots: CABundle) -> None:
         self.roots = roots
         self._version = roots.version
-        self._leaves: dict[bytes, x509.Certificate | str] = {}
+        # DER -> (certificate, not before, not after as POSIX times), or why it is refused
+        self._leaves: dict[bytes, tuple[x509.Certificate, float, float] | str] = {}
 
     def leaf(self, chain: Sequence[bytes]) -> x509.Certificate | None:
         """The leaf if it is directly issued by one of the roots and valid now; None when no
@@ -89,14 +89,15 @@ class VerifiedLeaves:
             verified = self._leaves[der] = _verify_leaf(der, self.roots.certificates)
         if isinstance(verified, str):
             raise AuthenticationError(verified)
-        now = datetime.datetime.now(datetime.UTC)
-        if not verified.not_valid_before_utc <= now <= verified.not_valid_after_utc:
-            raise AuthenticationError(f"verifying certificate {_describe(verified)} failed: "
+        leaf, not_before, not_after = verified
+        if not not_before <= time.time() <= not_after:
+            raise AuthenticationError(f"verifying certificate {_describe(leaf)} failed: "
                                       "x509: certificate has expired or is not yet valid")
-        return verified
+        return leaf
 
 
-def _verify_leaf(der: bytes, roots: Sequence[x509.Certificate]) -> x509.Certificate | str:
+def _verify_leaf(der: bytes, roots: Sequence[x509.Certificate],
+                 ) -> tuple[x509.Certificate, float, float] | str:
     """The certificate, or why it does not verify against roots for client authentication."""
     try:
         leaf = x509.load_der_x509_certificate(der)
@@ -118,7 +119,8 @@ def _verify_leaf(der: bytes, roots: Sequence[x509.Certificate]) -> x509.Certific
             leaf.verify_directly_issued_by(root)
         except (ValueError, TypeError, Exception):  # signature mismatch or unsupported key
             continue
-        return leaf
+        return (leaf, leaf.not_valid_before_utc.timestamp(),
+                leaf.not_valid_after_utc.timestamp())
     return (f"verifying certificate {_describe(leaf)} failed: x509: certificate signed by "
             "unknown authority")
 
@@ -292,6 +294,7 @@ class UnionAuthenticator:
         self.anonymous = anonymous
         self.request_header = request_header
         self.metrics = metrics
+        self._durations: dict[str, Any] = {}  # the histogram's child per result
 
     def strip_identity_headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """headers without the credentials authentication has used up: Authorization and
@@ -321,12 +324,15 @@ class UnionAuthenticator:
                 break
         if user is None and failures:
             log.warning("unable to authenticate the request to %s: %s", credentials.path,
-                        "; ".join(failures))
+                        "; ".join(dict.fromkeys(failures)))
         elif user is None and self.anonymous is not None:
             user = await self.anonymous.authenticate(credentials)
         if self.metrics is not None:
             result = "success" if user is not None else "error" if failures else "failure"
             self.metrics.authentication_attempts.inc(result)
-            self.metrics.authentication_duration.labels(result).observe(
-                time.monotonic() - started)
+            duration = self._durations.get(result)
+            if duration is None:
+                duration = self._durations[result] = \
+                    self.metrics.authentication_duration.labels(result)
+            duration.observe(time.monotonic() - started)
         return user

@@ -71,7 +71,8 @@ class AuthenticationConfigMap:
         except KubeStatusError as error:
             if error.code == 403:
                 raise ClusterAuthenticationError(
-                    f"cannot read {where} (403 Forbidden): kext's user needs the Role "
+                    f"cannot read {where} (403 Forbidden: {error.message}); kext's user "
+                    f"needs the Role "
                     f"{READER_ROLE} in {NAMESPACE}, e.g. kubectl create rolebinding -n "
                     f"{NAMESPACE} kext-authentication-reader --role={READER_ROLE} "
                     "--serviceaccount=<namespace>:<service account>") from None
