@@ -103,6 +103,20 @@ class CompletedConfig(Config):
         """This server's authentication and authorization (cf. DelegatingAuthenticationOptions
         and DelegatingAuthorizationOptions.ApplyTo): what server.yaml gives, and what is
         delegated to the cluster through kube. Start it before serving."""
+        authenticator, cluster_cas, configmap = self._authentication(metrics, kube)
+        return Security(authenticator, self.new_authorizer(metrics, kube), cluster_cas,
+                        configmap)
+
+    def new_authenticator(self) -> UnionAuthenticator:
+        """A fresh authenticator from server.yaml alone (nothing delegated): request
+        headers, then x509 client certificates, then anonymous."""
+        return self._authentication(None, None)[0]
+
+    def _authentication(
+        self, metrics: Metrics | None, kube: KubeClient | None,
+    ) -> tuple[UnionAuthenticator, tuple[CABundle, ...], AuthenticationConfigMap | None]:
+        """The authenticator, the CA bundles it follows from the cluster, and what follows
+        them (the ConfigMap), when kube is given and fromCluster asks for it."""
         authn, rh = self.authentication, self.authentication.request_header
         from_cluster = authn.from_cluster and kube is not None
         # A CA file in server.yaml wins over the ConfigMap's (for the request header: with
@@ -145,13 +159,7 @@ class CompletedConfig(Config):
             None if self.anonymous_paths is None else AllowedPaths(self.anonymous_paths)
         )
         authenticator = UnionAuthenticator(authenticators, anonymous, request_header, metrics)
-        return Security(authenticator, self.new_authorizer(metrics, kube), tuple(cluster_cas),
-                        configmap)
-
-    def new_authenticator(self) -> UnionAuthenticator:
-        """A fresh authenticator from server.yaml alone (nothing delegated): request
-        headers, then x509 client certificates, then anonymous."""
-        return self.new_security().authenticator
+        return authenticator, tuple(cluster_cas), configmap
 
     def new_authorizer(self, metrics: Metrics | None = None,
                        kube: KubeClient | None = None) -> Authorizer:
@@ -167,7 +175,7 @@ class CompletedConfig(Config):
         if authz.mode == "AlwaysAllow":
             authorizers.append(AlwaysAllowAuthorizer())
         elif kube is None:
-            # Never fail open: without a cluster to ask, Delegated allows only the above.
+            # Never fail open: Delegated with nobody to ask is no authorizer at all.
             raise ValueError("authorization.mode: Delegated needs kubernetes.kubeconfig or "
                              "kubernetes.inCluster: true")
         else:
