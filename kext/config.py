@@ -75,12 +75,14 @@ class RequestHeaderConfig:
     username_headers: list[str] = field(default_factory=lambda: ["X-Remote-User"])
     group_headers: list[str] = field(default_factory=lambda: ["X-Remote-Group"])
     extra_header_prefixes: list[str] = field(default_factory=lambda: ["X-Remote-Extra-"])
+    uid_headers: list[str] = field(default_factory=lambda: ["X-Remote-Uid"])
 
 
 @dataclass
 class TokenReviewConfig:
     enabled: bool = False
     cache_ttl_seconds: float = 10.0
+    audiences: list[str] = field(default_factory=list)  # empty: the review names none
 
 
 @dataclass
@@ -579,6 +581,7 @@ def _authentication(f: _Fields) -> AuthenticationConfig:
         extra_header_prefixes=_header_names(
             rh, "extraHeaderPrefixes", rh_defaults.extra_header_prefixes
         ),
+        uid_headers=_header_names(rh, "uidHeaders", rh_defaults.uid_headers),
     )
     if request_header.client_ca_file and not request_header.username_headers:
         rh.problem("usernameHeaders", "required when requestHeader.clientCAFile is set")
@@ -590,6 +593,7 @@ def _authentication(f: _Fields) -> AuthenticationConfig:
     token_review = TokenReviewConfig(
         enabled=tr.boolean("enabled", False),
         cache_ttl_seconds=tr.duration("cacheTTL", TokenReviewConfig().cache_ttl_seconds),
+        audiences=tr.strings("audiences", []),
     )
     tr.finish()
     f.finish()
@@ -767,15 +771,6 @@ def unimplemented(config: ServerConfig) -> list[str]:
     line each: serving with them would silently ignore them (for authorization: fail open),
     so kext refuses to start instead."""
     problems = []
-    if config.authorization.mode == "Delegated":
-        problems.append("authorization.mode: Delegated (SubjectAccessReview) is not implemented "
-                        "in this version of kext; use AlwaysAllow")
-    if config.authentication.token_review.enabled:
-        problems.append("authentication.tokenReview.enabled: TokenReview authentication is not "
-                        "implemented in this version of kext")
-    if config.authentication.from_cluster:
-        problems.append("authentication.fromCluster: reading extension-apiserver-authentication "
-                        "is not implemented in this version of kext; set the CA files instead")
     if config.admission.hooks:
         problems.append("admission.hooks: the admission chain is not implemented in this "
                         "version of kext; use per-resource hooks (the kext.io/hooks annotation)")

@@ -27,13 +27,17 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-__all__ = ["CacheSource", "Gauge", "Metrics", "StorageCollector", "WatchEventCounts"]
+__all__ = ["CacheSource", "Gauge", "Metrics", "StorageCollector", "UnsuffixedCounter",
+           "WatchEventCounts"]
 
 # kube-apiserver's buckets for apiserver_request_duration_seconds.
 REQUEST_DURATION_BUCKETS = (
     0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 15, 20,
     30, 45, 60,
 )
+# kube's buckets for authentication_ and authorization_duration_seconds:
+# ExponentialBuckets(0.001, 2, 15).
+AUTH_DURATION_BUCKETS = tuple(0.001 * 2**i for i in range(15))
 # kube-apiserver's buckets for apiserver_watch_events_sizes: ExponentialBuckets(1024, 2, 8).
 WATCH_EVENT_SIZE_BUCKETS = tuple(1024 * 2**i for i in range(8))
 
@@ -144,6 +148,27 @@ class WatchEventsCollector(Collector):
         yield from (events, sizes)
 
 
+class UnsuffixedCounter(Collector):
+    """Counts by one label, exposed under exactly `name`: kube-apiserver's
+    `authentication_attempts` has no `_total`, which prometheus_client adds to every Counter
+    (so this one is exposed untyped)."""
+
+    def __init__(self, name: str, documentation: str, label: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label = label
+        self.counts: dict[str, int] = {}
+
+    def inc(self, value: str) -> None:
+        self.counts[value] = self.counts.get(value, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        metric = Metric(self.name, self.documentation, "unknown")
+        for value, count in self.counts.items():
+            metric.add_sample(self.name, {self.label: value}, count)
+        yield metric
+
+
 class Metrics:
     """One API server's collectors, on its own registry (with the process_* metrics, as
     kube-apiserver exposes them). Whatever records a metric is handed this object."""
@@ -180,6 +205,49 @@ class Metrics:
         self.storage = StorageCollector()
         self.registry.register(self.storage)
         ProcessCollector(registry=self.registry)
+
+        # Authentication and authorization, with kube's names (endpoints/filters/metrics.go,
+        # token/cache/stats.go, authorizerfactory/metrics.go); kext_authorization_cache is
+        # kext's own: kube counts no SubjectAccessReview cache hits.
+        self.authentication_attempts = UnsuffixedCounter(
+            "authentication_attempts", "Counter of authenticated attempts.", "result")
+        self.registry.register(self.authentication_attempts)
+        self.authentication_duration = Histogram(
+            "authentication_duration_seconds",
+            "Authentication duration in seconds broken out by result.",
+            ("result",), buckets=AUTH_DURATION_BUCKETS, registry=self.registry,
+        )
+        self.authorization_attempts = Counter(
+            "authorization_attempts_total",
+            "Counter of authorization attempts broken down by result. It can be either "
+            "'allowed', 'denied', 'no-opinion' or 'error'.",
+            ("result",), registry=self.registry,
+        )
+        self.authorization_duration = Histogram(
+            "authorization_duration_seconds",
+            "Authorization duration in seconds broken out by result.",
+            ("result",), buckets=AUTH_DURATION_BUCKETS, registry=self.registry,
+        )
+        self.token_cache_requests = Counter(
+            "authentication_token_cache_request_total",
+            "TokenReview answers looked up in the cache, by hit or miss.", ("status",),
+            registry=self.registry,
+        )
+        self.authorization_cache_requests = Counter(
+            "kext_authorization_cache_request_total",
+            "SubjectAccessReview answers looked up in the cache, by hit or miss.",
+            ("status",), registry=self.registry,
+        )
+        self.delegated_authn_requests = Counter(
+            "apiserver_delegated_authn_request_total",
+            "Number of HTTP requests partitioned by status code.", ("code",),
+            registry=self.registry,
+        )
+        self.delegated_authz_requests = Counter(
+            "apiserver_delegated_authz_request_total",
+            "Number of HTTP requests partitioned by status code.", ("code",),
+            registry=self.registry,
+        )
 
     def watch_event_counts(self, group: str, version: str, resource: str) -> WatchEventCounts:
         """The counts the watches of group/version/resource record their events in."""

@@ -61,8 +61,10 @@ class APIServer:
     def __init__(self, config: CompletedConfig) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.authenticator = config.new_authenticator()
-        self.authorizer = config.new_authorizer()
+        self.kube = config.new_kube_client()
+        self.security = config.new_security(self.metrics, self.kube)
+        self.authenticator = self.security.authenticator
+        self.authorizer = self.security.authorizer
         self.inflight = filters.InFlight(config.max_requests_inflight,
                                          config.max_mutating_requests_inflight, self.metrics)
         self.serving = Serving()
@@ -71,7 +73,9 @@ class APIServer:
         self.stores: list[Store] = []
 
     async def prepare_run(self) -> None:
-        """Connect to etcd and build the server on it (cf. New and PrepareRun)."""
+        """Start following the cluster's authentication settings, connect to etcd and build the
+        server on it (cf. New and PrepareRun)."""
+        await self.security.start()
         client = await connect(self.config.etcd)
         self.serving.storage = client
         await self.build(Etcd3Store(client))
@@ -125,7 +129,8 @@ class APIServer:
         site = http.make_site(self.handler, cfg.max_request_body_bytes,
                               cfg.read_header_timeout_seconds)
         tls = ReloadingContextFactory(cfg.serving.cert_file, cfg.serving.key_file,
-                                      list(cfg.serving.client_ca_files))
+                                      list(cfg.serving.client_ca_files),
+                                      self.security.cluster_client_cas)
         reload_loop = task.LoopingCall(tls.reload_if_changed)
         reload_loop.start(10.0, now=False)
         self.serving.closers.append(reload_loop.stop)
@@ -163,6 +168,9 @@ class APIServer:
             await cache.stop()  # ends every watch stream cleanly
         if self.serving.storage is not None:
             await self.serving.storage.close()
+        await self.security.stop()
+        if self.kube is not None:
+            await self.kube.close()
 
 
 def announce(options: ServerConfig, certificates: ServingCertificates) -> None:

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 
 from kext.api import errors
+from kext.auth import impersonation
 from kext.auth.authentication import Credentials, UnionAuthenticator
 from kext.auth.authorization.authorizer import Attributes, Authorizer, Decision
 from kext.metrics import Gauge, Metrics
@@ -127,6 +128,32 @@ def with_authorization(handler: Handler, authorizer: Authorizer) -> Handler:
             return await handler(request)
         log.debug("forbidden %s %s: %s", request.method, request.path, reason)
         raise forbidden(attributes, reason)
+
+    return serve
+
+
+def with_impersonation(handler: Handler, authorizer: Authorizer) -> Handler:
+    """Run the request as the user its Impersonate-* headers name, when its caller may
+    impersonate them (kext/auth/impersonation.py); 403 in kube's words when not, 400 when
+    the headers make no sense. The headers do not reach the handler (cf.
+    WithImpersonation)."""
+
+    async def serve(request: APIRequest) -> AnyResponse:
+        assert request.user is not None, "impersonation runs after authentication"
+        try:
+            user = await impersonation.impersonate(request.user, request.raw_headers,
+                                                   authorizer)
+        except impersonation.ImpersonationError as exc:
+            raise errors.bad_request(str(exc)) from None
+        except impersonation.ImpersonationForbidden as exc:
+            raise forbidden(exc.attributes, exc.reason) from None
+        if user is not None:
+            request.user = user
+            request.raw_headers = impersonation.without_impersonation_headers(
+                request.raw_headers)
+            request.headers = {k: v for k, v in request.headers.items()
+                               if not impersonation.is_impersonation_header(k)}
+        return await handler(request)
 
     return serve
 
@@ -259,6 +286,7 @@ def chain(handler: Handler, authenticator: UnionAuthenticator, authorizer: Autho
     inner = with_timeout(handler, timeout_seconds)
     inner = with_authorization(inner, authorizer)
     inner = with_max_inflight(inner, inflight)
+    inner = with_impersonation(inner, authorizer)
     inner = with_authentication(inner, authenticator)
     return with_metrics(with_status_errors(inner), metrics)
 
