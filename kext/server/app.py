@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from kext.admission.hooks import load_hooks
+from kext.admission.plugins import AdmissionPlugins
 from kext.config import ServerConfig
 from kext.metrics import Metrics
 from kext.registry.store import Store, resource_root
@@ -67,6 +68,7 @@ class APIServer:
         self.serving = Serving()
         self.shutting_down = False
         self.handler: Handler | None = None
+        self.admission = AdmissionPlugins.from_config(config.admission, self.metrics.admission)
 
     async def prepare_run(self) -> None:
         """Connect to etcd, prime a watch cache and build a store per resource, and put the
@@ -100,7 +102,8 @@ class APIServer:
                                       Check("watch-cache", self.cache_check),
                                       Check("shutdown", self.shutdown_check)]),
         ]
-        router = Router(stores, health, functools.partial(watch.watch, metrics=self.metrics))
+        router = Router(stores, health, functools.partial(watch.watch, metrics=self.metrics),
+                        self.admission)
         metadata_paths.install(router, cfg.resources)
         router.add_path("/metrics", self.serve_metrics)
         self.handler = filters.chain(router, self.authenticator, self.authorizer,
@@ -153,6 +156,7 @@ class APIServer:
             close()
         for cache in self.serving.caches:
             await cache.stop()  # ends every watch stream cleanly
+        await self.admission.close()
         if self.serving.storage is not None:
             await self.serving.storage.close()
 
