@@ -145,8 +145,8 @@ class WebhookServer:
         self._port = server.server_address[1]
         self._server = server
         self._release.clear()
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True,
-                                        name="webhook-server")
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,),
+                                        daemon=True, name="webhook-server")
         self._thread.start()
 
     def stop(self) -> None:
@@ -223,6 +223,8 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: kext is expected to reuse connections
+    disable_nagle_algorithm = True
+    wbufsize = 1 << 16  # headers and body leave in one write, flushed after each request
     server: _Server
 
     def setup(self) -> None:

@@ -32,6 +32,7 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
     wrapClientTLS,
 )
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.ssl import (
     Certificate,
     TLSVersion,
@@ -39,15 +40,17 @@ from twisted.internet.ssl import (
     platformTrust,
     trustRootFromCertificates,
 )
+from twisted.python.failure import Failure
 from twisted.web.client import (
     URI,
     Agent,
     HTTPConnectionPool,
     RequestTransmissionFailed,
+    ResponseDone,
     ResponseFailed,
     ResponseNeverReceived,
-    readBody,
 )
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
@@ -151,7 +154,10 @@ class _Transport:
         try:
             response = await self.agent.request(b"POST", url.encode(), headers,
                                                 _Body(body)).asFuture(loop)
-            data = await readBody(response).asFuture(loop)
+            finished: Deferred[bytes] = Deferred(lambda _: collector.abort())
+            collector = _BodyCollector(finished)
+            response.deliverBody(collector)
+            data = await finished.asFuture(loop)
         except (ResponseNeverReceived, RequestTransmissionFailed) as exc:
             reasons = [f.value for f in exc.reasons]
             if reasons and all(isinstance(r, net_error.ConnectionDone | net_error.ConnectionLost)
@@ -214,6 +220,29 @@ class _Body:
 
     def stopProducing(self) -> None:
         pass
+
+
+class _BodyCollector(Protocol):
+    """Collects a response body into `finished` (cancelling it drops the connection)."""
+
+    def __init__(self, finished: Deferred[bytes]) -> None:
+        self.finished = finished
+        self.chunks: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.finished.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(b"".join(self.chunks))
+        else:
+            self.finished.errback(reason)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()
 
 
 def _error_answer(answer: _Answer) -> str:
