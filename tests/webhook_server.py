@@ -277,3 +277,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except OSError:
             pass  # kext gave up waiting
+
+
+def main() -> None:
+    """`python -m tests.webhook_server DIR`: serve allow-all in this process (the benchmark
+    runs it apart from its client) and print the port once listening; stop on SIGTERM."""
+    import signal
+    import sys
+
+    server = WebhookServer(Path(sys.argv[1]))
+    server.start()
+    print(server.port, flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    stopped.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -77,14 +77,18 @@ class MutatingWebhooks:
             # that asked for it are called again
             state.require_reinvoking_previous()
         current = original
+        called = False
         try:
+            seen = attributes
             for index, webhook in enumerate(self.source.mutating):
-                seen = dataclasses.replace(attributes, object=current)
+                if seen.object is not current:
+                    seen = dataclasses.replace(attributes, object=current)
                 invocation = await self.matcher.invocation(webhook, seen)
                 if invocation is None:
                     continue
                 if context.is_reinvoke and webhook.uid not in state.reinvoke:
                     continue
+                called = True
                 round_ = 1 if context.is_reinvoke else 0
                 patched = await self._call(invocation, seen, index, round_)
                 if patched is not None:
@@ -94,7 +98,10 @@ class MutatingWebhooks:
                 if webhook.reinvocation_policy == "IfNeeded":
                     state.previously_invoked.add(webhook.uid)
         finally:
-            state.last_output = copy_object(current) if current is not None else None
+            # what the next round compares with (kube keeps it always; it matters only once
+            # a webhook was called: without one, no webhook is reinvoked)
+            if called:
+                state.last_output = copy_object(current) if current is not None else None
         return None if current is original else current
 
     async def _call(self, invocation: Invocation, attributes: Attributes, index: int,
