@@ -16,7 +16,7 @@ import fcntl
 import ipaddress
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
@@ -129,15 +129,17 @@ def issue_cert(
     hosts: Sequence[str] = (),
     client: bool = False,
     days: int = CERT_DAYS,
+    peer: bool = False,
 ) -> KeyPair:
     """A certificate signed by ca: a client certificate (CN = user, O = groups, clientAuth)
     when client is true, else a serving certificate (serverAuth) for hosts, which may be DNS
-    names or IP addresses."""
+    names or IP addresses; with peer, both (an etcd member serves and dials its peers)."""
     key = ec.generate_private_key(ec.SECP256R1())
     attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in orgs]
     attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
     now = _now()
     usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if peer else [usage]
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name(attributes))
@@ -161,7 +163,7 @@ def issue_cert(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
@@ -440,3 +442,128 @@ def _locked(cert_dir: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+# --- certificates for a cluster install (kext certs --service, kext manifests) ----------------
+
+
+@dataclass(frozen=True)
+class ServiceCerts:
+    """A CA and a Service's serving certificate: the Secret and the APIService caBundle of a
+    cluster install."""
+
+    ca: KeyPair
+    serving: KeyPair
+    ca_file: str
+    ca_key_file: str
+    cert_file: str
+    key_file: str
+    hosts: tuple[str, ...]
+    written: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EtcdCerts:
+    """The bundled etcd's CA, the certificate every member serves and dials peers with, and
+    kext's client certificate, each with its files."""
+
+    ca: KeyPair
+    member: KeyPair
+    client: KeyPair
+    files: tuple[str, ...]
+    written: tuple[str, ...] = ()
+
+
+def service_hosts(service: str, namespace: str, cluster_domain: str = "cluster.local") -> list[str]:
+    """The DNS names a Service answers to inside the cluster, the one kube-apiserver's
+    aggregator dials (`<service>.<namespace>.svc`) among them."""
+    return [
+        service,
+        f"{service}.{namespace}",
+        f"{service}.{namespace}.svc",
+        f"{service}.{namespace}.svc.{cluster_domain}",
+    ]
+
+
+def ensure_service_certs(
+    cert_dir: str,
+    service: str,
+    namespace: str,
+    ca_file: str = "",
+    ca_key_file: str = "",
+    cluster_domain: str = "cluster.local",
+) -> ServiceCerts:
+    """Make sure cert_dir holds a serving certificate (tls.crt, tls.key) for the Service's DNS
+    names, issued by the CA at ca_file/ca_key_file when given (read, never rewritten), else by
+    cert_dir's own ca.crt/ca.key (generated when missing or expiring). What is there and still
+    good is kept, so a second run gives the same caBundle. Raises ValueError when a given CA
+    cannot be used, OSError when a file cannot be read or written."""
+    os.makedirs(cert_dir, mode=0o700, exist_ok=True)
+    hosts = service_hosts(service, namespace, cluster_domain)
+    cert_file = os.path.join(cert_dir, "tls.crt")
+    key_file = os.path.join(cert_dir, "tls.key")
+    written: list[str] = []
+    with _locked(cert_dir):
+        if ca_file:
+            ca = _given_ca(ca_file, ca_key_file)
+        else:
+            ca_file = os.path.join(cert_dir, "ca.crt")
+            ca_key_file = os.path.join(cert_dir, "ca.key")
+            ca = _kept_ca(ca_file, ca_key_file, f"{service}.{namespace}-ca", written)
+        serving = _kept_cert(
+            cert_file, key_file, ca, hosts, written, lambda: issue_cert(ca, hosts[2], hosts=hosts)
+        )
+    return ServiceCerts(ca, serving, ca_file, ca_key_file, cert_file, key_file, tuple(hosts),
+                        tuple(written))
+
+
+def ensure_etcd_certs(cert_dir: str, member_hosts: Sequence[str], client_cn: str) -> EtcdCerts:
+    """Make sure cert_dir holds a bundled etcd's CA (etcd-ca.*), the members' certificate for
+    member_hosts with serverAuth and clientAuth (etcd-member.*) and a client certificate called
+    client_cn (etcd-client.*), keeping what is there and still good."""
+    os.makedirs(cert_dir, mode=0o700, exist_ok=True)
+    paths = [os.path.join(cert_dir, f"etcd-{part}.{ext}")
+             for part in ("ca", "member", "client") for ext in ("crt", "key")]
+    written: list[str] = []
+    with _locked(cert_dir):
+        ca = _kept_ca(paths[0], paths[1], "etcd-ca", written)
+        member = _kept_cert(paths[2], paths[3], ca, member_hosts, written,
+                            lambda: issue_cert(ca, "etcd", hosts=member_hosts, peer=True))
+        client = _kept_cert(paths[4], paths[5], ca, (), written,
+                            lambda: issue_cert(ca, client_cn, client=True))
+    return EtcdCerts(ca, member, client, tuple(paths), tuple(written))
+
+
+def _given_ca(ca_file: str, ca_key_file: str) -> KeyPair:
+    """The CA a user gave: its key from ca_key_file, or the .key file beside ca_file."""
+    key_file = ca_key_file or os.path.splitext(ca_file)[0] + ".key"
+    for path in (ca_file, key_file):
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no such file (the CA needs its certificate and its key)")
+    ca = load_key_pair(ca_file, key_file)
+    if ca is None:
+        raise ValueError(f"{ca_file}, {key_file}: not a PEM certificate and its EC private key")
+    if _expiring(ca.cert):
+        raise ValueError(f"{ca_file}: the CA has expired or expires within "
+                         f"{RENEW_BEFORE.days} days")
+    return ca
+
+
+def _kept_ca(cert_file: str, key_file: str, cn: str, written: list[str]) -> KeyPair:
+    ca = load_key_pair(cert_file, key_file)
+    if ca is None or _expiring(ca.cert):
+        stamp = int(_now().timestamp())
+        ca = new_ca(f"{cn}@{stamp}")
+        ca.write(cert_file, key_file)
+        written += [cert_file, key_file]
+    return ca
+
+
+def _kept_cert(cert_file: str, key_file: str, ca: KeyPair, hosts: Sequence[str],
+               written: list[str], issue: Callable[[], KeyPair]) -> KeyPair:
+    pair = load_key_pair(cert_file, key_file)
+    if pair is None or not _still_good(pair, ca) or (hosts and not _covers(pair.cert, hosts)):
+        pair = issue()
+        pair.write(cert_file, key_file)
+        written += [cert_file, key_file]
+    return pair

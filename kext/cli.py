@@ -3,6 +3,9 @@
     kext [--config FILE]                 run the server (default config/server.yaml)
     kext check [--config FILE]           validate the configuration and resource definitions
     kext certs --dir DIR [--hosts ...]   CA, serving cert, client CA, admin cert, kubeconfig
+    kext certs --service NAME --namespace NS --dir DIR   CA and serving cert for a Service
+    kext manifests --config FILE [--namespace NS] [--image IMG] [--ca-file CA.pem]
+                                         the cluster objects for `kubectl apply -f -`
     kext init DIR --domain D             a new project: server.yaml, a resource, hooks, a test
     kext create resource --group G ...   add a resource to the project in this directory
     kext docs [--config FILE] --out DIR  an API reference: DIR/index.md and DIR/index.html
@@ -33,8 +36,15 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command == "certs" and args.service:
+        return _service_certs(args.dir, args.service, args.namespace, args.cluster_domain)
     if args.command == "certs":
         return _certs(args.dir, args.hosts, args.server)
+    if args.command == "manifests":
+        from kext.manifests import command
+
+        return command(args.config, args.namespace, args.image, args.ca_file, args.ca_key_file,
+                       args.cert_dir)
     if args.command in ("init", "create", "docs"):
         return _scaffold(args)
     config = _load(args.config)
@@ -109,8 +119,47 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the server URL written into the kubeconfig (default https://127.0.0.1:8443)",
     )
+    certs.add_argument(
+        "--service",
+        default="",
+        metavar="NAME",
+        help="instead: ca.crt/ca.key and tls.crt/tls.key (the serving certificate of the "
+        "Service NAME in --namespace, for NAME.NS.svc and NAME.NS.svc.cluster.local) in DIR",
+    )
+    certs.add_argument("--namespace", default="default", metavar="NS", help="with --service")
+    certs.add_argument("--cluster-domain", default="cluster.local", help=argparse.SUPPRESS)
+    from kext.manifests import add_arguments
+
+    add_arguments(commands.add_parser(
+        "manifests",
+        help="the cluster objects of a kext install, for `kubectl apply -f -`",
+        description="Write the objects the helm chart (deploy/helm/kext) installs with its "
+        "defaults, as one YAML stream: the resource definitions come from FILE (its other "
+        "settings are for a local run; the cluster's server.yaml is the chart's). Notes and "
+        "the files written go to stderr.",
+    ))
     _scaffold_parsers(commands)
     return parser
+
+
+def _service_certs(cert_dir: str, service: str, namespace: str, cluster_domain: str) -> int:
+    from kext.certs import ensure_service_certs
+
+    try:
+        result = ensure_service_certs(cert_dir, service, namespace, cluster_domain=cluster_domain)
+    except OSError as error:
+        print(f"{cert_dir}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    for path, what in [
+        (result.ca_file, "CA certificate (the APIService caBundle)"),
+        (result.ca_key_file, "CA key"),
+        (result.cert_file, f"serving certificate for {', '.join(result.hosts)}"),
+        (result.key_file, "serving key"),
+    ]:
+        verb = "wrote" if path in result.written else "kept"
+        print(f"{verb:5} {path}: {what}")
+    print(f"caBundle: {base64.b64encode(result.ca.cert_pem).decode('ascii')}")
+    return 0
 
 
 def _scaffold_parsers(commands: Any) -> None:

@@ -825,7 +825,7 @@ def _manifests(item: object, path: str, what: str,
     return []
 
 
-def _resource_manifests(index: int, item: object, problems: list[str]) -> list[tuple[object, str]]:
+def resource_manifests(index: int, item: object, problems: list[str]) -> list[tuple[object, str]]:
     """The CRD manifests one `resources` entry declares, each with the `where` naming it."""
     return _manifests(item, f"resources[{index}]", "CustomResourceDefinition", problems)
 
@@ -840,7 +840,7 @@ def _resources(value: object, problems: list[str]) -> list[ResourceDefinition]:
     by_name: dict[str, str] = {}
     by_kind: dict[tuple[str, str], str] = {}
     for index, item in enumerate(value):
-        for manifest, where in _resource_manifests(index, item, problems):
+        for manifest, where in resource_manifests(index, item, problems):
             definition, crd_problems = parse_crd(manifest, where)
             if where.endswith(")"):
                 # From a file: `resources[0] (x.yaml): spec.names.plural: ...` reads better

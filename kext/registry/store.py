@@ -211,7 +211,7 @@ class Store:
         metadata = obj.setdefault("metadata", {})
         if not isinstance(metadata, dict):
             raise errors.bad_request("metadata must be an object")
-        self._check_namespace(metadata, ctx.namespace)
+        meta.ensure_namespace(metadata, ctx.namespace, self.namespaced)
         if metadata.get("resourceVersion"):
             raise errors.internal_error(
                 "resourceVersion should not be set on objects to be created"
@@ -222,7 +222,7 @@ class Store:
         if admission.mutate is not None:
             obj = _mutated(obj, await admission.mutate(obj, None))
             metadata = obj["metadata"]
-            self._check_namespace(metadata, ctx.namespace)
+            meta.ensure_namespace(metadata, ctx.namespace, self.namespaced)
         for key in ("uid", "deletionTimestamp", "deletionGracePeriodSeconds"):
             metadata.pop(key, None)
         metadata["uid"] = meta.new_uid()
@@ -272,7 +272,7 @@ class Store:
             metadata = new.get("metadata")
             if not isinstance(metadata, dict):
                 raise errors.bad_request("metadata must be an object")
-            self._check_namespace(metadata, ctx.namespace)
+            meta.ensure_namespace(metadata, ctx.namespace, self.namespaced)
             if metadata.get("name", name) != name:
                 raise errors.bad_request(
                     f"the name of the object ({metadata.get('name')}) does not match the "
@@ -288,7 +288,7 @@ class Store:
             if admission.mutate is not None:
                 new = _mutated(new, await admission.mutate(new, old))
                 metadata = new["metadata"]
-                self._check_namespace(metadata, ctx.namespace)
+                meta.ensure_namespace(metadata, ctx.namespace, self.namespaced)
             _keep_system_fields(metadata, old["metadata"])
             strategy.prepare_for_update(new, old)
             self._validate(strategy.validate_update(new, old), name)
@@ -476,18 +476,6 @@ class Store:
                 if api_version != self._api_version(version)
                 else f"the kind in the data ({kind}) does not match the expected kind ({self.kind})"
             )
-
-    def _check_namespace(self, metadata: dict[str, Any], namespace: str) -> None:
-        if not self.namespaced:
-            metadata.pop("namespace", None)
-            return
-        body_ns = metadata.get("namespace")
-        if body_ns and body_ns != namespace:
-            raise errors.bad_request(
-                "the namespace of the provided object does not match the namespace sent on "
-                "the request"
-            )
-        metadata["namespace"] = namespace
 
     def _unknown_fields(self, unknown: list[str], ctx: RequestContext) -> list[str]:
         if not unknown or ctx.field_validation == "Ignore":
