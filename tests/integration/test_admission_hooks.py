@@ -69,3 +69,12 @@ def test_a_validating_hook_denies_with_its_message_and_code(kext: KextProcess) -
     assert "cannot be deleted" in status_of(deleted)["message"]
     kext.kubectl("label", "widget", "ice", "-n", "pyhooks", "example.kext.io/frozen-")
     kext.kubectl("delete", "widget", "ice", "-n", "pyhooks")
+
+
+def test_a_hook_that_does_not_import_stops_kext_at_start_up(
+        etcd_server: EtcdServer, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError) as failed:
+        start_kext(tmp_path, etcd_server.endpoint,
+                   admission={"hooks": ["examples.no_such_module:hook"]})
+    assert ("kext: admission.hooks[0]: cannot import 'examples.no_such_module:hook': "
+            "ModuleNotFoundError: No module named 'examples.no_such_module'") in str(failed.value)

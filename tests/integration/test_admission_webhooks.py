@@ -182,6 +182,22 @@ def test_a_webhook_may_refuse_a_delete(kext: KextProcess, webhooks: WebhookServe
     assert kext.session().get(f"{widgets_url(kext)}/kept").status_code == 200
 
 
+def test_a_deletecollection_is_admitted_object_by_object(
+        kext: KextProcess, webhooks: WebhookServer) -> None:
+    http = kext.session()
+    for name in ("one", "two"):
+        assert http.post(widgets_url(kext, "collect"),
+                         json=widget(name, namespace="collect")).status_code == 201
+    webhooks.clear()
+    deleted = http.delete(widgets_url(kext, "collect"), params={"labelSelector": "admission"})
+    assert deleted.status_code == 200
+    reviews = webhooks.reviews("/validate")
+    assert sorted(r["oldObject"]["metadata"]["name"] for r in reviews) == ["one", "two"]
+    # as kube: the attributes of a deletecollection name no object
+    assert {(r["operation"], r.get("name", "")) for r in reviews} == {("DELETE", "")}
+    assert http.get(widgets_url(kext, "collect")).json()["items"] == []
+
+
 def test_warnings_show_in_kubectls_output(kext: KextProcess, webhooks: WebhookServer) -> None:
     webhooks.answer("/mutate", allow(warnings=["mutating says hello"]))
     webhooks.answer("/validate", allow(warnings=["widgets are going away in v2"]))
