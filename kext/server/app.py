@@ -79,7 +79,8 @@ class APIServer:
         storage = Etcd3Store(client)
         stores = []
         for definition in cfg.resources:
-            cache = Cacher(storage, resource_root(cfg.storage_prefix, definition))
+            cache = Cacher(storage, resource_root(cfg.storage_prefix, definition),
+                           bookmark_interval=cfg.bookmark_interval)
             await cache.start()
             self.serving.caches.append(cache)
             strategies = crd_strategies(definition,
