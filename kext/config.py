@@ -904,7 +904,4 @@ def unimplemented(config: ServerConfig) -> list[str]:
     for policy in config.admission.policies:
         problems.append(f"{policy.source}: {policy.manifest['kind']} takes CEL expressions, "
                         "which this version of kext cannot evaluate yet")
-    if config.admission.from_cluster:
-        problems.append("admission.fromCluster: following the cluster's webhook "
-                        "configurations is not implemented in this version of kext")
     return problems

@@ -21,6 +21,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from kext.admission.hooks import load_hooks
 from kext.admission.plugins import AdmissionPlugins
 from kext.config import ServerConfig
+from kext.kube import KubeClient, from_settings
 from kext.metrics import Metrics
 from kext.registry.store import Store, resource_root
 from kext.registry.strategy import crd_strategies
@@ -68,7 +69,11 @@ class APIServer:
         self.serving = Serving()
         self.shutting_down = False
         self.handler: Handler | None = None
-        self.admission = AdmissionPlugins.from_config(config.admission, self.metrics.admission)
+        # the cluster's client, for what follows the cluster (today: admission.fromCluster)
+        access = from_settings(config.kubernetes) if config.admission.from_cluster else None
+        self.kube = KubeClient(access) if access is not None else None
+        self.admission = AdmissionPlugins.from_config(config.admission, self.metrics.admission,
+                                                      self.kube)
 
     async def prepare_run(self) -> None:
         """Connect to etcd, prime a watch cache and build a store per resource, and put the
@@ -103,6 +108,7 @@ class APIServer:
                                       Check("watch-cache", self.cache_check),
                                       Check("shutdown", self.shutdown_check)]),
         ]
+        self.admission.start()
         router = Router(stores, health, functools.partial(watch.watch, metrics=self.metrics),
                         self.admission)
         metadata_paths.install(router, cfg.resources)
@@ -158,6 +164,8 @@ class APIServer:
         for cache in self.serving.caches:
             await cache.stop()  # ends every watch stream cleanly
         await self.admission.close()
+        if self.kube is not None:
+            await self.kube.close()
         if self.serving.storage is not None:
             await self.serving.storage.close()
 

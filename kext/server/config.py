@@ -31,7 +31,13 @@ from kext.auth.authorization.path import PathAuthorizer
 from kext.auth.authorization.union import UnionAuthorizer
 from kext.auth.paths import AllowedPaths
 from kext.certs import load_certificates
-from kext.config import AdmissionConfig, AuthenticationConfig, AuthorizationConfig, ServerConfig
+from kext.config import (
+    AdmissionConfig,
+    AuthenticationConfig,
+    AuthorizationConfig,
+    KubernetesConfig,
+    ServerConfig,
+)
 from kext.server.process import ServingCertificates
 from kext.storage.settings import EtcdSettings
 
@@ -52,6 +58,7 @@ class Config:
     max_request_body_bytes: int
     resources: tuple[ResourceDefinition, ...]
     admission: AdmissionConfig
+    kubernetes: KubernetesConfig  # how to reach kube-apiserver (kext.kube)
 
     def complete(self) -> CompletedConfig:
         """The config with what follows from it filled in (cf. Config.Complete)."""
@@ -130,4 +137,5 @@ def new_config(options: ServerConfig, serving: ServingCertificates, etcd: EtcdSe
         max_request_body_bytes=s.max_request_body_bytes,
         resources=tuple(options.resources),
         admission=options.admission,
+        kubernetes=options.kubernetes,
     )

@@ -234,7 +234,7 @@ def test_configurations_from_files_with_several_documents(tmp_path: Path) -> Non
         "the timeout value must be between 1 and 30 seconds"]
 
 
-def test_what_needs_cel_or_the_cluster_is_refused_at_start_up() -> None:
+def test_what_needs_cel_is_refused_at_start_up() -> None:
     policy = {"apiVersion": "admissionregistration.k8s.io/v1",
               "kind": "ValidatingAdmissionPolicy", "metadata": {"name": "p"},
               "spec": {"validations": [{"expression": "true"}]}}
@@ -254,8 +254,6 @@ def test_what_needs_cel_or_the_cluster_is_refused_at_start_up() -> None:
         "this version of kext cannot evaluate yet; remove them (or use rules and selectors)",
         "admission.configurations[0].inline: ValidatingAdmissionPolicy takes CEL expressions, "
         "which this version of kext cannot evaluate yet",
-        "admission.fromCluster: following the cluster's webhook configurations is not "
-        "implemented in this version of kext",
     ]
     assert config_problems({"fromCluster": True}) == [
         "admission.fromCluster: needs kubernetes.kubeconfig or kubernetes.inCluster: true"]

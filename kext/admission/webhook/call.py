@@ -47,6 +47,10 @@ class WebhookSource(Protocol):
     @property
     def validating(self) -> Sequence[Webhook]: ...
 
+    async def ready(self, attributes: Attributes) -> None:
+        """Wait until the webhooks are known (or refuse the request)."""
+        ...
+
 
 class StaticWebhooks:
     """Webhooks fixed at start-up."""
@@ -62,6 +66,9 @@ class StaticWebhooks:
     @property
     def validating(self) -> Sequence[Webhook]:
         return self._validating
+
+    async def ready(self, attributes: Attributes) -> None:
+        return None
 
 
 class CallingError(Exception):

@@ -130,10 +130,11 @@ def service_url(name: str, namespace: str, port: int, path: str) -> str:
 
 
 def configuration_webhooks(manifest: Mapping[str, Any], causes: list[Cause],
-                           source: str = "") -> list[Webhook]:
+                           source: str = "", strict: bool = True) -> list[Webhook]:
     """The webhooks of a MutatingWebhookConfiguration or ValidatingWebhookConfiguration
     manifest (apiVersion admissionregistration.k8s.io/v1), each cause found added to causes;
-    source says where the manifest came from."""
+    source says where the manifest came from. strict=False lets fields kext does not know
+    pass (objects read from a cluster may carry newer ones)."""
     kind = manifest.get("kind")
     webhook_type = CONFIGURATION_KINDS.get(kind) if isinstance(kind, str) else None
     if manifest.get("apiVersion") != API_VERSION:
@@ -142,7 +143,7 @@ def configuration_webhooks(manifest: Mapping[str, Any], causes: list[Cause],
     if webhook_type is None:
         causes.append(field_not_supported("kind", kind, sorted(CONFIGURATION_KINDS)))
         return []
-    check = _Check(causes)
+    check = _Check(causes, strict)
     metadata = check.mapping(manifest, "metadata", "metadata")
     name = metadata.get("name")
     if not isinstance(name, str) or not name:
@@ -166,7 +167,8 @@ def configuration_webhooks(manifest: Mapping[str, Any], causes: list[Cause],
             names.add(hook_name)
         webhook = webhook_from_manifest(item, webhook_type, causes, path=path,
                                         configuration=name, index=i,
-                                        source=f"{source}.{path}" if source else path)
+                                        source=f"{source}.{path}" if source else path,
+                                        strict=strict)
         if webhook is not None:
             webhooks.append(webhook)
     return webhooks
@@ -175,11 +177,11 @@ def configuration_webhooks(manifest: Mapping[str, Any], causes: list[Cause],
 def webhook_from_manifest(item: Mapping[str, Any], webhook_type: str, causes: list[Cause], *,
                           path: str = "", configuration: str = "", index: int = 0,
                           defaults: Mapping[str, Any] | None = None,
-                          source: str = "") -> Webhook | None:
+                          source: str = "", strict: bool = True) -> Webhook | None:
     """One MutatingWebhook or ValidatingWebhook (webhook_type MUTATING or VALIDATING), or None
     when it has problems (added to causes, paths under path). defaults stand in for fields
     the manifest leaves out (server.yaml's entries default sideEffects, rules...)."""
-    check = _Check(causes)
+    check = _Check(causes, strict)
     given = len(causes)
     merged = {**(defaults or {}), **item}
     mutating = webhook_type == MUTATING
@@ -224,9 +226,9 @@ def webhook_from_manifest(item: Mapping[str, Any], webhook_type: str, causes: li
         causes.append(field_invalid(_at(path, "timeoutSeconds"), timeout,
                                     "the timeout value must be between 1 and 30 seconds"))
     namespace_selector = label_selector(merged.get("namespaceSelector"),
-                                        _at(path, "namespaceSelector"), causes)
+                                        _at(path, "namespaceSelector"), causes, strict)
     object_selector = label_selector(merged.get("objectSelector"), _at(path, "objectSelector"),
-                                     causes)
+                                     causes, strict)
     reinvocation = "Never"
     if mutating:
         reinvocation = check.choice(merged, "reinvocationPolicy", _at(path, "reinvocationPolicy"),
@@ -245,7 +247,8 @@ def webhook_from_manifest(item: Mapping[str, Any], webhook_type: str, causes: li
     )
 
 
-def label_selector(value: object, path: str, causes: list[Cause]) -> LabelSelector:
+def label_selector(value: object, path: str, causes: list[Cause],
+                   strict: bool = True) -> LabelSelector:
     """A metav1.LabelSelector (matchLabels, matchExpressions) as a selector, checked as kube's
     ValidateLabelSelector; None or {} selects everything."""
     if value is None:
@@ -253,7 +256,7 @@ def label_selector(value: object, path: str, causes: list[Cause]) -> LabelSelect
     if not isinstance(value, Mapping):
         causes.append(field_invalid(path, value, "must be an object"))
         return EVERYTHING
-    check = _Check(causes)
+    check = _Check(causes, strict)
     check.unknown(value, path, ("matchLabels", "matchExpressions"))
     requirements: list[Requirement] = []
     labels = check.mapping(value, "matchLabels", _at(path, "matchLabels"))
@@ -528,10 +531,13 @@ def _at(path: str, child: str) -> str:
 class _Check:
     """Reads typed fields of a decoded manifest, recording a cause for each bad one."""
 
-    def __init__(self, causes: list[Cause]) -> None:
+    def __init__(self, causes: list[Cause], strict: bool = True) -> None:
         self.causes = causes
+        self.strict = strict
 
     def unknown(self, item: Mapping[str, Any], path: str, known: Sequence[str]) -> None:
+        if not self.strict:
+            return
         for key in item:
             if key not in known:
                 close = difflib.get_close_matches(str(key), known, n=1)

@@ -64,9 +64,10 @@ class MutatingWebhooks:
         self.interfaces = interfaces
 
     def handles(self, operation: Operation) -> bool:
-        return bool(self.source.mutating)
+        return True
 
     async def admit(self, attributes: Attributes) -> Object | None:
+        await self.source.ready(attributes)
         context = attributes.reinvocation or ReinvocationContext()
         state = context.values.get(PLUGIN)
         if state is None:

@@ -40,9 +40,10 @@ class ValidatingWebhooks:
         self.interfaces = interfaces
 
     def handles(self, operation: Operation) -> bool:
-        return bool(self.source.validating)
+        return True
 
     async def validate(self, attributes: Attributes) -> None:
+        await self.source.ready(attributes)
         invocations = []
         for index, webhook in enumerate(self.source.validating):
             invocation = await self.matcher.invocation(webhook, attributes)
