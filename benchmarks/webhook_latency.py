@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import itertools
 import subprocess
 import sys
 import uuid
@@ -95,10 +96,11 @@ async def _creates(kext: Kext, concurrency: int, seconds: float,
     connections = await open_connections(endpoint, concurrency)
     run_id = uuid.uuid4().hex[:8]
     path = f"/apis/{GROUP}/{VERSION}/namespaces/bench/widgets"
+    names = itertools.count()  # the warm-up and the run number their operations alike
 
     async def create(index: int, seq: int) -> bool:
         response = await connections[index].request(
-            "POST", path, orjson.dumps(widget(f"w-{run_id}-{seq}", seq)))
+            "POST", path, orjson.dumps(widget(f"w-{run_id}-{next(names)}", seq)))
         return response.status == 201
 
     return await _measure(create, connections, concurrency, seconds, pids)
@@ -130,6 +132,10 @@ async def _measure(operation: Any, connections: list[Connection], concurrency: i
 
 def _line(row: dict[str, Any]) -> str:
     without, with_, alone = row["without"], row["with"], row["webhook alone"]
+    errors = sum(r["errors"] for r in (without, with_, alone))
+    if errors:
+        raise SystemExit(f"{errors} operations failed: "
+                         f"{without.get('first_error') or with_.get('first_error')}")
     return (f"c={row['concurrency']}: without {without['p50_ms']:.2f}/{without['p99_ms']:.2f} ms"
             f" {without['ops_per_s']:.0f}/s, with {with_['p50_ms']:.2f}/{with_['p99_ms']:.2f}"
             f" ms {with_['ops_per_s']:.0f}/s, webhook alone {alone['p50_ms']:.2f} ms")
