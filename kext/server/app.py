@@ -33,8 +33,9 @@ from kext.server.process import Process, ServingCertificates
 from kext.server.request import APIRequest, Handler, Response
 from kext.server.routes import Router
 from kext.server.tls import ReloadingContextFactory
-from kext.storage.cacher import Cacher
+from kext.storage.cacher import DEFAULT_BLOCK_TIMEOUT, Cacher
 from kext.storage.etcd3 import Etcd3Store, EtcdClient, connect
+from kext.storage.interface import Interface
 
 log = logging.getLogger("kext")
 
@@ -69,6 +70,7 @@ class APIServer:
         self.serving = Serving()
         self.shutting_down = False
         self.handler: Handler | None = None
+        self.stores: list[Store] = []
         # the cluster's client, for what follows the cluster (today: admission.fromCluster)
         access = from_settings(config.kubernetes) if config.admission.from_cluster else None
         self.kube = KubeClient(access) if access is not None else None
@@ -76,21 +78,25 @@ class APIServer:
                                                       self.kube)
 
     async def prepare_run(self) -> None:
-        """Connect to etcd, prime a watch cache and build a store per resource, and put the
-        router and the filter chain together (cf. New and PrepareRun)."""
-        cfg = self.config
-        client = await connect(cfg.etcd)
+        """Connect to etcd and build the server on it (cf. New and PrepareRun)."""
+        client = await connect(self.config.etcd)
         self.serving.storage = client
-        storage = Etcd3Store(client)
-        stores = []
+        await self.build(Etcd3Store(client))
+
+    async def build(self, storage: Interface, *,
+                    block_timeout: float = DEFAULT_BLOCK_TIMEOUT) -> None:
+        """Prime a watch cache and build a store per resource over storage, and put the
+        router and the filter chain together. Reads wait at most block_timeout seconds for a
+        cache to be ready or to reach a revision."""
+        cfg = self.config
         for definition in cfg.resources:
             cache = Cacher(storage, resource_root(cfg.storage_prefix, definition),
-                           bookmark_interval=cfg.bookmark_interval)
+                           bookmark_interval=cfg.bookmark_interval, block_timeout=block_timeout)
             await cache.start()
             self.serving.caches.append(cache)
             strategies = crd_strategies(definition,
                                         load_hooks(definition.hooks.get("status", ())))
-            stores.append(Store(definition, cache, cfg.storage_prefix, strategies))
+            self.stores.append(Store(definition, cache, cfg.storage_prefix, strategies))
             self.metrics.storage.add(definition.group, definition.storage_version.name,
                                      definition.kind, definition.plural, cache)
 
@@ -109,7 +115,7 @@ class APIServer:
                                       Check("shutdown", self.shutdown_check)]),
         ]
         self.admission.start()
-        router = Router(stores, health, functools.partial(watch.watch, metrics=self.metrics),
+        router = Router(self.stores, health, functools.partial(watch.watch, metrics=self.metrics),
                         self.admission)
         metadata_paths.install(router, cfg.resources)
         router.add_path("/metrics", self.serve_metrics)
