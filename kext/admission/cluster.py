@@ -180,9 +180,9 @@ class ClusterNamespaces:
         return found
 
     async def labels(self, namespace: str) -> Mapping[str, str] | None:
-        if not self.informer.synced:
-            await self.informer.wait_synced(READY_TIMEOUT)
         try:
+            if not self.informer.synced:
+                await self.informer.wait_synced(READY_TIMEOUT)
             found = await self.namespace(namespace)
         except KubeError as error:
             raise errors.internal_error(str(error)) from None
