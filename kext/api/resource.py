@@ -18,7 +18,7 @@ from kext.api.errors import (
     field_required,
     field_too_many,
 )
-from kext.api.schema import structural_problems
+from kext.api.schema import Schema, structural_problems
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class Version:
     selectable_fields: tuple[str, ...] = ()  # jsonPaths, e.g. ".spec.color"
     deprecated: bool = False
     deprecation_warning: str = ""
+    # The schema compiled once, its validation rules with it (None: no schema was given).
+    compiled: Schema | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -331,7 +333,13 @@ def _version(item: dict[str, Any], at: str, causes: list[Cause]) -> Version | No
 
     schema_holder = _mapping(item.get("schema"), f"{at}.schema", causes, required=False)
     schema = schema_holder.get("openAPIV3Schema")
-    causes.extend(structural_problems(schema, f"{at}.schema.openAPIV3Schema"))
+    schema_problems = structural_problems(schema, f"{at}.schema.openAPIV3Schema")
+    causes.extend(schema_problems)
+    compiled = None
+    if not schema_problems and isinstance(schema, dict):
+        # Rules compile only on a schema kube accepts; what does not compile is a CRD error.
+        compiled = Schema(schema)
+        causes.extend(compiled.rule_problems(f"{at}.schema.openAPIV3Schema"))
 
     subresources = _mapping(item.get("subresources"), f"{at}.subresources", causes,
                             required=False)
@@ -349,7 +357,7 @@ def _version(item: dict[str, Any], at: str, causes: list[Cause]) -> Version | No
         schema=schema if isinstance(schema, dict) else {},
         status_subresource=status is not None, printer_columns=tuple(columns),
         selectable_fields=tuple(selectable), deprecated=deprecated,
-        deprecation_warning=warning,
+        deprecation_warning=warning, compiled=compiled,
     )
 
 
