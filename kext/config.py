@@ -896,12 +896,7 @@ def unimplemented(config: ServerConfig) -> list[str]:
     if config.authentication.from_cluster:
         problems.append("authentication.fromCluster: reading extension-apiserver-authentication "
                         "is not implemented in this version of kext; set the CA files instead")
-    for webhook in config.admission.webhooks:
-        if webhook.match_conditions:
-            problems.append(f"{webhook.source}.matchConditions: match conditions are CEL "
-                            "expressions, which this version of kext cannot evaluate yet; "
-                            "remove them (or use rules and selectors)")
     for policy in config.admission.policies:
-        problems.append(f"{policy.source}: {policy.manifest['kind']} takes CEL expressions, "
-                        "which this version of kext cannot evaluate yet")
+        problems.append(f"{policy.source}: {policy.manifest['kind']}: admission policies are "
+                        "not implemented in this version of kext")
     return problems

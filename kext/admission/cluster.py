@@ -7,9 +7,8 @@ aggregated server's admission plugins follow them with shared informers.
   (configurations sorted by name, webhooks in their order), after server.yaml's own
   (`CompositeWebhooks`). Their `clientConfig.service` is called at its cluster DNS name.
   A configuration kext cannot use (a webhook kube would not accept either) is logged and
-  that webhook left out. kext has no CEL yet: a webhook's matchConditions are not evaluated,
-  so it is called for every request its rules and selectors match (logged once per webhook)
-  — calling a webhook too often keeps its policy; skipping it would not.
+  that webhook left out; matchConditions that do not compile in kext's CEL fail when
+  evaluated, under the webhook's failurePolicy, as kube's do.
 - `ClusterNamespaces`: namespace labels for namespaceSelector, and `NamespaceLifecycle`
   (cf. plugin/namespace/lifecycle): a create in a namespace that does not exist is 404
   `namespaces "<name>" not found`, in one being terminated 403 `<resource> "<name>" is
@@ -120,12 +119,6 @@ class ClusterWebhooks:
                 for cause in causes:
                     log.warning("%s %s: %s: %s (left out)", kind, name, cause.field,
                                 cause.message)
-            for webhook in found:
-                if webhook.match_conditions and (name, webhook.name) not in self._reported:
-                    self._reported.add((name, webhook.name))
-                    log.warning("%s %s: webhook %s has matchConditions, which kext cannot "
-                                "evaluate (no CEL yet): it is called for every request its "
-                                "rules and selectors match", kind, name, webhook.name)
             webhooks.extend(found)
         if kind == "MutatingWebhookConfiguration":
             self._mutating = tuple(webhooks)

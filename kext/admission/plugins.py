@@ -23,6 +23,7 @@ from kext.admission.interfaces import ObjectInterfaces
 from kext.admission.pyhooks import PythonHook
 from kext.admission.webhook.call import Caller, StaticWebhooks, WebhookSource
 from kext.admission.webhook.client import WebhookClient
+from kext.admission.webhook.conditions import MatchConditions
 from kext.admission.webhook.matching import ImpliedNamespaces, Matcher, NamespaceLabels
 from kext.admission.webhook.mutating import MutatingWebhooks
 from kext.admission.webhook.validating import ValidatingWebhooks
@@ -51,6 +52,7 @@ class AdmissionPlugins:
     metrics: AdmissionMetrics | None = None
     policies: PolicyPlugins | None = None
     cluster: ClusterAdmission | None = None
+    conditions: MatchConditions = field(default_factory=MatchConditions)
 
     @classmethod
     def from_config(cls, config: AdmissionConfig, metrics: AdmissionMetrics | None = None,
@@ -100,7 +102,8 @@ class AdmissionPlugins:
         if self.policies is not None:
             validating += self.policies(definition, interfaces)
         if self.webhooks is not None and self.client is not None:
-            matcher = Matcher(self.namespaces, interfaces.equivalents)
+            matcher = Matcher(self.namespaces, interfaces.equivalents, interfaces.convert,
+                              self.conditions)
             caller = Caller(self.client, self.metrics)
             # the cluster's webhooks come and go; server.yaml's are known now
             following = self.cluster is not None

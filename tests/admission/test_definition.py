@@ -234,27 +234,37 @@ def test_configurations_from_files_with_several_documents(tmp_path: Path) -> Non
         "the timeout value must be between 1 and 30 seconds"]
 
 
-def test_what_needs_cel_is_refused_at_start_up() -> None:
+def test_match_conditions_compile_with_kexts_cel_and_policies_wait() -> None:
     policy = {"apiVersion": "admissionregistration.k8s.io/v1",
               "kind": "ValidatingAdmissionPolicy", "metadata": {"name": "p"},
               "spec": {"validations": [{"expression": "true"}]}}
+    condition = {"name": "only-widgets", "expression": "request.kind.kind == 'Widget'"}
     parsed = parse_config({
         "apiVersion": "kext.io/v1alpha1", "kind": "ServerConfig",
-        "kubernetes": {"inCluster": True},
         "admission": {
-            "webhooks": [{"name": "w.example.com", "url": "https://w/", "matchConditions": [
-                {"name": "only-widgets", "expression": "request.kind.kind == 'Widget'"}]}],
+            "webhooks": [{"name": "w.example.com", "url": "https://w/",
+                          "matchConditions": [condition]}],
             "configurations": [{"inline": policy}],
-            "fromCluster": True,
         },
     })
-    assert parsed.admission.policies[0].manifest == policy  # kept for the CEL plugin
+    [webhook] = parsed.admission.webhooks
+    assert [(c.name, c.expression) for c in webhook.match_conditions] == [
+        ("only-widgets", "request.kind.kind == 'Widget'")]
+    assert parsed.admission.policies[0].manifest == policy  # kept for the policy plugin
     assert unimplemented(parsed) == [
-        "admission.webhooks[0].matchConditions: match conditions are CEL expressions, which "
-        "this version of kext cannot evaluate yet; remove them (or use rules and selectors)",
-        "admission.configurations[0].inline: ValidatingAdmissionPolicy takes CEL expressions, "
-        "which this version of kext cannot evaluate yet",
-    ]
+        "admission.configurations[0].inline: ValidatingAdmissionPolicy: admission policies "
+        "are not implemented in this version of kext"]
+    assert config_problems({"webhooks": [{"name": "w.example.com", "url": "https://w/",
+                                          "matchConditions": [{"name": "a",
+                                                               "expression": "object.x +"}]}]}
+                           )[0].startswith(
+        'admission.webhooks[0].matchConditions[0].expression: Invalid value: "object.x +": '
+        "compilation failed: ERROR: <input>:1:11: Syntax error:")
+    assert config_problems({"webhooks": [{"name": "w.example.com", "url": "https://w/",
+                                          "matchConditions": [{"name": "a",
+                                                               "expression": "'yes'"}]}]}
+                           ) == ['admission.webhooks[0].matchConditions[0].expression: Invalid '
+                                 "value: \"'yes'\": cel expression must evaluate to a bool"]
     assert config_problems({"fromCluster": True}) == [
         "admission.fromCluster: needs kubernetes.kubeconfig or kubernetes.inCluster: true"]
 

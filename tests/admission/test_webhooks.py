@@ -27,7 +27,7 @@ from kext.admission.interfaces import ObjectInterfaces
 from kext.admission.plugins import AdmissionPlugins
 from kext.admission.webhook.call import StaticWebhooks
 from kext.admission.webhook.client import WebhookClient
-from kext.admission.webhook.definition import MUTATING, VALIDATING, Rule, Webhook
+from kext.admission.webhook.definition import MUTATING, VALIDATING, MatchCondition, Rule, Webhook
 from kext.api.errors import StatusError
 from kext.api.resource import ResourceDefinition, parse_crd
 from kext.auth.user import UserInfo
@@ -371,3 +371,25 @@ async def test_match_policy_equivalent_calls_with_the_object_in_the_rules_versio
     assert review["resource"]["version"] == "v1beta1"
     assert review["object"]["apiVersion"] == f"{GROUP}/v1beta1"
     assert webhook_server.reviews("/exact") == []
+
+
+async def test_match_conditions_decide_whether_a_webhook_is_called(
+        setup: Setup, webhook_server: WebhookServer) -> None:
+    conditions = (MatchCondition("red-only", "object.spec.color == 'red'"),
+                  MatchCondition("not-alice", "request.userInfo.username != 'bob'"))
+    chain = setup.chain(hook(webhook_server, "c.kext.test", "/c", match_conditions=conditions))
+    await validate(chain, widget(color="blue"))
+    assert webhook_server.reviews("/c") == []
+    await validate(chain, widget(color="red"))
+    assert len(webhook_server.reviews("/c")) == 1
+    # a condition that fails to evaluate (no color: no such key) refuses under Fail ...
+    with pytest.raises(StatusError) as refused:
+        await validate(chain, widget(size=1))
+    assert (refused.value.code, refused.value.message) == (
+        403, "widgets.example.kext.io \"w\" is forbidden: expression 'object.spec.color == "
+             "'red'' resulted in error: no such key: color")
+    # ... and skips the webhook under Ignore
+    ignoring = setup.chain(hook(webhook_server, "c.kext.test", "/c", match_conditions=conditions,
+                                failure_policy="Ignore"))
+    await validate(ignoring, widget(size=1))
+    assert len(webhook_server.reviews("/c")) == 1

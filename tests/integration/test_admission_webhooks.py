@@ -77,6 +77,9 @@ def kext(etcd_server: EtcdServer, webhooks: WebhookServer,
                 "operations": ["UPDATE"], "apiGroups": [GROUP], "apiVersions": ["v1alpha1"],
                 "resources": ["widgets/status"]}]),
             webhook("effects.kext.test", "/effects", sideEffects="Some"),
+            webhook("conditions.kext.test", "/conditions", matchConditions=[
+                {"name": "big-ones", "expression": "object.spec.size > 5"},
+                {"name": "not-dry", "expression": "!request.dryRun"}]),
         ],
         "configurations": [{"file": str(config_file)}],
     }
@@ -90,7 +93,7 @@ def fresh(webhooks: WebhookServer) -> Iterator[None]:
     webhooks.clear()
     yield
     for path in ("/mutate", "/validate", "/ignore", "/fail", "/status", "/effects",
-                 "/selective"):
+                 "/selective", "/conditions"):
         webhooks.answer(path, allow())
     webhooks.release()
 
@@ -292,6 +295,22 @@ def test_dry_run_reaches_webhooks_and_one_with_side_effects_is_refused(
     assert len(webhooks.reviews("/effects")) == 1
 
 
+def test_match_conditions_are_evaluated_with_kexts_cel(
+        kext: KextProcess, webhooks: WebhookServer) -> None:
+    http = kext.session()
+    webhooks.answer("/conditions", deny("big widgets need approval"))
+    small = widget("small-one", "conditions", size=2)
+    assert http.post(widgets_url(kext), json=small).status_code == 201
+    big = widget("big-one", "conditions", size=9)
+    dry = http.post(widgets_url(kext), json=big, params={"dryRun": "All"})
+    assert dry.status_code == 201  # not-dry is false: the webhook is not called
+    assert webhooks.reviews("/conditions") == []
+    refused = http.post(widgets_url(kext), json=big)
+    assert status_of(refused)["message"] == ('admission webhook "conditions.kext.test" denied '
+                                             "the request: big widgets need approval")
+    assert len(webhooks.reviews("/conditions")) == 1
+
+
 def test_calls_reuse_their_connection(kext: KextProcess, webhooks: WebhookServer) -> None:
     http = kext.session()
     http.post(widgets_url(kext), json=widget("warm-up"))
@@ -322,4 +341,4 @@ def test_kext_check_reports_the_webhooks(kext: KextProcess) -> None:
         [sys.executable, "-m", "kext", "check", "--config", str(kext.workdir / "server.yaml")],
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "admission: 9 webhooks (mutate.kext.test, validate.kext.test," in result.stdout
+    assert "admission: 10 webhooks (mutate.kext.test, validate.kext.test," in result.stdout

@@ -520,8 +520,20 @@ def _match_conditions(check: _Check, item: Mapping[str, Any],
         expression = check.string(condition, "expression", _at(at, "expression"))
         if not expression.strip():
             causes.append(field_required(_at(at, "expression")))
+        elif check.strict:  # from a cluster: a failing condition is the failure policy's
+            problem = _compile_problem(expression)
+            if problem:
+                causes.append(field_invalid(_at(at, "expression"), expression, problem))
         conditions.append(MatchCondition(name, expression))
     return tuple(conditions)
+
+
+def _compile_problem(expression: str) -> str:
+    """Why a matchCondition does not compile, as kube says it (kext.cel, imported only for
+    webhooks that have conditions)."""
+    from kext.admission.webhook.conditions import MatchConditions
+
+    return MatchConditions().compile_problem(expression)
 
 
 def _at(path: str, child: str) -> str:

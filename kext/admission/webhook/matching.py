@@ -3,7 +3,8 @@ and predicates/{rules,namespace,object}): its namespaceSelector against the labe
 request's namespace, its objectSelector against the labels of the object or the old object,
 then its rules against the request's operation, group, version, resource, subresource and
 scope, and with matchPolicy Equivalent against the same resource at the other served
-versions (the webhook then sees the object in that version).
+versions (the webhook then sees the object in that version); last its matchConditions
+(conditions.py).
 
 kext has no Namespace objects of its own: without the cluster's (admission.fromCluster), a
 namespace is taken to carry only the label kube sets on every namespace,
@@ -13,13 +14,17 @@ cluster and selectors on any other label match no namespace.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from kext.admission.attributes import Attributes, GroupVersionKind, GroupVersionResource
+from kext.admission.webhook.conditions import ConditionError, MatchConditions
 from kext.admission.webhook.definition import Rule, Webhook
+from kext.admission.webhook.review import review_request
 from kext.api import errors
+
+Object = dict[str, Any]
 
 # the label kube-apiserver keeps on every namespace
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -76,10 +81,13 @@ class Matcher:
     """Decides which webhooks a request of one resource calls."""
 
     def __init__(self, namespaces: NamespaceLabels,
-                 equivalents: Sequence[tuple[GroupVersionResource, GroupVersionKind]] = ()
-                 ) -> None:
+                 equivalents: Sequence[tuple[GroupVersionResource, GroupVersionKind]] = (),
+                 convert: Callable[[Object, str], Object] | None = None,
+                 conditions: MatchConditions | None = None) -> None:
         self.namespaces = namespaces
         self.equivalents = tuple(equivalents)
+        self.convert = convert
+        self.conditions = conditions or MatchConditions()
 
     async def invocation(self, webhook: Webhook, attributes: Attributes) -> Invocation | None:
         """How webhook is called for the request, or None when it is not; a 404 Status when
@@ -97,7 +105,29 @@ class Matcher:
                 raise errors.not_found("", "namespaces", attributes.namespace)
             if not webhook.namespace_selector.matches(labels):
                 return None
+        if webhook.match_conditions and not self._conditions_hold(invocation, attributes):
+            return None
         return invocation
+
+    def _conditions_hold(self, invocation: Invocation, attributes: Attributes) -> bool:
+        """The webhook's matchConditions on the request, its objects in the version the
+        webhook matched; a condition that fails refuses the request (403) under failurePolicy
+        Fail and skips the webhook under Ignore, as kube does."""
+        version = invocation.kind.version
+        convert = self.convert
+
+        def versioned(obj: Object | None) -> Object | None:
+            return convert(obj, version) if obj is not None and convert is not None else obj
+
+        webhook = invocation.webhook
+        try:
+            return self.conditions.matches(
+                webhook.match_conditions, versioned(attributes.object),
+                versioned(attributes.old_object), review_request(invocation, attributes))
+        except ConditionError as error:
+            if webhook.failure_policy == "Ignore":
+                return False
+            raise _forbidden(attributes, str(error)) from None
 
     def _by_rules(self, webhook: Webhook, attributes: Attributes) -> Invocation | None:
         for rule in webhook.rules:
@@ -119,3 +149,14 @@ def _selects(webhook: Webhook, obj: Mapping[str, object] | None) -> bool:
     metadata = obj.get("metadata")
     labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
     return webhook.object_selector.matches(labels if isinstance(labels, Mapping) else {})
+
+
+def _forbidden(attributes: Attributes, why: str) -> errors.StatusError:
+    """apimachinery's NewForbidden for the request's resource and name."""
+    resource = attributes.resource
+    qualified = f"{resource.resource}.{resource.group}" if resource.group else resource.resource
+    if attributes.name:
+        qualified = f"{qualified} {errors.go_quote(attributes.name)}"
+    return errors.StatusError(403, "Forbidden", f"{qualified} is forbidden: {why}",
+                              name=attributes.name, group=resource.group,
+                              kind=resource.resource)

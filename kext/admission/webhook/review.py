@@ -8,14 +8,16 @@ import base64
 import binascii
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from kext.admission.attributes import Attributes
-from kext.admission.webhook.matching import Invocation
 from kext.api import errors
 from kext.api.errors import Cause
+
+if TYPE_CHECKING:
+    from kext.admission.webhook.matching import Invocation
 
 Object = dict[str, Any]
 
@@ -32,6 +34,15 @@ def admission_review(invocation: Invocation, attributes: Attributes, obj: Object
                      old: Object | None, uid: str | None = None) -> Object:
     """The AdmissionReview request: kind and resource as the webhook matched them, the
     request's own as requestKind and requestResource; obj and old in the matched version."""
+    request = review_request(invocation, attributes, uid or str(uuid.uuid4()))
+    dry_run, options = request.pop("dryRun"), request.pop("options")
+    request.update({"object": obj, "oldObject": old, "dryRun": dry_run, "options": options})
+    return {"apiVersion": API_VERSION, "kind": KIND, "request": request}
+
+
+def review_request(invocation: Invocation, attributes: Attributes, uid: str = "") -> Object:
+    """The request of an AdmissionReview without its objects (what matchConditions see as
+    `request`); uid left out when empty."""
     kind, resource = invocation.kind, invocation.resource
     user = attributes.user
     user_info: Object = {}
@@ -43,12 +54,10 @@ def admission_review(invocation: Invocation, attributes: Attributes, obj: Object
             user_info["groups"] = list(user.groups)
         if user.extra:
             user_info["extra"] = {k: list(v) for k, v in user.extra.items()}
-    request: Object = {
-        "uid": uid or str(uuid.uuid4()),
-        "kind": {"group": kind.group, "version": kind.version, "kind": kind.kind},
-        "resource": {"group": resource.group, "version": resource.version,
-                     "resource": resource.resource},
-    }
+    request: Object = {"uid": uid} if uid else {}
+    request["kind"] = {"group": kind.group, "version": kind.version, "kind": kind.kind}
+    request["resource"] = {"group": resource.group, "version": resource.version,
+                           "resource": resource.resource}
     if invocation.subresource:
         request["subResource"] = invocation.subresource
     request["requestKind"] = {"group": attributes.kind.group, "version": attributes.kind.version,
@@ -62,15 +71,11 @@ def admission_review(invocation: Invocation, attributes: Attributes, obj: Object
         request["name"] = attributes.name
     if attributes.namespace:
         request["namespace"] = attributes.namespace
-    request.update({
-        "operation": attributes.operation,
-        "userInfo": user_info,
-        "object": obj,
-        "oldObject": old,
-        "dryRun": attributes.dry_run,
-        "options": attributes.options or None,
-    })
-    return {"apiVersion": API_VERSION, "kind": KIND, "request": request}
+    request["operation"] = attributes.operation
+    request["userInfo"] = user_info
+    request["dryRun"] = attributes.dry_run
+    request["options"] = attributes.options or None
+    return request
 
 
 @dataclass
