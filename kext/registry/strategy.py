@@ -32,7 +32,8 @@ class Strategy:
         self.version = version
         self.namespaced = definition.namespaced
         self.has_status = version.status_subresource
-        self.schema = Schema(version.schema)
+        # compiled once, when the CRD was parsed (rules included)
+        self.schema = version.compiled or Schema(version.schema)
         self.status_hooks = tuple(status_hooks)
 
     # -- decoding: what the apiextensions decoder does to every incoming object
@@ -72,7 +73,7 @@ class Strategy:
 
     def validate_update(self, new: Object, old: Object) -> list[Cause]:
         causes = meta.validate_object_meta_update(new, old)
-        causes.extend(self.schema.validate(new))
+        causes.extend(self.schema.validate(new, old))  # old: transition rules, ratcheting
         return causes
 
     # -- after validation

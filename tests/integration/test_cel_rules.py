@@ -17,17 +17,12 @@ from tests.etcd import EtcdServer
 from tests.kext_process import REPO, KextProcess, start_kext
 
 CRD = Path(__file__).parent / "buckets-with-rules.yaml"
-# Until the registry's strategy hands the stored object to Schema.validate(new, old) on
-# update, transition rules and ratcheting cannot run on the wire (see the CEL README section).
-NEEDS_OLD_OBJECT = pytest.mark.xfail(
-    strict=True, reason="kext/registry/strategy.py validate_update must pass the old object")
 
 
 def bucket(name: str, **spec: Any) -> str:
     body = {"minReplicas": 1, "replicas": 2, "maxReplicas": 3, **spec}
     return yaml.safe_dump({"apiVersion": "rules.kext.io/v1", "kind": "Bucket",
                            "metadata": {"name": name}, "spec": body})
-
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +85,6 @@ def test_the_status_lists_one_cause_per_failed_rule(kext: KextProcess, ns: str) 
     ]
 
 
-@NEEDS_OLD_OBJECT
 def test_a_transition_rule_keeps_a_field_immutable(kext: KextProcess, ns: str) -> None:
     assert create(kext, ns, bucket("immutable", storageClass="fast")).returncode == 0
     changed = kext.kubectl("patch", "-n", ns, "bucket", "immutable", "--type=merge", "-p",
@@ -114,7 +108,6 @@ def test_rules_are_published_for_kubectl_explain(kext: KextProcess) -> None:
     assert "FIELD: owner <string>" in explained
 
 
-@NEEDS_OLD_OBJECT
 def test_ratcheting_lets_an_old_object_change_an_unrelated_field(
         etcd_server: EtcdServer, tmp_path: Path, ns: str) -> None:
     prefix = f"/kext-test-{uuid.uuid4().hex[:8]}"
