@@ -57,11 +57,24 @@ def main(argv: list[str] | None = None) -> int:
         names = [definition.name for definition in config.resources]
         noun = "resource" if len(names) == 1 else "resources"
         listed = f" ({', '.join(names)})" if names else ""
-        print(f"ok: {len(names)} {noun}{listed}")
+        print(f"ok: {len(names)} {noun}{listed}{_admission_summary(config)}")
         return 0
     from kext.server.app import run  # imported here: `check` and `certs` need no server
 
     return run(config)
+
+
+def _admission_summary(config: ServerConfig) -> str:
+    """`; admission: 1 hook, 2 webhooks (a.example.com, b.example.com)`, or ""."""
+    admission = config.admission
+    parts = []
+    if admission.hooks:
+        parts.append(f"{len(admission.hooks)} hook{'s' if len(admission.hooks) > 1 else ''}")
+    if admission.webhooks:
+        names = ", ".join(dict.fromkeys(w.name for w in admission.webhooks))
+        parts.append(f"{len(admission.webhooks)} webhook"
+                     f"{'s' if len(admission.webhooks) > 1 else ''} ({names})")
+    return f"; admission: {', '.join(parts)}" if parts else ""
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -27,7 +27,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-__all__ = ["CacheSource", "Gauge", "Metrics", "StorageCollector", "UnsuffixedCounter",
+__all__ = ["AdmissionMetrics", "CacheSource", "Gauge", "Metrics", "StorageCollector",
+           "UnsuffixedCounter",
            "WatchEventCounts"]
 
 # kube-apiserver's buckets for apiserver_request_duration_seconds.
@@ -40,6 +41,11 @@ REQUEST_DURATION_BUCKETS = (
 AUTH_DURATION_BUCKETS = tuple(0.001 * 2**i for i in range(15))
 # kube-apiserver's buckets for apiserver_watch_events_sizes: ExponentialBuckets(1024, 2, 8).
 WATCH_EVENT_SIZE_BUCKETS = tuple(1024 * 2**i for i in range(8))
+
+# kube-apiserver's admission buckets: 5 ms to 2.5 s for steps and controllers, up to 25 s for
+# webhooks (they time out at 30 s at most).
+ADMISSION_STEP_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1.0, 2.5)
+ADMISSION_WEBHOOK_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 10, 25)
 
 REQUEST_LABELS = ("verb", "dry_run", "group", "version", "resource", "subresource", "scope",
                   "component", "code")
@@ -169,6 +175,109 @@ class UnsuffixedCounter(Collector):
         yield metric
 
 
+class AdmissionMetrics(Collector):
+    """The apiserver_admission_* metrics (cf. apiserver pkg/admission/metrics): latency of the
+    admission steps (type "admit" or "validate"), of each Python hook (as kube's admission
+    controllers) and of each webhook (type "admit" or "validating", kube's words), and counts
+    of webhook calls and rejections. The counts are plain dicts read when scraped; written on
+    the event loop only."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.step = Histogram(
+            "apiserver_admission_step_admission_duration_seconds",
+            "Admission sub-step latency histogram in seconds, broken out for each operation "
+            "and API resource and step type (validate or admit).",
+            ("type", "operation", "rejected"), buckets=ADMISSION_STEP_BUCKETS,
+            registry=registry,
+        )
+        self.controller = Histogram(
+            "apiserver_admission_controller_admission_duration_seconds",
+            "Admission controller latency histogram in seconds, identified by name and broken "
+            "out for each operation and API resource and type (validate or admit).",
+            ("name", "type", "operation", "rejected"), buckets=ADMISSION_STEP_BUCKETS,
+            registry=registry,
+        )
+        self.webhook = Histogram(
+            "apiserver_admission_webhook_admission_duration_seconds",
+            "Admission webhook latency histogram in seconds, identified by name and broken out "
+            "for each operation and API resource and type (validate or admit).",
+            ("name", "type", "operation", "rejected"), buckets=ADMISSION_WEBHOOK_BUCKETS,
+            registry=registry,
+        )
+        self.requests: dict[tuple[str, str, str, str, str], int] = {}
+        self.rejections: dict[tuple[str, str, str, str, str], int] = {}
+        self.fail_open: dict[tuple[str, str], int] = {}
+        registry.register(self)
+
+    def observe_step(self, step: str, operation: str, rejected: bool, seconds: float) -> None:
+        self.step.labels(step, operation, _bool(rejected)).observe(seconds)
+
+    def observe_controller(self, name: str, step: str, operation: str, rejected: bool,
+                           seconds: float) -> None:
+        self.controller.labels(name, step, operation, _bool(rejected)).observe(seconds)
+
+    def observe_webhook(self, name: str, step: str, operation: str, rejected: bool, code: int,
+                        seconds: float) -> None:
+        """One webhook call (kube's ObserveWebhook): its latency and its count by HTTP code
+        (0: kext failed before an answer; above 600 counted as 600)."""
+        key = (name, step, operation, str(min(code, 600)), _bool(rejected))
+        self.requests[key] = self.requests.get(key, 0) + 1
+        self.webhook.labels(name, step, operation, _bool(rejected)).observe(seconds)
+
+    def observe_webhook_rejection(self, name: str, step: str, operation: str, error_type: str,
+                                  code: int) -> None:
+        """error_type: calling_webhook_error, apiserver_internal_error or no_error."""
+        key = (name, step, operation, error_type, str(min(code, 600)))
+        self.rejections[key] = self.rejections.get(key, 0) + 1
+
+    def observe_webhook_fail_open(self, name: str, step: str) -> None:
+        self.fail_open[(name, step)] = self.fail_open.get((name, step), 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "apiserver_admission_webhook_request",
+            "Admission webhook request total, identified by name and broken out for each "
+            "admission type (validating or admit) and operation. Additional labels specify "
+            "whether the request was rejected or not and an HTTP status code. Codes greater "
+            "than 600 are truncated to 600, to keep the metrics cardinality bounded.",
+            labels=["name", "type", "operation", "code", "rejected"],
+        )
+        for labels, count in self.requests.items():
+            requests.add_metric(labels, count)
+        # kube's counter is called ..._rejection_count: exposed untyped, as a counter would
+        # gain a _total suffix here
+        rejections = Metric(
+            "apiserver_admission_webhook_rejection_count",
+            "Admission webhook rejection count, identified by name and broken out for each "
+            "admission type (validating or admit) and operation. Additional labels specify an "
+            "error type (calling_webhook_error or apiserver_internal_error if an error "
+            "occurred; no_error otherwise) and optionally a non-zero rejection code if the "
+            "webhook rejects the request with an HTTP status code (honored by the apiserver "
+            "when the code is greater or equal to 400). Codes greater than 600 are truncated "
+            "to 600, to keep the metrics cardinality bounded.",
+            "unknown",
+        )
+        for (name, step, operation, error_type, code), count in self.rejections.items():
+            rejections.add_sample(
+                "apiserver_admission_webhook_rejection_count",
+                {"name": name, "type": step, "operation": operation, "error_type": error_type,
+                 "rejection_code": code}, count)
+        fail_open = Metric(
+            "apiserver_admission_webhook_fail_open_count",
+            "Admission webhook fail open count, identified by name and broken out for each "
+            "admission type (validating or admit).",
+            "unknown",
+        )
+        for (name, step), count in self.fail_open.items():
+            fail_open.add_sample("apiserver_admission_webhook_fail_open_count",
+                                 {"name": name, "type": step}, count)
+        yield from (requests, rejections, fail_open)
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
 class Metrics:
     """One API server's collectors, on its own registry (with the process_* metrics, as
     kube-apiserver exposes them). Whatever records a metric is handed this object."""
@@ -204,6 +313,7 @@ class Metrics:
         self.registry.register(self.watch_events)
         self.storage = StorageCollector()
         self.registry.register(self.storage)
+        self.admission = AdmissionMetrics(self.registry)
         ProcessCollector(registry=self.registry)
 
         # Authentication and authorization, with kube's names (endpoints/filters/metrics.go,

@@ -14,6 +14,7 @@ import yaml
 
 from kext.config import (
     ConfigError,
+    HookConfig,
     ServerConfig,
     load_config,
     parse_config,
@@ -99,12 +100,12 @@ def test_camel_case_keys_fill_snake_case_fields(tmp_path: Path) -> None:
     assert config.authorization.mode == "Delegated"
     assert config.authorization.cache_unauthorized_ttl_seconds == 0.5
     assert config.authorization.cache_authorized_ttl_seconds == 10.0
-    assert config.admission.hooks == ["mypkg.hooks:default_widget"]
+    assert config.admission.hooks == [HookConfig("mypkg.hooks:default_widget")]
     [webhook] = config.admission.webhooks
     assert (webhook.name, webhook.failure_policy, webhook.timeout_seconds) == (
         "policy.example.com",
         "Ignore",
-        5.0,
+        5,
     )
     assert config.resources == []
 
@@ -279,38 +280,42 @@ BAD = [
         "admission.hooks[0]: expected \"package.module:callable\", got 'mypkg.hooks'",
     ),
     ("admission: {webhooks: [{url: 'https://w:9443/'}]}", "admission.webhooks[0].name: required"),
-    ("admission: {webhooks: [{name: w}]}", "admission.webhooks[0].url: required"),
+    ("admission: {webhooks: [{name: w.example.com}]}", "admission.webhooks[0].url: required"),
     (
         "admission: {webhooks: [hook]}",
         "admission.webhooks[0]: expected a mapping with name and url, got 'hook'",
     ),
     (
-        "admission: {webhooks: [{name: w, url: 'http://w:9443/'}]}",
+        "admission: {webhooks: [{name: w.example.com, url: 'http://w:9443/'}]}",
         "admission.webhooks[0].url: expected an https:// URL like https://host:9443/validate, got 'http://w:9443/'",
     ),
     (
-        "admission: {webhooks: [{name: w, url: 'https://w/', failurePolicy: Retry}]}",
-        "admission.webhooks[0].failurePolicy: expected Fail or Ignore, got 'Retry'",
+        "admission: {webhooks: [{name: w.example.com, url: 'https://w/', failurePolicy: Retry}]}",
+        'admission.webhooks[0].failurePolicy: Unsupported value: "Retry": supported values: "Fail", "Ignore"',
     ),
     (
-        "admission: {webhooks: [{name: w, url: 'https://w/', timeoutSeconds: 31}]}",
-        "admission.webhooks[0].timeoutSeconds: expected a number between 1 and 30, got 31",
+        "admission: {webhooks: [{name: w.example.com, url: 'https://w/', timeoutSeconds: 31}]}",
+        "admission.webhooks[0].timeoutSeconds: Invalid value: 31: the timeout value must be between 1 and 30 seconds",
     ),
     (
-        "admission: {webhooks: [{name: w, url: 'https://w/', type: Both}]}",
+        "admission: {webhooks: [{name: w.example.com, url: 'https://w/', type: Both}]}",
         "admission.webhooks[0].type: expected Mutating or Validating, got 'Both'",
     ),
     (
-        "admission: {webhooks: [{name: w, url: 'https://w/', caFile: nope.pem}]}",
+        "admission: {webhooks: [{name: w.example.com, url: 'https://w/', caFile: nope.pem}]}",
         "admission.webhooks[0].caFile: no such file: nope.pem",
     ),
     (
-        "admission: {webhooks: [{name: w, url: 'https://a/'}, {name: w, url: 'https://b/'}]}",
-        "admission.webhooks[1].name: 'w' is already used by admission.webhooks[0]",
+        "admission: {webhooks: [{name: w.example.com, url: 'https://a/'}, {name: w.example.com, url: 'https://b/'}]}",
+        "admission.webhooks[1].name: 'w.example.com' is already used by admission.webhooks[0]",
     ),
     (
-        "admission: {webhooks: [{name: w, url: 'https://w/', rules: []}]}",
-        "admission.webhooks[0].rules: unknown key",
+        "admission: {webhooks: [{name: w.example.com, url: 'https://w/', sideEfects: None}]}",
+        "admission.webhooks[0].sideEfects: unknown field (did you mean sideEffects?)",
+    ),
+    (
+        "admission: {webhooks: [{name: w, url: 'https://w/'}]}",
+        'admission.webhooks[0].name: Invalid value: "w": should be a domain with at least three segments separated by dots',
     ),
     ("servng: {}", "servng: unknown key (did you mean serving?)"),
     ("resources: {file: x.yaml}", "resources: expected a list, got a mapping"),

@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from kext.admission.hooks import load_hooks
+from kext.admission.plugins import AdmissionPlugins
 from kext.config import ServerConfig
 from kext.metrics import Metrics
 from kext.registry.store import Store, resource_root
@@ -71,6 +72,8 @@ class APIServer:
         self.shutting_down = False
         self.handler: Handler | None = None
         self.stores: list[Store] = []
+        self.admission = AdmissionPlugins.from_config(config.admission, self.metrics.admission,
+                                                      self.kube)
 
     async def prepare_run(self) -> None:
         """Start following the cluster's authentication settings, connect to etcd and build the
@@ -111,7 +114,9 @@ class APIServer:
                                       Check("watch-cache", self.cache_check),
                                       Check("shutdown", self.shutdown_check)]),
         ]
-        router = Router(self.stores, health, functools.partial(watch.watch, metrics=self.metrics))
+        self.admission.start()
+        router = Router(self.stores, health, functools.partial(watch.watch, metrics=self.metrics),
+                        self.admission)
         metadata_paths.install(router, cfg.resources)
         router.add_path("/metrics", self.serve_metrics)
         self.handler = filters.chain(router, self.authenticator, self.authorizer,
@@ -166,6 +171,7 @@ class APIServer:
             close()
         for cache in self.serving.caches:
             await cache.stop()  # ends every watch stream cleanly
+        await self.admission.close()
         if self.serving.storage is not None:
             await self.serving.storage.close()
         await self.security.stop()

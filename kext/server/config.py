@@ -40,6 +40,7 @@ from kext.auth.paths import AllowedPaths
 from kext.auth.token import CachedTokenAuthenticator, TokenReviewAuthenticator
 from kext.certs import load_certificates
 from kext.config import (
+    AdmissionConfig,
     AuthenticationConfig,
     AuthorizationConfig,
     KubernetesConfig,
@@ -61,13 +62,14 @@ class Config:
     bookmark_interval: float  # seconds between a watcher's bookmarks (the watch caches')
     authentication: AuthenticationConfig
     authorization: AuthorizationConfig
-    kubernetes: KubernetesConfig
+    kubernetes: KubernetesConfig  # how to reach kube-apiserver (kext.kube)
     max_requests_inflight: int
     max_mutating_requests_inflight: int
     request_timeout_seconds: float
     max_request_body_bytes: int
     read_header_timeout_seconds: float
     resources: tuple[ResourceDefinition, ...]
+    admission: AdmissionConfig
 
     def complete(self) -> CompletedConfig:
         """The config with what follows from it filled in (cf. Config.Complete)."""
@@ -228,4 +230,5 @@ def new_config(options: ServerConfig, serving: ServingCertificates, etcd: EtcdSe
         max_request_body_bytes=s.max_request_body_bytes,
         read_header_timeout_seconds=s.read_header_timeout_seconds,
         resources=tuple(options.resources),
+        admission=options.admission,
     )

@@ -4,7 +4,7 @@ filters can be driven in memory."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,10 +140,14 @@ def encode(obj: Any, target: Target | None = None) -> tuple[bytes, str]:
 
 
 def object_response(code: int, obj: Any, target: Target | None = None,
-                    warnings: list[str] | None = None) -> Response:
+                    warnings: Iterable[str] = ()) -> Response:
     body, content_type = encode(obj, target)
-    headers = [("Warning", f"299 - {errors.go_quote(w)}") for w in (warnings or [])]
-    return Response(code, body, content_type, headers)
+    return Response(code, body, content_type, warning_headers(warnings))
+
+
+def warning_headers(warnings: Iterable[str]) -> list[tuple[str, str]]:
+    """`Warning` headers as kube writes them: code 299, no agent, the text quoted."""
+    return [("Warning", f"299 - {errors.go_quote(w)}") for w in warnings]
 
 
 def status_response(error: errors.StatusError) -> Response:

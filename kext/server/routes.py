@@ -4,14 +4,17 @@ requests dispatched to the handler of their verb."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from kext.admission.chain import Chain, resource_chain
+from kext.admission.chain import Chain
+from kext.admission.interfaces import ObjectInterfaces
+from kext.admission.plugins import AdmissionPlugins
 from kext.api import errors
 from kext.registry.store import Store
 from kext.server.handlers import create, delete, get, patch, update
 from kext.server.handlers.scope import Scope
 from kext.server.healthz import HealthEndpoint
-from kext.server.request import AnyResponse, APIRequest
+from kext.server.request import AnyResponse, APIRequest, Response, status_response, warning_headers
 
 ResourceHandler = Callable[[APIRequest, Scope], Awaitable[AnyResponse]]
 PathHandler = Callable[[APIRequest], Awaitable[AnyResponse]]
@@ -34,11 +37,13 @@ class Router:
     """Routes an authenticated request to its handler."""
 
     def __init__(self, stores: list[Store], health: list[HealthEndpoint],
-                 watch: ResourceHandler) -> None:
+                 watch: ResourceHandler, admission: AdmissionPlugins | None = None) -> None:
         self.stores = {(s.group, s.resource): s for s in stores}
+        admission = admission or AdmissionPlugins()
         # each resource's admission chain, its hooks loaded once
         self.chains: dict[tuple[str, str], Chain] = {
-            key: resource_chain(s.definition) for key, s in self.stores.items()
+            key: admission.chain(s.definition, object_interfaces(s))
+            for key, s in self.stores.items()
         }
         self.health = {f"/{h.name}": h for h in health}
         self.paths: dict[str, PathHandler] = {}
@@ -98,6 +103,26 @@ class Router:
             raise errors.method_not_supported(store.group, store.resource, verb)
         scope = Scope(store, version, info.namespace, info.name, info.subresource,
                       self.chains[(store.group, store.resource)])
-        return await handler(request, scope)
+        try:
+            response = await handler(request, scope)
+        except errors.StatusError as error:
+            if not scope.warnings:
+                raise
+            # what admission warned about reaches the client with the refusal too (kube's
+            # warning recorder writes its headers whatever the answer)
+            response = status_response(error)
+        if scope.warnings and isinstance(response, Response):
+            response.headers.extend(warning_headers(scope.warnings))
+        return response
+
+
+def object_interfaces(store: Store) -> ObjectInterfaces:
+    """What admission may ask of a resource, from its store: decoding (pruning and
+    defaulting as the strategy's decoder does) and conversion between served versions."""
+
+    def decode(obj: dict[str, Any], version: str) -> None:
+        store.strategy(version).prune_and_default(obj)
+
+    return ObjectInterfaces.of(store.definition, decode, store.to_version)
 
 

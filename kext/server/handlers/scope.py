@@ -4,7 +4,7 @@ verbs, parsed once."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kext.admission.attributes import (
@@ -18,7 +18,7 @@ from kext.admission.chain import Chain
 from kext.api import errors
 from kext.api.resource import Version
 from kext.api.selectors import escape_field_value, parse_field_selector, parse_label_selector
-from kext.registry.rest import RequestContext, options_object
+from kext.registry.rest import RequestContext, Warnings, options_object
 from kext.registry.store import (
     DeleteOptions,
     ListOptions,
@@ -49,7 +49,9 @@ def timeout_seconds(request: APIRequest) -> int | None:
 
 @dataclass(frozen=True)
 class Scope:
-    """The resource a request addresses, and the admission chain its writes pass."""
+    """The resource a request addresses, the admission chain its writes pass, and what
+    admission adds to the request: warnings (sent as `Warning` headers, with any answer) and
+    audit annotations."""
 
     store: Store
     version: Version
@@ -57,6 +59,8 @@ class Scope:
     name: str
     subresource: str
     chain: Chain
+    warnings: Warnings = field(default_factory=Warnings)
+    audit_annotations: dict[str, str] = field(default_factory=dict)
 
     @property
     def group(self) -> str:
@@ -99,7 +103,8 @@ def write_context(request: APIRequest, scope: Scope, options_kind: str = "Create
     return RequestContext(
         user=request.user, namespace=scope.namespace, subresource=scope.subresource,
         dry_run=dry_run, field_manager=manager or default_manager(request.header("user-agent")),
-        field_validation=validation, options=options,
+        field_validation=validation, options=options, warnings=scope.warnings,
+        audit_annotations=scope.audit_annotations,
     )
 
 
@@ -219,7 +224,8 @@ def delete_options(request: APIRequest, scope: Scope) -> tuple[RequestContext, D
         dryRun=list(dry_run_values) or None,
     )
     ctx = RequestContext(user=request.user, namespace=scope.namespace,
-                         subresource=scope.subresource, dry_run=dry_run, options=options_sent)
+                         subresource=scope.subresource, dry_run=dry_run, options=options_sent,
+                         warnings=scope.warnings, audit_annotations=scope.audit_annotations)
     return ctx, DeleteOptions(
         preconditions=preconditions,
         propagation_policy=str(policy),
