@@ -121,8 +121,10 @@ def with_authorization(handler: Handler, authorizer: Authorizer) -> Handler:
             decision, reason = await authorizer.authorize(attributes)
         except Exception as exc:
             log.error("authorizing %s %s failed: %s", request.method, request.path, exc)
-            raise errors.internal_error(
-                f"Internal Server Error: {errors.go_quote(request.path)}: {exc}"
+            # kube's responsewriters.InternalError words it so (as text; kext answers a Status)
+            raise errors.StatusError(
+                500, "InternalError",
+                f"Internal Server Error: {errors.go_quote(request.path)}: {exc}",
             ) from None
         if decision is Decision.ALLOW:
             return await handler(request)
