@@ -15,8 +15,7 @@ import orjson
 
 from kext.admission.attributes import Attributes
 from kext.admission.webhook.client import WebhookCallError, WebhookClient
-from kext.admission.webhook.definition import NO_SIDE_EFFECTS, Webhook
-from kext.admission.webhook.matching import Invocation
+from kext.admission.webhook.definition import NO_SIDE_EFFECTS, Invocation, Webhook
 from kext.admission.webhook.review import (
     InvalidPatch,
     InvalidResponse,

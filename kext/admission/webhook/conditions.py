@@ -14,14 +14,21 @@ kext's CEL has no `authorizer` variable: a condition using it does not compile.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
-
-from kext.admission.webhook.definition import MatchCondition
 
 Object = dict[str, Any]
 
 VARIABLES = ("object", "oldObject", "request")
 _DECLARED = {name: "dyn" for name in VARIABLES}
+
+
+@dataclass(frozen=True)
+class MatchCondition:
+    """A CEL expression that must be true for the webhook to be called."""
+
+    name: str
+    expression: str
 
 
 class ConditionError(Exception):

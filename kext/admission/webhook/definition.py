@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
+from kext.admission.attributes import GroupVersionKind, GroupVersionResource
+from kext.admission.webhook.conditions import MatchCondition, MatchConditions
 from kext.api import meta
 from kext.api.errors import (
     Cause,
@@ -79,14 +81,6 @@ class Rule:
     api_versions: tuple[str, ...]
     resources: tuple[str, ...]
     scope: str = "*"
-
-
-@dataclass(frozen=True)
-class MatchCondition:
-    """A CEL expression that must be true for the webhook to be called."""
-
-    name: str
-    expression: str
 
 
 @dataclass(frozen=True)
@@ -531,8 +525,6 @@ def _match_conditions(check: _Check, item: Mapping[str, Any],
 def _compile_problem(expression: str) -> str:
     """Why a matchCondition does not compile, as kube says it (kext.cel, imported only for
     webhooks that have conditions)."""
-    from kext.admission.webhook.conditions import MatchConditions
-
     return MatchConditions().compile_problem(expression)
 
 
@@ -602,3 +594,14 @@ class _Check:
             self.causes.append(field_invalid(path, value, "must be an object"))
             return {}
         return value
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """A webhook to call, and the resource and kind it matched (on an equivalent match, the
+    version the object is converted to for it)."""
+
+    webhook: Webhook
+    resource: GroupVersionResource
+    subresource: str
+    kind: GroupVersionKind

@@ -15,12 +15,11 @@ cluster and selectors on any other label match no namespace.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kext.admission.attributes import Attributes, GroupVersionKind, GroupVersionResource
 from kext.admission.webhook.conditions import ConditionError, MatchConditions
-from kext.admission.webhook.definition import Rule, Webhook
+from kext.admission.webhook.definition import Invocation, Rule, Webhook
 from kext.admission.webhook.review import review_request
 from kext.api import errors
 
@@ -43,17 +42,6 @@ class ImpliedNamespaces:
 
     async def labels(self, namespace: str) -> Mapping[str, str] | None:
         return {NAMESPACE_NAME_LABEL: namespace}
-
-
-@dataclass(frozen=True)
-class Invocation:
-    """A webhook to call, and the resource and kind it matched (on an equivalent match, the
-    version the object is converted to for it)."""
-
-    webhook: Webhook
-    resource: GroupVersionResource
-    subresource: str
-    kind: GroupVersionKind
 
 
 def rule_matches(rule: Rule, attributes: Attributes, resource: GroupVersionResource) -> bool:

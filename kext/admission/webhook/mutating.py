@@ -25,8 +25,8 @@ from kext.admission.webhook.call import (
     WebhookSource,
     failed_closed,
 )
-from kext.admission.webhook.definition import Webhook
-from kext.admission.webhook.matching import Invocation, Matcher
+from kext.admission.webhook.definition import Invocation, Webhook
+from kext.admission.webhook.matching import Matcher
 from kext.api import errors
 
 log = logging.getLogger(__name__)

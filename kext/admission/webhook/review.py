@@ -8,16 +8,14 @@ import base64
 import binascii
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from kext.admission.attributes import Attributes
+from kext.admission.webhook.definition import Invocation
 from kext.api import errors
 from kext.api.errors import Cause
-
-if TYPE_CHECKING:
-    from kext.admission.webhook.matching import Invocation
 
 Object = dict[str, Any]
 

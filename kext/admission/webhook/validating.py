@@ -18,7 +18,8 @@ from kext.admission.webhook.call import (
     WebhookSource,
     failed_closed,
 )
-from kext.admission.webhook.matching import Invocation, Matcher
+from kext.admission.webhook.definition import Invocation
+from kext.admission.webhook.matching import Matcher
 from kext.api import errors
 
 log = logging.getLogger(__name__)
