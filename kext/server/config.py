@@ -31,7 +31,7 @@ from kext.auth.authorization.path import PathAuthorizer
 from kext.auth.authorization.union import UnionAuthorizer
 from kext.auth.paths import AllowedPaths
 from kext.certs import load_certificates
-from kext.config import AuthenticationConfig, AuthorizationConfig, ServerConfig
+from kext.config import AuditConfig, AuthenticationConfig, AuthorizationConfig, ServerConfig
 from kext.server.process import ServingCertificates
 from kext.storage.settings import EtcdSettings
 
@@ -50,6 +50,8 @@ class Config:
     request_timeout_seconds: float
     max_request_body_bytes: int
     resources: tuple[ResourceDefinition, ...]
+    audit: AuditConfig
+    shutdown_delay_seconds: float
 
     def complete(self) -> CompletedConfig:
         """The config with what follows from it filled in (cf. Config.Complete)."""
@@ -126,4 +128,6 @@ def new_config(options: ServerConfig, serving: ServingCertificates, etcd: EtcdSe
         request_timeout_seconds=s.request_timeout_seconds,
         max_request_body_bytes=s.max_request_body_bytes,
         resources=tuple(options.resources),
+        audit=options.audit,
+        shutdown_delay_seconds=s.shutdown_delay_seconds,
     )
