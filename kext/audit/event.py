@@ -174,7 +174,10 @@ def response_status(event: AuditEvent) -> dict[str, Any] | None:
     ):
         decoded = decode_body(body, event.response_content_type)
         if isinstance(decoded, dict) and decoded.get("kind") == "Status":
-            return status_fields(decoded)
+            fields = status_fields(decoded)
+            fields.pop("code", None)
+            fields["code"] = event.response_code  # the code written, as kube's writer sets it
+            return fields
     return {"metadata": {}, "code": event.response_code}
 
 

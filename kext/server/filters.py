@@ -660,7 +660,7 @@ def with_metrics(handler: Handler, metrics: Metrics,
         try:
             response = await handler(request)
         except errors.StatusError as exc:
-            _observe(metrics, request, labels, exc.code, None)
+            _observe(metrics, request, labels, exc.code, status_response(exc))
             raise
         except asyncio.CancelledError:
             raise

@@ -112,7 +112,9 @@ def test_sigterm_during_writes_loses_no_acknowledged_write(
         load = WriteLoad(kext, namespace)
         load.start()
         # SIGTERM lands while writes are in flight: after a few have been acknowledged
-        wait_for(lambda: len(load.acknowledged) >= 20 + trial, 30, "writes to be acknowledged")
+        wanted = 20 + trial
+        wait_for(lambda: len(load.acknowledged) >= wanted,  # noqa: B023 - waited for here
+                 30, "writes to be acknowledged")
         kext.process.send_signal(signal.SIGTERM)
         code = kext.process.wait(30)
         load.stop()
