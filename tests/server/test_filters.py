@@ -69,7 +69,7 @@ def request(path: str, client: KeyPair | None = None) -> APIRequest:
 
 def status(response: AnyResponse) -> dict[str, object]:
     assert isinstance(response, Response)
-    return json.loads(response.body)  # type: ignore[no-any-return]
+    return json.loads(response.body)
 
 
 async def test_without_credentials_only_health_is_served(tmp_path: Path) -> None:
@@ -315,11 +315,11 @@ async def test_request_lines_are_debug_but_server_errors_and_slow_requests_info(
     for name in ("fine", "slow", "broken"):
         await chain(admin_request(CA, path=f"{WIDGETS}/{name}?access_token=s3cret",
                                   **{"user-agent": "kubectl/v1.30"}))
-    records = [(r.levelname, r.fields["URI"], r.fields["resp"])  # type: ignore[attr-defined]
+    records = [(r.levelname, r.fields["URI"], r.fields["resp"])
                for r in caplog.records if r.name == "kext.httplog"]
     assert [(level, code) for level, _, code in records] == [
         ("DEBUG", 200), ("INFO", 200), ("INFO", 503)]
-    fields = caplog.records[0].fields  # type: ignore[attr-defined]
+    fields = caplog.records[0].fields
     assert fields["verb"] == "GET" and fields["user"] == "kext-admin"
     assert fields["userAgent"] == "kubectl/v1.30" and fields["srcIP"] == "127.0.0.1"
     assert fields["audit-ID"] and fields["latency"].endswith(("s", "ms", "µs"))
@@ -340,7 +340,7 @@ async def test_kubes_verb_scope_and_dry_run_labels() -> None:
         return None if found is None else dict(zip(names, found, strict=True))
 
     def pick(method: str, path: str, *keys: str, **kwargs: object) -> tuple[str, ...]:
-        found = labels(method, path, **kwargs)  # type: ignore[arg-type]
+        found = labels(method, path, **kwargs)
         assert found is not None
         return tuple(found[k] for k in keys)
 
