@@ -46,10 +46,11 @@ class AuditEvent:
     omit_managed_fields: bool = False
     impersonated_user: UserInfo | None = None
     annotations: dict[str, str] = field(default_factory=dict)
-    # create and update name their object in the body: objectRef takes its name, namespace,
-    # uid and resourceVersion from there (cf. LogRequestObject)
-    object_from_body: bool = False
-    request_body: bytes = b""
+    # what a create's or update's body says of its object (name, namespace, uid,
+    # resourceVersion): objectRef takes those from there after RequestReceived (cf.
+    # LogRequestObject). Read when the event is made, so a Metadata event holds no body.
+    body_object_ref: dict[str, str] | None = None
+    request_body: bytes = b""  # kept at the Request and RequestResponse levels
     request_content_type: str = ""
     response_code: int = 0
     response_status: dict[str, Any] | None = None  # set outright (a Status error, a panic)
@@ -119,12 +120,14 @@ def render(event: AuditEvent) -> bytes:
     object_ref = dict(event.object_ref) if event.object_ref is not None else None
     request_object = None
     # The request body is read by the handler, after RequestReceived (as kube logs it).
-    if event.request_body and event.stage != REQUEST_RECEIVED and (
-        event.object_from_body or event.level >= Level.REQUEST
-    ):
-        request_object = decode_body(event.request_body, event.request_content_type)
-        if event.object_from_body and isinstance(request_object, dict):
-            object_ref = _with_body_metadata(object_ref or {}, request_object)
+    if event.stage != REQUEST_RECEIVED:
+        if event.body_object_ref:
+            object_ref = object_ref or {}
+            for key, value in event.body_object_ref.items():
+                if not object_ref.get(key):
+                    object_ref[key] = value
+        if event.request_body and event.level >= Level.REQUEST:
+            request_object = decode_body(event.request_body, event.request_content_type)
     if object_ref is not None:
         out["objectRef"] = {k: object_ref[k] for k in _OBJECT_REF_ORDER if object_ref.get(k)}
     status = response_status(event)
@@ -150,15 +153,20 @@ _OBJECT_REF_ORDER = ("resource", "namespace", "name", "uid", "apiGroup", "apiVer
                      "resourceVersion", "subresource")
 
 
-def _with_body_metadata(object_ref: dict[str, str], obj: dict[str, Any]) -> dict[str, str]:
-    metadata = obj.get("metadata")
+# past this, a body is not read for its object's name (the URL names an update's object)
+MAX_BODY_FOR_OBJECT_REF = 1024 * 1024
+
+
+def body_object_ref(body: bytes, content_type: str) -> dict[str, str] | None:
+    """The namespace, name, uid and resourceVersion a request body gives its object."""
+    if not body or len(body) > MAX_BODY_FOR_OBJECT_REF:
+        return None
+    obj = decode_body(body, content_type)
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
     if not isinstance(metadata, dict):
-        return object_ref
-    for key in ("namespace", "name", "uid", "resourceVersion"):
-        value = metadata.get(key)
-        if not object_ref.get(key) and isinstance(value, str):
-            object_ref[key] = value
-    return object_ref
+        return None
+    return {k: metadata[k] for k in ("namespace", "name", "uid", "resourceVersion")
+            if isinstance(metadata.get(k), str) and metadata[k]}
 
 
 def response_status(event: AuditEvent) -> dict[str, Any] | None:

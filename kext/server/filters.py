@@ -36,7 +36,7 @@ from kext.audit import (
     RequestAuditConfig,
     redact_uri,
 )
-from kext.audit.event import MAX_USER_AGENT, status_fields
+from kext.audit.event import MAX_USER_AGENT, body_object_ref, status_fields
 from kext.auth.authentication import Credentials, UnionAuthenticator
 from kext.auth.authorization.authorizer import Attributes, Authorizer, Decision
 from kext.auth.user import UserInfo
@@ -372,17 +372,19 @@ class Auditor:
         user_agent = request.header("user-agent")
         if len(user_agent) > MAX_USER_AGENT:
             user_agent = user_agent[:MAX_USER_AGENT] + "...TRUNCATED"
-        object_from_body = info.verb in ("create", "update")
-        keep_body = config.level >= Level.REQUEST or object_from_body
+        content_type = request.header("content-type")
+        named_in_body = None
+        if info.verb in ("create", "update"):
+            named_in_body = body_object_ref(request.body, content_type)
         return AuditEvent(
             level=config.level, audit_id=request.audit_id,
             request_uri=redact_uri(request.uri or request.path), verb=info.verb,
             user=request.user, source_ips=source_ips(request), user_agent=user_agent,
             object_ref=object_ref, received=request.received or time.time(),
             omit_managed_fields=config.omit_managed_fields,
-            annotations=request.annotations, object_from_body=object_from_body,
-            request_body=request.body if keep_body else b"",
-            request_content_type=request.header("content-type"),
+            annotations=request.annotations, body_object_ref=named_in_body,
+            request_body=request.body if config.level >= Level.REQUEST else b"",
+            request_content_type=content_type,
         )
 
     def emit(self, event: AuditEvent, stage: str, config: RequestAuditConfig) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kext.audit import AuditEvent, AuditLog, Level
-from kext.audit.event import micro_time, redact_uri, render
+from kext.audit.event import body_object_ref, micro_time, redact_uri, render
 from kext.audit.log import RotatingFile
 from kext.auth.user import UserInfo
 
@@ -44,8 +44,7 @@ def line(e: AuditEvent, stage: str = "ResponseComplete") -> dict[str, object]:
 
 
 async def test_an_event_reads_as_kube_writes_it() -> None:
-    e = event(object_from_body=True, request_body=BODY,
-              request_content_type="application/json", response_code=201,
+    e = event(body_object_ref=body_object_ref(BODY, "application/json"), response_code=201,
               response_body=BODY, response_content_type="application/json",
               annotations={"authorization.k8s.io/decision": "allow"})
     out = line(e)
