@@ -17,10 +17,10 @@ import asyncio
 import functools
 import ipaddress
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -228,13 +228,22 @@ def with_audit_init(handler: Handler) -> Handler:
     async def serve(request: APIRequest) -> AnyResponse:
         if not request.received:
             request.received = time.time()
-        request.audit_id = request.header(AUDIT_ID_HEADER) or str(uuid.uuid4())
+        request.audit_id = request.header(AUDIT_ID_HEADER) or new_audit_id()
         response = await handler(request)
         if not any(name.lower() == "audit-id" for name, _ in response.headers):
             response.headers.append((AUDIT_ID_HEADER, request.audit_id))
         return response
 
     return serve
+
+
+def new_audit_id() -> str:
+    """A random (version 4) UUID as text, as uuid.uuid4() makes it, at a third of the cost."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def with_http_logging(handler: Handler) -> Handler:
@@ -654,6 +663,7 @@ def with_metrics(handler: Handler, metrics: Metrics,
     arrival), apiserver_response_sizes (GET and LIST) and apiserver_longrunning_requests,
     labelled as kube-apiserver labels them. A watch is counted when its stream ends, as
     kube's handler returns then."""
+    observe = _RequestObserver(metrics)
 
     async def serve(request: APIRequest) -> AnyResponse:
         labels = request_labels(request, served)
@@ -662,35 +672,55 @@ def with_metrics(handler: Handler, metrics: Metrics,
         try:
             response = await handler(request)
         except errors.StatusError as exc:
-            _observe(metrics, request, labels, exc.code, status_response(exc))
+            observe(request, labels, exc.code, status_response(exc))
             raise
         except asyncio.CancelledError:
             raise
         except Exception:
-            _observe(metrics, request, labels, 500, None)
+            observe(request, labels, 500, None)
             raise
         if isinstance(response, StreamResponse):
             gauge = metrics.longrunning.labels(labels[0], *labels[2:])
             gauge.inc()
             on_stream_end(response, gauge.dec)
-            on_stream_end(response, functools.partial(_observe, metrics, request, labels,
+            on_stream_end(response, functools.partial(observe, request, labels,
                                                       response.code, None))
             return response
-        _observe(metrics, request, labels, response.code, response)
+        observe(request, labels, response.code, response)
         return response
 
     return serve
 
 
-def _observe(metrics: Metrics, request: APIRequest, labels: tuple[str, ...], code: int,
-             response: Response | None) -> None:
-    metrics.requests_total.labels(*labels, str(code)).inc()
-    elapsed = max(time.time() - request.received, 0.0) if request.received else 0.0
-    metrics.request_duration.labels(*labels).observe(elapsed)
-    # kube sizes the responses of reads only
-    if response is not None and (request.info.verb in ("get", "list")
-                                 or not request.info.is_resource_request):
-        metrics.response_sizes.labels(labels[0], *labels[2:]).observe(len(response.body))
+class _RequestObserver:
+    """Records one request in the request metrics. The labelled children are kept by their
+    labels (a bounded set): prometheus_client's labels() checks and locks on every call."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._totals: dict[tuple[str, ...], Any] = {}
+        self._durations: dict[tuple[str, ...], Any] = {}
+        self._sizes: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, request: APIRequest, labels: tuple[str, ...], code: int,
+                 response: Response | None) -> None:
+        key = (*labels, str(code))
+        total = self._totals.get(key)
+        if total is None:
+            total = self._totals[key] = self.metrics.requests_total.labels(*key)
+        total.inc()
+        duration = self._durations.get(labels)
+        if duration is None:
+            duration = self._durations[labels] = self.metrics.request_duration.labels(*labels)
+        duration.observe(max(time.time() - request.received, 0.0) if request.received else 0.0)
+        # kube sizes the responses of reads only
+        if response is not None and (request.info.verb in ("get", "list")
+                                     or not request.info.is_resource_request):
+            sizes = self._sizes.get(labels)
+            if sizes is None:
+                sizes = self._sizes[labels] = self.metrics.response_sizes.labels(
+                    labels[0], *labels[2:])
+            sizes.observe(len(response.body))
 
 
 def with_timeout(handler: Handler, seconds: float, metrics: Metrics | None = None,
