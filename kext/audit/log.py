@@ -236,8 +236,12 @@ class AuditLog:
         self._closed = True
         if self._thread is None:
             return
-        # the stop marker must get in even when the queue is full
-        await asyncio.to_thread(self._queue.put, _STOP, True, timeout)
+        try:  # the stop marker waits for room in a full queue, not for ever
+            await asyncio.to_thread(self._queue.put, _STOP, True, timeout)
+        except queue.Full:
+            log.warning("audit: the writer did not take the queued events within %ss; "
+                        "%d are not written", timeout, self._queue.qsize())
+            return
         await asyncio.to_thread(self._thread.join, timeout)
         if self._thread.is_alive():
             log.warning("audit: the writer did not finish within %ss", timeout)
