@@ -23,18 +23,17 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from kext.config import ConfigError, ServerConfig, load_config, unimplemented
+from kext.config import LOG_LEVELS, ConfigError, ServerConfig, load_config, unimplemented
 
 DEFAULT_CONFIG = "config/server.yaml"
 EXIT_BAD_CONFIG = 2
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `kext` console script and of `python -m kext`."""
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
+        level=getattr(logging, (args.log_level or "info").upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "certs" and args.service:
@@ -61,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from kext.server.app import run  # imported here: `check` and `certs` need no server
 
+    if args.log_level:  # the flag wins over logging.level
+        config.logging.level = args.log_level
     return run(config)
 
 
@@ -89,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help=f"the server configuration (default {DEFAULT_CONFIG})",
     )
-    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="default info")
+    parser.add_argument("--log-level", choices=LOG_LEVELS,
+                        help="overrides logging.level of the configuration (default info)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = commands.add_parser(
         "check",

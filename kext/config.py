@@ -32,9 +32,11 @@ from kext.admission.webhook.definition import (
 )
 from kext.api.errors import Cause
 from kext.api.resource import ResourceDefinition, parse_crd
+from kext.audit.policy import PolicyError, load_policy
 
 API_VERSION = "kext.io/v1alpha1"
 KIND = "ServerConfig"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass
@@ -51,6 +53,9 @@ class ServingConfig:
     # as kube's http.Server ReadHeaderTimeout: a connection that has not sent a request's
     # headers by then is closed
     read_header_timeout_seconds: float = 32.0
+    # SIGTERM: readyz fails at once, the listener closes this much later (kube's
+    # --shutdown-delay-duration: time for load balancers to stop sending traffic)
+    shutdown_delay_seconds: float = 1.0
 
 
 @dataclass
@@ -148,6 +153,20 @@ class AdmissionConfig:
 
 
 @dataclass
+class AuditConfig:
+    policy_file: str = ""  # an audit.k8s.io/v1 Policy; "" = no audit
+    log_path: str = ""  # audit.k8s.io/v1 Event lines; "-" = standard output
+    max_size_mb: int = 100
+    max_backups: int = 10
+
+
+@dataclass
+class LoggingConfig:
+    format: str = "text"  # or "json"
+    level: str = "info"  # debug, info, warning or error
+
+
+@dataclass
 class ServerConfig:
     serving: ServingConfig = field(default_factory=ServingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -155,6 +174,8 @@ class ServerConfig:
     authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     resources: list[ResourceDefinition] = field(default_factory=list)
 
 
@@ -204,6 +225,8 @@ def parse_config(document: object, source: str = "config") -> ServerConfig:
         authorization=_authorization(top.section("authorization")),
         kubernetes=_kubernetes(top.section("kubernetes")),
         admission=_admission(top.section("admission")),
+        audit=_audit(top.section("audit")),
+        logging=_logging(top.section("logging")),
         resources=_resources(top.raw("resources"), problems),
     )
     top.finish()
@@ -541,6 +564,8 @@ def _serving(f: _Fields) -> ServingConfig:
         read_header_timeout_seconds=f.duration(
             "readHeaderTimeout", defaults.read_header_timeout_seconds, minimum=1e-9
         ),
+        shutdown_delay_seconds=f.duration("shutdownDelayDuration",
+                                          defaults.shutdown_delay_seconds),
     )
     f.finish()
     return config
@@ -795,6 +820,47 @@ def _configuration(manifest: object, where: str, seen: dict[tuple[str, str], str
     problems.extend(f"{where}.{c.field}: {c.message}" for c in causes)
     if not causes:
         webhooks.extend(found)
+
+
+def _audit(f: _Fields) -> AuditConfig:
+    defaults = AuditConfig()
+    policy_file = f.file("policyFile")
+    if policy_file and not _file_problem(policy_file):
+        try:
+            load_policy(policy_file)
+        except PolicyError as error:
+            for problem in error.problems:
+                f.problem("policyFile", f"{policy_file}: {problem}")
+    log_path = f.string("logPath")
+    if log_path and log_path != "-":
+        if os.path.isdir(log_path):
+            f.problem("logPath", f"is a directory, expected a file: {log_path}")
+        elif os.path.exists(log_path) and not os.access(log_path, os.W_OK):
+            f.problem("logPath", f"cannot write: {log_path}")
+    if policy_file and not log_path:
+        f.problem("logPath", 'required when audit.policyFile is set (a file, or "-" for '
+                  "standard output)")
+    if log_path and not f.has("policyFile"):
+        f.problem("policyFile", "required when audit.logPath is set: the policy decides what "
+                  "is audited")
+    config = AuditConfig(
+        policy_file=policy_file,
+        log_path=log_path,
+        max_size_mb=f.integer("maxSizeMB", defaults.max_size_mb, 1),
+        max_backups=f.integer("maxBackups", defaults.max_backups, 0),
+    )
+    f.finish()
+    return config
+
+
+def _logging(f: _Fields) -> LoggingConfig:
+    defaults = LoggingConfig()
+    config = LoggingConfig(
+        format=f.choice("format", defaults.format, ("text", "json")),
+        level=f.choice("level", defaults.level, LOG_LEVELS),
+    )
+    f.finish()
+    return config
 
 
 def _check_cluster_access(config: ServerConfig, problems: list[str]) -> None:

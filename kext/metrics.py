@@ -3,13 +3,17 @@ buckets, so dashboards built for kube-apiserver (and extension servers built on
 k8s.io/apiserver) work on kext unchanged.
 
 Each API server builds its own `Metrics`: its collectors live on its own registry, which its
-/metrics serves; nothing is registered process-wide."""
+/metrics serves; nothing is registered process-wide. Counters carry no `_created` series
+(kube-apiserver has none): /metrics leaves them out.
+
+What records a metric is handed this object; storage is handed `etcd` (an EtcdMetrics, the
+observer kext.storage.etcd3 reports to), since storage knows nothing of metrics."""
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -27,8 +31,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-__all__ = ["AdmissionMetrics", "CacheSource", "Gauge", "Metrics", "StorageCollector",
-           "UnsuffixedCounter",
+__all__ = ["AdmissionMetrics", "CacheSource", "EtcdMetrics", "Gauge", "Metrics",
+           "StorageCollector", "UnsuffixedCounter",
            "WatchEventCounts"]
 
 # kube-apiserver's buckets for apiserver_request_duration_seconds.
@@ -41,6 +45,10 @@ REQUEST_DURATION_BUCKETS = (
 AUTH_DURATION_BUCKETS = tuple(0.001 * 2**i for i in range(15))
 # kube-apiserver's buckets for apiserver_watch_events_sizes: ExponentialBuckets(1024, 2, 8).
 WATCH_EVENT_SIZE_BUCKETS = tuple(1024 * 2**i for i in range(8))
+# kube-apiserver's buckets for apiserver_response_sizes: ExponentialBuckets(1000, 10, 7).
+RESPONSE_SIZE_BUCKETS = tuple(1000.0 * 10**i for i in range(7))
+# etcd_request_duration_seconds uses the request-duration buckets.
+ETCD_REQUEST_BUCKETS = REQUEST_DURATION_BUCKETS
 
 # kube-apiserver's admission buckets: 5 ms to 2.5 s for steps and controllers, up to 25 s for
 # webhooks (they time out at 30 s at most).
@@ -49,6 +57,12 @@ ADMISSION_WEBHOOK_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 10, 25)
 
 REQUEST_LABELS = ("verb", "dry_run", "group", "version", "resource", "subresource", "scope",
                   "component", "code")
+# apiserver_longrunning_requests, apiserver_response_sizes (and, with code,
+# apiserver_request_terminations_total) carry no dry_run
+REQUEST_LABELS_WITHOUT_DRY_RUN = ("verb", "group", "version", "resource", "subresource",
+                                  "scope", "component")
+# since kube 1.34 storage metrics are labelled by group and resource
+GROUP_RESOURCE = ("group", "resource")
 # kube-apiserver labels watch events by the watched group, version and resource.
 WATCH_LABELS = ("group", "version", "resource")
 
@@ -64,13 +78,19 @@ class CacheSource(Protocol):
     def etcd_watch_count(self) -> int: ...
     @property
     def terminated_watchers(self) -> int: ...
+    @property
+    def last_sync_resource_version(self) -> int: ...
+    @property
+    def window(self) -> int: ...
 
 
 class StorageCollector(Collector):
     """Gauges and counters read from the watch caches when scraped, so nothing is updated on
-    the request path: apiserver_storage_objects, apiserver_registered_watchers,
-    apiserver_terminated_watchers_total, and kext_etcd_watches (etcd watch streams held:
-    one per watch cache, however many clients watch)."""
+    the request path: apiserver_storage_objects (kube's deprecated name) and
+    apiserver_resource_objects, apiserver_registered_watchers,
+    apiserver_terminated_watchers_total, apiserver_watch_cache_resource_version,
+    watch_cache_capacity (kext's caches have a fixed window), and kext_etcd_watches (etcd
+    watch streams held: one per watch cache, however many clients watch)."""
 
     def __init__(self) -> None:
         self.sources: list[tuple[str, str, str, str, CacheSource]] = []
@@ -82,8 +102,14 @@ class StorageCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         objects = GaugeMetricFamily(
             "apiserver_storage_objects",
-            "Number of stored objects at the time of last check split by kind.",
+            "[DEPRECATED, consider using apiserver_resource_objects instead] Number of stored "
+            "objects at the time of last check split by kind.",
             labels=["resource"],
+        )
+        resource_objects = GaugeMetricFamily(
+            "apiserver_resource_objects",
+            "Number of stored objects at the time of last check split by kind.",
+            labels=GROUP_RESOURCE,
         )
         watchers = GaugeMetricFamily(
             "apiserver_registered_watchers",
@@ -93,7 +119,16 @@ class StorageCollector(Collector):
         terminated = CounterMetricFamily(
             "apiserver_terminated_watchers",
             "Counter of watchers closed due to unresponsiveness broken by resource type.",
-            labels=["resource"],
+            labels=GROUP_RESOURCE,
+        )
+        revision = GaugeMetricFamily(
+            "apiserver_watch_cache_resource_version",
+            "Current resource version of watch cache broken by resource type.",
+            labels=GROUP_RESOURCE,
+        )
+        capacity = GaugeMetricFamily(
+            "watch_cache_capacity", "Total capacity of watch cache broken by resource type.",
+            labels=GROUP_RESOURCE,
         )
         watches = GaugeMetricFamily(
             "kext_etcd_watches",
@@ -103,10 +138,97 @@ class StorageCollector(Collector):
         for group, version, kind, resource, cache in self.sources:
             qualified = f"{resource}.{group}"
             objects.add_metric([qualified], cache.object_count)
+            resource_objects.add_metric([group, resource], cache.object_count)
             watchers.add_metric([group, version, kind], cache.watcher_count)
-            terminated.add_metric([qualified], cache.terminated_watchers)
+            terminated.add_metric([group, resource], cache.terminated_watchers)
+            # as kube: modulo 10^15, exactly representable in a float
+            revision.add_metric([group, resource],
+                                cache.last_sync_resource_version % 1_000_000_000_000_000)
+            capacity.add_metric([group, resource], cache.window)
             watches.add_metric([qualified], cache.etcd_watch_count)
-        yield from (objects, watchers, terminated, watches)
+        yield from (objects, resource_objects, watchers, terminated, revision, capacity,
+                    watches)
+
+
+class EtcdMetrics:
+    """What storage reports (the kext.storage.etcd3.StoreObserver protocol), by the group and
+    resource of the key: etcd_request_duration_seconds, etcd_requests_total and
+    etcd_request_errors_total by operation; apiserver_storage_events_received_total and
+    etcd_bookmark_total from watches; apiserver_watch_cache_initializations_total (a watch
+    cache watches its resource once per initialization: it lists, then watches from the
+    list's revision, and does both again only when it has to start over). Keys are
+    `<prefix>/<group>/<resource>/...`; one outside the declared resources is labelled with
+    an empty group and resource, so labels stay bounded."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ("operation", *GROUP_RESOURCE)
+        self.request_duration = Histogram(
+            "etcd_request_duration_seconds",
+            "Etcd request latency in seconds for each operation and object type.",
+            labels, buckets=ETCD_REQUEST_BUCKETS, registry=registry,
+        )
+        self.requests = Counter(
+            "etcd_requests_total", "Etcd request counts for each operation and object type.",
+            labels, registry=registry,
+        )
+        self.request_errors = Counter(
+            "etcd_request_errors_total",
+            "Etcd failed request counts for each operation and object type.",
+            labels, registry=registry,
+        )
+        self.events_received = Counter(
+            "apiserver_storage_events_received_total",
+            "Number of etcd events received split by kind.", GROUP_RESOURCE, registry=registry,
+        )
+        self.bookmarks = Counter(
+            "etcd_bookmark_total",
+            "Number of etcd bookmarks (progress notify events) split by kind.",
+            GROUP_RESOURCE, registry=registry,
+        )
+        self.cache_initializations = Counter(
+            "apiserver_watch_cache_initializations_total",
+            "Counter of watch cache initializations broken by resource type.",
+            GROUP_RESOURCE, registry=registry,
+        )
+        self._prefix = "/registry/"
+        self._resources: set[tuple[str, str]] = set()
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def add_resource(self, prefix: str, group: str, resource: str) -> None:
+        """Label the keys of group/resource under the storage prefix by them."""
+        self._prefix = prefix.rstrip("/") + "/"
+        self._resources.add((group, resource))
+        for family in (self.events_received, self.bookmarks, self.cache_initializations):
+            family.labels(group, resource)  # present at 0 from the start
+
+    def group_resource(self, key: str) -> tuple[str, str]:
+        if key.startswith(self._prefix):
+            parts = key[len(self._prefix):].split("/", 2)
+            if len(parts) >= 2 and (parts[0], parts[1]) in self._resources:
+                return parts[0], parts[1]
+        return "", ""
+
+    def etcd_request(self, operation: str, key: str, seconds: float, failed: bool) -> None:
+        group, resource = self.group_resource(key)
+        children = self._children.get((operation, group, resource))
+        if children is None:
+            children = self._children[(operation, group, resource)] = (
+                self.request_duration.labels(operation, group, resource),
+                self.requests.labels(operation, group, resource),
+            )
+        children[0].observe(seconds)
+        children[1].inc()
+        if failed:
+            self.request_errors.labels(operation, group, resource).inc()
+
+    def etcd_events(self, key: str, count: int) -> None:
+        self.events_received.labels(*self.group_resource(key)).inc(count)
+
+    def etcd_bookmark(self, key: str) -> None:
+        self.bookmarks.labels(*self.group_resource(key)).inc()
+
+    def etcd_watch_started(self, key: str) -> None:
+        self.cache_initializations.labels(*self.group_resource(key)).inc()
 
 
 class WatchEventCounts:
@@ -306,9 +428,42 @@ class Metrics:
             "apiserver_longrunning_requests",
             "Gauge of all active long-running apiserver requests broken out by verb, group, "
             "version, resource, scope and component. Not all requests are tracked this way.",
-            ("verb", "group", "version", "resource", "subresource", "scope", "component"),
+            REQUEST_LABELS_WITHOUT_DRY_RUN, registry=self.registry,
+        )
+        self.response_sizes = Histogram(
+            "apiserver_response_sizes",
+            "Response size distribution in bytes for each group, version, verb, resource, "
+            "subresource, scope and component.",
+            REQUEST_LABELS_WITHOUT_DRY_RUN, buckets=RESPONSE_SIZE_BUCKETS,
             registry=self.registry,
         )
+        self.request_terminations = Counter(
+            "apiserver_request_terminations_total",
+            "Number of requests which apiserver terminated in self-defense.",
+            (*REQUEST_LABELS_WITHOUT_DRY_RUN, "code"), registry=self.registry,
+        )
+        self.tls_handshake_errors = Counter(
+            "apiserver_tls_handshake_errors_total",
+            "Number of requests dropped with 'TLS handshake error from' error",
+            registry=self.registry,
+        )
+        self.audit_events = Counter(
+            "apiserver_audit_event_total",
+            "Counter of audit events generated and sent to the audit backend.",
+            registry=self.registry,
+        )
+        self.audit_errors = Counter(
+            "apiserver_audit_error_total",
+            "Counter of audit events that failed to be audited properly. Plugin identifies "
+            "the plugin affected by the error.",
+            ("plugin",), registry=self.registry,
+        )
+        self.audit_levels = Counter(
+            "apiserver_audit_level_total",
+            "Counter of policy levels for audit events (1 per request).",
+            ("level",), registry=self.registry,
+        )
+        self.etcd = EtcdMetrics(self.registry)
         self.watch_events = WatchEventsCollector()
         self.registry.register(self.watch_events)
         self.storage = StorageCollector()
@@ -369,4 +524,19 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The Prometheus text exposition of this server's metrics."""
-        return generate_latest(self.registry)
+        return generate_latest(_WithoutCreated(self.registry))
+
+
+class _WithoutCreated(Collector):
+    """A registry's metrics without the `_created` samples prometheus_client adds to counters
+    and histograms: kube-apiserver exposes none, and prometheus_client's switch for them
+    (disable_created_metrics) is process-wide."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():  # fresh objects on every collect
+            created = metric.name + "_created"
+            metric.samples = [s for s in metric.samples if s.name != created]
+            yield metric

@@ -536,3 +536,55 @@ def test_delegation_to_the_cluster_is_accepted_with_a_way_to_reach_it(tmp_path: 
                             "authentication: {fromCluster: true, tokenReview: {enabled: true}}\n")
     result = _kext("check", "--config", path)
     assert (result.returncode, result.stderr) == (0, "")
+
+
+# --- audit, logging and shutdown ------------------------------------------------------------
+
+AUDIT_POLICY = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: Metadata}]\n"
+
+BAD_OPERATIONS = [
+    ("audit: {policyFile: nope.yaml, logPath: '-'}", "audit.policyFile: no such file: nope.yaml"),
+    ("audit: {policyFile: POLICY}", 'audit.logPath: required when audit.policyFile is set (a file, or "-" for standard output)'),
+    ("audit: {logPath: audit.log}", "audit.policyFile: required when audit.logPath is set: the policy decides what is audited"),
+    ("audit: {policyFile: POLICY, logPath: LOGDIR}", "audit.logPath: is a directory, expected a file: LOGDIR"),
+    ("audit: {policyFile: POLICY, logPath: '-', maxSizeMB: 0}", "audit.maxSizeMB: expected an integer of at least 1, got 0"),
+    ("audit: {policyFile: POLICY, logPath: '-', maxBackups: -1}", "audit.maxBackups: expected an integer of at least 0, got -1"),
+    ("audit: {policyFile: POLICY, logPath: '-', maxSizeMb: 3}", "audit.maxSizeMb: unknown key (did you mean maxSizeMB?)"),
+    ("audit: {policyFile: BADPOLICY, logPath: '-'}", 'audit.policyFile: BADPOLICY: rules[0].level: Unsupported value: "Loud": supported values: "None", "Metadata", "Request", "RequestResponse"'),
+    ("logging: {format: xml}", "logging.format: expected text or json, got 'xml'"),
+    ("logging: {level: verbose}", "logging.level: expected debug, info, warning or error, got 'verbose'"),
+    ("serving: {shutdownDelayDuration: soon}", "serving.shutdownDelayDuration: expected a duration like 10s or 1m, got 'soon'"),
+]
+
+
+@pytest.mark.parametrize(("body", "problem"), BAD_OPERATIONS, ids=[b for b, _ in BAD_OPERATIONS])
+def test_a_bad_audit_logging_or_shutdown_key_is_one_line(tmp_path: Path, body: str,
+                                                          problem: str) -> None:
+    policy, bad = tmp_path / "policy.yaml", tmp_path / "bad-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    bad.write_text(AUDIT_POLICY.replace("Metadata", "Loud"))
+    (tmp_path / "logs").mkdir()
+    names = {"BADPOLICY": str(bad), "POLICY": str(policy), "LOGDIR": str(tmp_path / "logs")}
+    for name, value in names.items():
+        body, problem = body.replace(name, value), problem.replace(name, value)
+    assert _problems(tmp_path, body + "\n") == [problem]
+
+
+def test_audit_logging_and_shutdown_keys(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    config = load_config(_write(tmp_path, f"""\
+        serving: {{shutdownDelayDuration: 250ms}}
+        audit: {{policyFile: {policy}, logPath: {tmp_path}/audit/audit.log, maxSizeMB: 5,
+                 maxBackups: 0}}
+        logging: {{format: json, level: debug}}
+        """))
+    assert config.serving.shutdown_delay_seconds == 0.25
+    assert (config.audit.policy_file, config.audit.max_size_mb, config.audit.max_backups) == (
+        str(policy), 5, 0)
+    assert config.audit.log_path == f"{tmp_path}/audit/audit.log"  # its directory is made later
+    assert (config.logging.format, config.logging.level) == ("json", "debug")
+    defaults = load_config(_write(tmp_path, ""))
+    assert defaults.audit.policy_file == "" and defaults.audit.max_size_mb == 100
+    assert defaults.audit.max_backups == 10 and defaults.serving.shutdown_delay_seconds == 1.0
+    assert (defaults.logging.format, defaults.logging.level) == ("text", "info")

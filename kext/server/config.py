@@ -41,6 +41,7 @@ from kext.auth.token import CachedTokenAuthenticator, TokenReviewAuthenticator
 from kext.certs import load_certificates
 from kext.config import (
     AdmissionConfig,
+    AuditConfig,
     AuthenticationConfig,
     AuthorizationConfig,
     KubernetesConfig,
@@ -70,6 +71,8 @@ class Config:
     read_header_timeout_seconds: float
     resources: tuple[ResourceDefinition, ...]
     admission: AdmissionConfig
+    audit: AuditConfig
+    shutdown_delay_seconds: float
 
     def complete(self) -> CompletedConfig:
         """The config with what follows from it filled in (cf. Config.Complete)."""
@@ -231,4 +234,6 @@ def new_config(options: ServerConfig, serving: ServingCertificates, etcd: EtcdSe
         read_header_timeout_seconds=s.read_header_timeout_seconds,
         resources=tuple(options.resources),
         admission=options.admission,
+        audit=options.audit,
+        shutdown_delay_seconds=s.shutdown_delay_seconds,
     )

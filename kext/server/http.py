@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -95,7 +94,7 @@ class APIResource(Resource):
             _write(request, status_response(errors.internal_error("unexpected server error")))
 
     async def _serve(self, request: server.Request) -> None:
-        started = time.monotonic()
+        # (each request's log line is the filter chain's: kext.server.filters)
         api_request = _to_api_request(request)
         if isinstance(request, KextRequest) and request.body_too_large:
             response: Response | StreamResponse = status_response(
@@ -107,13 +106,6 @@ class APIResource(Resource):
             await _stream(request, response)
         else:
             _write(request, response)
-        user = api_request.user.name if api_request.user else ""
-        log.info(
-            "%s %s user=%s code=%s latency=%.1fms",
-            api_request.info.verb.upper() if api_request.info.is_resource_request
-            else api_request.method, request.uri.decode("latin-1"), user,
-            request.code, (time.monotonic() - started) * 1000,
-        )
 
 
 def _to_api_request(request: server.Request) -> APIRequest:
@@ -143,6 +135,7 @@ def _to_api_request(request: server.Request) -> APIRequest:
         peer_certificates=_peer_certificates(request),
         raw_headers=raw_headers,
         remote=getattr(peer, "host", ""),
+        uri=uri,
     )
 
 

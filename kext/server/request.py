@@ -30,6 +30,12 @@ class APIRequest:
     raw_headers: list[tuple[str, str]] = field(default_factory=list)
     user: UserInfo | None = None
     remote: str = ""
+    uri: str = ""  # as sent: path and query
+    # set by the outermost filters: when the request arrived (time.time()), its audit ID,
+    # and the audit annotations later filters add (authorization's decision and reason)
+    received: float = 0.0
+    audit_id: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
 
     def param(self, name: str, default: str = "") -> str:
         """The first value of a query parameter: kube decodes a repeated parameter from its
