@@ -1,13 +1,16 @@
 """Run kext: the process-level parts first (kext/server/process.py: serving certificates,
 embedded etcd, the listening socket), then one API server built from the completed config
 (kext/server/config.py) serving on that socket, until SIGTERM/SIGINT; then the server stops,
-and the process-level parts after it."""
+and the process-level parts after it. A second SIGTERM/SIGINT while stopping exits at once
+(as kube-apiserver does)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
+import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -18,10 +21,14 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from kext.admission.hooks import load_hooks
+from kext.admission.hooks import load_hook, load_hooks
+from kext.api.resource import ResourceDefinition
 from kext.config import ServerConfig
+from kext.httpclient import HTTPSClient
 from kext.metrics import Metrics
+from kext.registry.conversion import Converter, ConverterHook, new_converter
 from kext.registry.store import Store, resource_root
+from kext.registry.storedversions import StoredVersionsError, update_stored_versions
 from kext.registry.strategy import crd_strategies
 from kext.server import filters, http, metadata_paths
 from kext.server.config import CompletedConfig, new_config
@@ -49,6 +56,7 @@ class Serving:
     storage: EtcdClient | None = None
     caches: list[Cacher] = field(default_factory=list)
     closers: list[Callable[[], object]] = field(default_factory=list)
+    webhook_clients: list[HTTPSClient] = field(default_factory=list)
 
 
 class APIServer:
@@ -77,12 +85,20 @@ class APIServer:
         storage = Etcd3Store(client)
         stores = []
         for definition in cfg.resources:
-            cache = Cacher(storage, resource_root(cfg.storage_prefix, definition))
+            root = resource_root(cfg.storage_prefix, definition)
+            cache = Cacher(storage, root)
             await cache.start()
             self.serving.caches.append(cache)
+            try:
+                stored = await update_stored_versions(storage, cache, cfg.storage_prefix, root,
+                                                      definition)
+            except StoredVersionsError as exc:
+                raise RuntimeError(str(exc)) from None
+            log.debug("%s: objects stored as %s", definition.name, ", ".join(stored))
             strategies = crd_strategies(definition,
                                         load_hooks(definition.hooks.get("status", ())))
-            stores.append(Store(definition, cache, cfg.storage_prefix, strategies))
+            stores.append(Store(definition, cache, cfg.storage_prefix, strategies,
+                                self.new_converter(definition)))
             self.metrics.storage.add(definition.group, definition.storage_version.name,
                                      definition.kind, definition.plural, cache)
 
@@ -105,6 +121,19 @@ class APIServer:
         router.add_path("/metrics", self.serve_metrics)
         self.handler = filters.chain(router, self.authenticator, self.authorizer,
                                      self.inflight, cfg.request_timeout_seconds, self.metrics)
+
+    def new_converter(self, definition: ResourceDefinition) -> Converter:
+        """The resource's converter: its conversion hook (imported here: the registry imports
+        no user code), its webhook (with a pooled HTTPS client of this server's), or None."""
+        hooks = definition.hooks.get("conversion", ())
+        if hooks:
+            return new_converter(definition, hook=cast(ConverterHook, load_hook(hooks[0])))
+        webhook = definition.conversion.webhook
+        if definition.conversion.strategy == "Webhook" and webhook is not None:
+            client = HTTPSClient(webhook.address, webhook.ca_bundle)
+            self.serving.webhook_clients.append(client)
+            return new_converter(definition, transport=client)
+        return new_converter(definition)
 
     def serve(self, listener: socket.socket) -> None:
         """Serve HTTPS on a listening socket (cf. Run). The port takes a descriptor of its
@@ -153,6 +182,8 @@ class APIServer:
             close()
         for cache in self.serving.caches:
             await cache.stop()  # ends every watch stream cleanly
+        for client in self.serving.webhook_clients:
+            await client.close()
         if self.serving.storage is not None:
             await self.serving.storage.close()
 
@@ -211,5 +242,26 @@ def run(options: ServerConfig) -> int:
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(stop()))
     )
-    reactor.run()
+    install_stop_signals(loop, reactor.stop)
+    # our own handlers, not twisted's: twisted leaves SIGINT alone when the process started
+    # with it ignored (a script's `kext &`), so Ctrl-C or `kill -INT` would not stop kext
+    reactor.run(installSignalHandlers=False)
     return exit_code
+
+
+def install_stop_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], object]) -> None:
+    """SIGTERM and SIGINT call stop once, however the process was started (an inherited
+    SIG_IGN is overridden); the second one exits at once with code 1."""
+    signals: list[int] = []
+
+    def received(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if signals:
+            print(f"kext: {name} again: exiting without waiting", file=sys.stderr, flush=True)
+            os._exit(1)
+        signals.append(signum)
+        log.info("%s: stopping", name)
+        stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, received, signum)

@@ -114,10 +114,15 @@ def encode(obj: Any, target: Target | None = None) -> tuple[bytes, str]:
     return orjson.dumps(obj), "application/json"
 
 
+def warning_header(text: str) -> tuple[str, str]:
+    """A `Warning` response header as kube writes one: code 299, no agent, the text quoted."""
+    return "Warning", f"299 - {errors.go_quote(text)}"
+
+
 def object_response(code: int, obj: Any, target: Target | None = None,
                     warnings: list[str] | None = None) -> Response:
     body, content_type = encode(obj, target)
-    headers = [("Warning", f"299 - {errors.go_quote(w)}") for w in (warnings or [])]
+    headers = [warning_header(w) for w in (warnings or [])]
     return Response(code, body, content_type, headers)
 
 
