@@ -93,7 +93,9 @@ class Validation:
                 if isinstance(message, Cause):
                     causes.append(message)
                 else:
-                    causes.append(Cause("FieldValueInvalid", str(message)))
+                    # a message about the whole object, worded as kube words a validation
+                    # rule of the root schema (its nil field path printed as "<nil>")
+                    causes.append(errors.field_invalid("<nil>", "object", str(message)))
         if causes:
             name = (obj.get("metadata") or {}).get("name") or attributes.name
             raise errors.invalid(attributes.kind.group, attributes.kind.kind, name, causes)

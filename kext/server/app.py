@@ -195,7 +195,9 @@ def announce(options: ServerConfig, certificates: ServingCertificates) -> None:
     print(f"kext is serving {names} on {url}", flush=True)
     if certificates.kubeconfig:
         first = options.resources[0].plural if options.resources else "widgets"
-        print(f"  try: kubectl --kubeconfig {certificates.kubeconfig} get {first}", flush=True)
+        # absolute: the line works pasted into a shell in any directory
+        kubeconfig = os.path.abspath(certificates.kubeconfig)
+        print(f"  try: kubectl --kubeconfig {kubeconfig} get {first}", flush=True)
     print(f"  health: curl -k {url}/readyz?verbose", flush=True)
 
 
