@@ -53,10 +53,16 @@ class EmbeddedEtcdConfig:
 
 
 @dataclass
+class WatchCacheConfig:
+    bookmark_interval: float = 60.0  # seconds between a watcher's bookmarks (kube's 1m)
+
+
+@dataclass
 class StorageConfig:
     prefix: str = "/registry"
     etcd: EtcdConfig = field(default_factory=EtcdConfig)
     embedded: EmbeddedEtcdConfig = field(default_factory=EmbeddedEtcdConfig)
+    watch_cache: WatchCacheConfig = field(default_factory=WatchCacheConfig)
 
 
 @dataclass
@@ -531,11 +537,17 @@ def _storage(f: _Fields) -> StorageConfig:
     if not data_dir and not endpoints:
         embedded.problem("dataDir", "required when storage.etcd.endpoints is empty")
     embedded.finish()
+    watch_cache = f.section("watchCache")
+    bookmark_interval = watch_cache.duration(
+        "bookmarkInterval", defaults.watch_cache.bookmark_interval, minimum=1e-9
+    )
+    watch_cache.finish()
     f.finish()
     return StorageConfig(
         prefix=prefix,
         etcd=EtcdConfig(endpoints, ca_file, cert_file, key_file),
         embedded=EmbeddedEtcdConfig(data_dir),
+        watch_cache=WatchCacheConfig(bookmark_interval),
     )
 
 

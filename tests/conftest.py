@@ -1,6 +1,7 @@
 """Shared fixtures: one real etcd for the whole session, a fresh key prefix per test, and an
 `Etcd3Store` on that etcd. Async tests and fixtures run on pytest-asyncio (one event loop per
-test): mark a module with `pytestmark = pytest.mark.asyncio`."""
+test): mark a module with `pytestmark = pytest.mark.asyncio`. The session header says which
+etcd binary the tests run (tests/etcd.py: `KEXT_TEST_ETCD` picks another)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,22 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from kext.storage.etcd3 import Etcd3Store, EtcdClient
-from tests.etcd import EtcdServer, TLSFiles, scratch_dir
+from tests.etcd import EtcdServer, TLSFiles, etcd_description, scratch_dir
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"etcd: {etcd_description()}"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if config.get_verbosity() < 0:  # -q hides the header: say it at the end instead
+        terminalreporter.write_line(f"etcd: {etcd_description()}")
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,20 @@
 `EtcdServer(data_dir).start()` runs a one-member etcd and waits until it answers /health;
 `stop()` and `start()` again restart it on the same ports with the same data (for tests of
 etcd restarts). `tls=True` serves https and requires client certificates (see `certs`).
+
+The binary is the one kext's embedded mode picks (the `embedded` extra's etcd 3.5, which the
+`test` extra brings too, before an older etcd on PATH), or `$KEXT_TEST_ETCD` (a path, or a
+name on PATH) to run the suite on another: `KEXT_TEST_ETCD=/usr/bin/etcd` for Debian's 3.4.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import ipaddress
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -28,7 +34,33 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from kext.storage.embedded import HOST, etcd_command, find_etcd_binary, free_port
+from kext.storage.embedded import (
+    HOST,
+    describe_etcd,
+    etcd_command,
+    find_etcd_binary,
+    free_port,
+)
+
+ETCD_ENV = "KEXT_TEST_ETCD"
+
+
+@functools.cache
+def etcd_binary() -> str:
+    """The etcd binary the tests run: $KEXT_TEST_ETCD, else find_etcd_binary()'s."""
+    chosen = os.environ.get(ETCD_ENV, "")
+    if not chosen:
+        return find_etcd_binary()
+    found = shutil.which(chosen)
+    if found is None:
+        raise RuntimeError(f"{ETCD_ENV}={chosen}: no such executable")
+    return found
+
+
+def etcd_description() -> str:
+    """Which etcd the tests run, for the session header."""
+    chosen = " (from $" + ETCD_ENV + ")" if os.environ.get(ETCD_ENV) else ""
+    return describe_etcd(etcd_binary()) + chosen
 
 
 def scratch_dir(prefix: str) -> Path:
@@ -135,7 +167,7 @@ class EtcdServer:
         self.tls = tls
         # A one-member cluster elects itself after an election timeout: keep it short.
         self.extra = ("--heartbeat-interval", "10", "--election-timeout", "100", *extra)
-        self.binary = find_etcd_binary()
+        self.binary = etcd_binary()
         self.client_port = free_port()
         self.peer_port = free_port()
         scheme = "https" if tls else "http"

@@ -194,6 +194,14 @@ BAD = [
         "storage.embedded.dataDir: required when storage.etcd.endpoints is empty",
     ),
     (
+        "storage: {watchCache: {bookmarkInterval: 0s}}",
+        "storage.watchCache.bookmarkInterval: expected a positive duration",
+    ),
+    (
+        "storage: {watchCache: {bookmarkInterval: 60}}",
+        "storage.watchCache.bookmarkInterval: expected a duration like 10s or 1m, got 60",
+    ),
+    (
         "authentication: {anonymous: maybe}",
         "authentication.anonymous: expected true or false, got 'maybe'",
     ),

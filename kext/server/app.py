@@ -86,7 +86,7 @@ class APIServer:
         stores = []
         for definition in cfg.resources:
             root = resource_root(cfg.storage_prefix, definition)
-            cache = Cacher(storage, root)
+            cache = Cacher(storage, root, bookmark_interval=cfg.bookmark_interval)
             await cache.start()
             self.serving.caches.append(cache)
             try:

