@@ -157,7 +157,7 @@ class _Endpoints:
                 host, self._trust,
                 extraCertificateOptions={"raiseMinimumTo": TLSVersion.TLSv1_2})
         endpoint: Any = HostnameEndpoint(self._reactor, host, uri.port, timeout=30)
-        return wrapClientTLS(self._creators[key], endpoint)
+        return wrapClientTLS(self._creators[key], endpoint, clock=self._reactor)
 
 
 @implementer(IBodyProducer)
