@@ -9,6 +9,7 @@
     kext init DIR --domain D             a new project: server.yaml, a resource, hooks, a test
     kext create resource --group G ...   add a resource to the project in this directory
     kext docs [--config FILE] --out DIR  an API reference: DIR/index.md and DIR/index.html
+    kext doctor [--kubeconfig F]         why kext's APIService is not Available (exit 0 or 1)
     kext --version                       kext's version and the Kubernetes API level it follows
 
 Every flag of every command is described by `kext [COMMAND ...] --help`.
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                        args.cert_dir)
     if args.command in ("init", "create", "docs"):
         return _scaffold(args)
+    if args.command == "doctor":
+        return _doctor(args)
     config = _load(args.config)
     if config is None:
         return EXIT_BAD_CONFIG
@@ -144,7 +147,36 @@ def _parser() -> argparse.ArgumentParser:
         "the files written go to stderr.",
     ))
     _scaffold_parsers(commands)
+    doctor = commands.add_parser(
+        "doctor",
+        help="check kext's installation in a cluster, one line per check (exit 0 or 1)",
+        description="Explain why an APIService of kext's is not Available: the APIService, "
+        "its Service and endpoints, the caBundle against kext's serving certificate, the "
+        "auth-delegation RBAC, discovery through kube-apiserver, clock skew.",
+    )
+    doctor.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                        help="the server.yaml kext runs with (its API groups are checked)")
+    doctor.add_argument("--kubeconfig", default="", metavar="FILE",
+                        help="default $KUBECONFIG, ~/.kube/config, else in-cluster")
+    doctor.add_argument("--context", default="", help="the kubeconfig context to use")
+    doctor.add_argument("--namespace", default="", metavar="NS",
+                        help="the namespace kext is installed in (default: the APIService's)")
+    doctor.add_argument("--service-account", default="", metavar="NAME",
+                        help="kext's ServiceAccount (default: read from its pods)")
     return parser
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from kext import doctor
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    return doctor.main(config, args.kubeconfig, args.context, args.namespace,
+                       args.service_account)
 
 
 def _service_certs(cert_dir: str, service: str, namespace: str, cluster_domain: str) -> int:

@@ -1,7 +1,15 @@
 """Shared fixtures: one real etcd for the whole session, a fresh key prefix per test, and an
 `Etcd3Store` on that etcd. Async tests and fixtures run on pytest-asyncio (one event loop per
 test): mark a module with `pytestmark = pytest.mark.asyncio`. The session header says which
-etcd binary the tests run (tests/etcd.py: `KEXT_TEST_ETCD` picks another)."""
+etcd binary the tests run (tests/etcd.py: `KEXT_TEST_ETCD` picks another).
+
+Integration tests (a real etcd or kext process) carry the `integration` marker, so the unit
+tests run alone with `-m "not integration"` (the README's test command runs them first, with
+coverage). The marker is given here rather than by hand: to every test under
+tests/integration/ or in INTEGRATION_MODULES, to every test whose fixtures start or reach
+etcd (ETCD_FIXTURES, directly or through other fixtures), and to the "etcd" case of a test
+parametrized over backends (`store`, `gated_store`, `backend`...: its fixture reaches etcd
+through request.getfixturevalue, which the fixture closure does not show)."""
 
 from __future__ import annotations
 
@@ -25,6 +33,31 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     if config.get_verbosity() < 0:  # -q hides the header: say it at the end instead
         terminalreporter.write_line(f"etcd: {etcd_description()}")
+
+ETCD_FIXTURES = frozenset({"etcd_server", "make_etcd", "etcd_client"})
+# Modules that start etcd or kext processes of their own, without a fixture of ETCD_FIXTURES.
+INTEGRATION_MODULES = frozenset({"tests/storage/test_embedded.py",
+                                 "tests/test_benchmarks_smoke.py"})
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def is_integration(item: pytest.Item) -> bool:
+    """Whether a collected test needs a real etcd or kext process (see the module docstring)."""
+    path = Path(item.path).resolve()
+    relative = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else ""
+    if relative.startswith("tests/integration/") or relative in INTEGRATION_MODULES:
+        return True
+    if ETCD_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "etcd" in callspec.params.values()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    integration = pytest.mark.integration
+    for item in items:
+        if is_integration(item):
+            item.add_marker(integration)
 
 
 @pytest.fixture(scope="session")

@@ -129,7 +129,7 @@ def expired(message: str) -> StatusError:
 
 
 def request_entity_too_large(message: str) -> StatusError:
-    return StatusError(413, "RequestEntityTooLarge", message)
+    return StatusError(413, "RequestEntityTooLarge", f"Request entity too large: {message}")
 
 
 def unsupported_media_type(content_type: str) -> StatusError:

@@ -276,10 +276,18 @@ class Store:
             await admission.validate(copy.deepcopy(obj), None)
         name = metadata["name"]
         obj = await self._to_storage(obj)
+        key = self.key(ctx.namespace, name)
         if ctx.dry_run:
-            return Result(await self.to_version(obj, version), warnings)
+            # as kube's DryRunnableStorage: nothing is written, but a taken name is reported
+            try:
+                await self.storage.get(key)
+            except storage_errors.KeyNotFoundError:
+                return Result(await self.to_version(obj, version), warnings)
+            except storage_errors.StorageError as exc:
+                raise self._error(exc, name) from None
+            raise errors.already_exists(self.group, self.resource, name)
         try:
-            stored = await self.storage.create(self.key(ctx.namespace, name), obj)
+            stored = await self.storage.create(key, obj)
         except storage_errors.StorageError as exc:
             raise self._error(exc, name) from None
         return Result(await self.to_version(stored, version), warnings)

@@ -38,8 +38,9 @@ from kext.server.process import Process, ServingCertificates
 from kext.server.request import APIRequest, Handler, Response
 from kext.server.routes import Router
 from kext.server.tls import ReloadingContextFactory
-from kext.storage.cacher import Cacher
+from kext.storage.cacher import DEFAULT_BLOCK_TIMEOUT, Cacher
 from kext.storage.etcd3 import Etcd3Store, EtcdClient, connect
+from kext.storage.interface import Interface
 
 log = logging.getLogger("kext")
 
@@ -75,18 +76,24 @@ class APIServer:
         self.serving = Serving()
         self.shutting_down = False
         self.handler: Handler | None = None
+        self.stores: list[Store] = []
 
     async def prepare_run(self) -> None:
-        """Connect to etcd, prime a watch cache and build a store per resource, and put the
-        router and the filter chain together (cf. New and PrepareRun)."""
-        cfg = self.config
-        client = await connect(cfg.etcd)
+        """Connect to etcd and build the server on it (cf. New and PrepareRun)."""
+        client = await connect(self.config.etcd)
         self.serving.storage = client
-        storage = Etcd3Store(client)
-        stores = []
+        await self.build(Etcd3Store(client))
+
+    async def build(self, storage: Interface, *,
+                    block_timeout: float = DEFAULT_BLOCK_TIMEOUT) -> None:
+        """Prime a watch cache and build a store per resource over storage, and put the
+        router and the filter chain together. Reads wait at most block_timeout seconds for a
+        cache to be ready or to reach a revision."""
+        cfg = self.config
         for definition in cfg.resources:
             root = resource_root(cfg.storage_prefix, definition)
-            cache = Cacher(storage, root, bookmark_interval=cfg.bookmark_interval)
+            cache = Cacher(storage, root, bookmark_interval=cfg.bookmark_interval,
+                           block_timeout=block_timeout)
             await cache.start()
             self.serving.caches.append(cache)
             try:
@@ -97,8 +104,8 @@ class APIServer:
             log.debug("%s: objects stored as %s", definition.name, ", ".join(stored))
             strategies = crd_strategies(definition,
                                         load_hooks(definition.hooks.get("status", ())))
-            stores.append(Store(definition, cache, cfg.storage_prefix, strategies,
-                                self.new_converter(definition)))
+            self.stores.append(Store(definition, cache, cfg.storage_prefix, strategies,
+                                     self.new_converter(definition)))
             self.metrics.storage.add(definition.group, definition.storage_version.name,
                                      definition.kind, definition.plural, cache)
 
@@ -116,7 +123,7 @@ class APIServer:
                                       Check("watch-cache", self.cache_check),
                                       Check("shutdown", self.shutdown_check)]),
         ]
-        router = Router(stores, health, functools.partial(watch.watch, metrics=self.metrics))
+        router = Router(self.stores, health, functools.partial(watch.watch, metrics=self.metrics))
         metadata_paths.install(router, cfg.resources)
         router.add_path("/metrics", self.serve_metrics)
         self.handler = filters.chain(router, self.authenticator, self.authorizer,

@@ -97,9 +97,9 @@ class APIResource(Resource):
     async def _serve(self, request: server.Request) -> None:
         started = time.monotonic()
         api_request = _to_api_request(request)
-        if getattr(request, "body_too_large", False):
+        if isinstance(request, KextRequest) and request.body_too_large:
             response: Response | StreamResponse = status_response(
-                errors.request_entity_too_large("the request body is too large (limit 3 MiB)")
+                errors.request_entity_too_large(f"limit is {request.max_body_bytes}")
             )
         else:
             response = await self._handler(api_request)

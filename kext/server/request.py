@@ -64,8 +64,12 @@ class _YAMLLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-        mapping = super().construct_mapping(node, deep=True)
-        return {k if isinstance(k, str) else _scalar_key(k): v for k, v in mapping.items()}
+        # keys become strings before they meet in a dict: true and 1 (equal in Python) stay
+        # two keys, as sigs.k8s.io/yaml reads them
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+        pairs = self.construct_pairs(node, deep=True)
+        return {k if isinstance(k, str) else _scalar_key(k): v for k, v in pairs}
 
 
 def _scalar_key(key: Any) -> str:

@@ -1,5 +1,6 @@
-"""The registry's write path on a real etcd: where the store calls a request's admission
-steps and the strategy (kube's order), and that a retried update admits again."""
+"""The registry's write path on each storage (a MemoryStore, a watch cache on one, a real
+etcd): where the store calls a request's admission steps and the strategy (kube's order),
+and that a retried update admits again."""
 
 from __future__ import annotations
 
@@ -7,16 +8,15 @@ import copy
 from typing import Any
 
 import pytest
-import yaml
+import pytest_asyncio
 
 from kext.api.errors import StatusError
-from kext.api.resource import ResourceDefinition, parse_crd
 from kext.auth.user import UserInfo
 from kext.registry.rest import Admission, RequestContext
 from kext.registry.store import DeleteOptions, Selection, Store
 from kext.registry.strategy import crd_strategies
-from kext.storage.etcd3 import Etcd3Store
-from tests.kext_process import REPO
+from tests.registry.conftest import Storage
+from tests.registry.objects import definition, widget
 
 pytestmark = pytest.mark.asyncio
 
@@ -25,26 +25,14 @@ VERSION = "v1alpha1"
 CTX = RequestContext(user=UserInfo("alice"), namespace="ns", field_manager="test")
 
 
-def definition() -> ResourceDefinition:
-    crd = yaml.safe_load((REPO / "config/resources/widgets.yaml").read_text())
-    parsed, problems = parse_crd(crd, "widgets")
-    assert parsed is not None, problems
-    return parsed
-
-
 def phase(obj: Object, old: Object | None) -> None:
     obj["status"] = {"phase": "Pending" if old is None else "Ready"}
 
 
-@pytest.fixture
-def widgets(store: Etcd3Store, key_prefix: str) -> Store:
-    d = definition()
-    return Store(d, store, key_prefix, crd_strategies(d, [phase]))
-
-
-def widget(name: str = "w", **spec: Any) -> Object:
-    return {"apiVersion": f"example.kext.io/{VERSION}", "kind": "Widget",
-            "metadata": {"name": name}, "spec": {"color": "blue", **spec}}
+@pytest_asyncio.fixture
+async def widgets(any_storage: Storage) -> Store:
+    d = definition("widgets")
+    return await any_storage.store(d, crd_strategies(d, [phase]))
 
 
 async def test_create_runs_admission_around_the_strategy_in_kubes_order(widgets: Store) -> None:
@@ -120,8 +108,7 @@ async def test_dry_run_is_admitted_and_stores_nothing(widgets: Store) -> None:
         await widgets.get("ns", "w", VERSION)
 
 
-async def test_a_retried_update_runs_mutation_again_on_the_new_object(
-        widgets: Store, store: Etcd3Store) -> None:
+async def test_a_retried_update_runs_mutation_again_on_the_new_object(widgets: Store) -> None:
     await widgets.create(CTX, VERSION, widget(size=1))
     olds: list[int] = []
 

@@ -10,7 +10,8 @@ import pytest
 from twisted.internet.error import CannotListenError
 
 from kext.config import ServerConfig
-from kext.server.process import listen, serving_certificates
+from kext.server.app import announce
+from kext.server.process import Process, listen, serving_certificates
 
 
 def test_self_signed_material_when_no_certificate_is_configured(tmp_path: Path) -> None:
@@ -50,3 +51,43 @@ def test_a_port_in_use_is_reported_as_twisted_reports_it() -> None:
         client.close()  # the first socket listens
     finally:
         first.close()
+
+
+@pytest.mark.asyncio
+async def test_a_process_with_etcd_configured_prepares_certificates_and_a_socket(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    options = ServerConfig()
+    options.serving.port = 0  # any free port
+    options.serving.cert_dir = str(tmp_path / "certs")
+    options.storage.etcd.endpoints = ["http://127.0.0.1:2379"]
+    process = Process(options)
+    certificates = await process.start()
+    assert process.embedded is None  # etcd is configured: no embedded one
+    assert process.etcd.endpoints == ("http://127.0.0.1:2379",)
+    assert Path(certificates.cert_file).exists() and certificates.kubeconfig
+    listener = process.listen()
+    assert process.listen() is listener  # opened once
+    port = listener.getsockname()[1]
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    process.close_listener()
+    assert listener.fileno() == -1
+    await process.stop()
+
+    announce(options, certificates)
+    assert capsys.readouterr().out.splitlines() == [
+        f"kext is serving no resources on {certificates.url}",
+        f"  try: kubectl --kubeconfig {certificates.kubeconfig} get widgets",
+        f"  health: curl -k {certificates.url}/readyz?verbose",
+    ]
+
+
+def test_listen_on_ipv6_loopback() -> None:
+    try:
+        sock = listen("::1", 0)
+    except CannotListenError:
+        pytest.skip("no IPv6 loopback on this machine")
+    try:
+        assert sock.family == socket.AF_INET6
+        socket.create_connection(("::1", sock.getsockname()[1]), timeout=5).close()
+    finally:
+        sock.close()
