@@ -1,203 +1,82 @@
-"""kext's HTTPS client for the webhooks it calls (conversion webhooks today): JSON POSTs on
-Twisted's `Agent`, on the asyncio loop that Twisted's asyncioreactor runs on.
+"""kext's client for the webhooks it calls (conversion webhooks today): JSON POSTs over
+kext.kube's pooled, verified HTTPS client, its failures worded as kube's users read them.
 
-One `HTTPSClient` per webhook configuration: it verifies the webhook's serving certificate
-against that webhook's CA bundle (or the system's trust store when it has none), over TLS 1.2+,
-and keeps a pool of persistent connections, so a webhook called on every read costs one TLS
-handshake per connection, not per call. Each call has a timeout; failures raise
-`WebhookCallError` worded as Go's net/http words them (`Post "<url>": <why>`), since that text
-reaches clients inside kube's own messages.
-
-The reactor must be the asyncio reactor, running (kext's server installs and runs it).
+One `WebhookClient` per webhook configuration: it verifies the webhook's serving certificate
+against that webhook's CA bundle (or the system's trust store when it has none) and keeps
+persistent connections (kext.kube.client.KubeClient: Twisted's Agent and a connection pool),
+so a webhook called on every read costs one TLS handshake per connection, not per call. A
+call is never retried (kube's webhook client does not retry a POST) and has a timeout.
+Failures raise `WebhookCallError` whose text is the part kube prints after the webhook's
+name: client-go's words for an error answer, Go's net/http words (`Post "<url>": <why>`) for
+no answer.
 """
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from OpenSSL import crypto
-from twisted.internet import error as net_error
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.internet.ssl import (
-    Certificate,
-    TLSVersion,
-    optionsForClientTLS,
-    platformTrust,
-    trustRootFromCertificates,
-)
-from twisted.python.failure import Failure
-from twisted.web.client import (
-    URI,
-    Agent,
-    HTTPConnectionPool,
-    ResponseDone,
-    ResponseFailed,
-    ResponseNeverReceived,
-)
-from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
-from zope.interface import implementer
+from kext.kube.client import KubeClient
+from kext.kube.config import ClusterAccess
+from kext.kube.errors import KubeStatusError, KubeTimeout, KubeUnavailable
 
-from kext import __version__
-
-USER_AGENT = f"kext/{__version__}"
 POOL_SIZE = 10  # idle connections kept per webhook host
 
 
 class WebhookCallError(Exception):
-    """A call that got no usable HTTP answer: the message is what kube would print."""
+    """A webhook call that failed: the message is what kube would print."""
 
 
-@dataclass(frozen=True)
-class HTTPResponse:
-    """A webhook's answer: status code, Content-Type and body."""
-
-    code: int
-    content_type: str
-    body: bytes
-
-
-class HTTPSClient:
+class WebhookClient:
     """POSTs JSON to one HTTPS webhook URL, verified against ca_pem (PEM certificates; empty:
     the system's trust store)."""
 
     def __init__(self, url: str, ca_pem: bytes = b"", *, reactor: Any = None,
                  pool_size: int = POOL_SIZE) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
         self.url = url
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self._pool.maxPersistentPerHost = pool_size
-        self._agent = Agent.usingEndpointFactory(reactor, _Endpoints(reactor, ca_pem),
-                                                 pool=self._pool)
+        self._client = KubeClient(ClusterAccess(server=url, ca_pem=ca_pem, source=url),
+                                  reactor=reactor, retries=0, pool_size=pool_size)
 
     def __repr__(self) -> str:
-        return f"HTTPSClient({self.url!r})"
+        return f"WebhookClient({self.url!r})"
 
-    async def post(self, body: bytes, timeout: float, query: str = "") -> HTTPResponse:
-        """POST body (JSON) to the URL (with `?query` when given); the answer whatever its
-        code, or WebhookCallError when there is none within timeout seconds."""
-        url = f"{self.url}?{query}" if query else self.url
-        loop = asyncio.get_running_loop()
-        headers = Headers({b"Content-Type": [b"application/json"],
-                           b"Accept": [b"application/json"],
-                           b"User-Agent": [USER_AGENT.encode()]})
+    async def post(self, body: bytes, timeout: float) -> bytes:
+        """POST body (JSON) with `?timeout=<timeout>s` (as kube's client adds it); the 2xx
+        answer's body, or WebhookCallError."""
+        duration = f"{int(timeout)}s" if timeout >= 1 else f"{int(timeout * 1000)}ms"  # Go's
+        url = f"{self.url}?timeout={duration}"
         try:
-            async with asyncio.timeout(timeout):
-                deferred = self._agent.request(b"POST", url.encode(), headers,
-                                               _BytesProducer(body))
-                response = await deferred.asFuture(loop)
-                finished: Deferred[bytes] = Deferred(lambda _: collector.abort())
-                collector = _BodyCollector(finished)
-                response.deliverBody(collector)
-                data = await finished.asFuture(loop)
-        except TimeoutError:
+            response = await self._client.request("POST", "", params={"timeout": duration},
+                                                  body=body, timeout=timeout, idempotent=False)
+        except KubeTimeout:
             raise WebhookCallError(f'Post "{url}": context deadline exceeded') from None
-        except Exception as exc:
-            raise WebhookCallError(f'Post "{url}": {_why(exc, url)}') from None
-        content_type = response.headers.getRawHeaders(b"content-type", [b""])[0]
-        return HTTPResponse(response.code, content_type.decode("latin-1"), data)
+        except KubeStatusError as exc:
+            raise WebhookCallError(exc.message) from None
+        except KubeUnavailable as exc:
+            raise WebhookCallError(f'Post "{url}": {_go_words(exc, url)}') from None
+        if not response.body:
+            raise WebhookCallError(
+                f"0-length response with status code: {response.code} and content type: "
+                f"{response.header('content-type')}")
+        return response.body
 
     async def close(self) -> None:
         """Close the pooled connections."""
-        await self._pool.closeCachedConnections().asFuture(asyncio.get_running_loop())
+        await self._client.close()
 
 
-def _why(exc: BaseException, url: str) -> str:
-    """A failed round trip in Go's words where kube users know them."""
-    if isinstance(exc, ResponseFailed | ResponseNeverReceived) and exc.reasons:
-        exc = exc.reasons[0].value
+def _go_words(error: KubeUnavailable, url: str) -> str:
+    """Why there was no answer, as Go's net/http says it where kube users know the text."""
     parts = urlsplit(url)
     address = f"{parts.hostname}:{parts.port or 443}"
-    if isinstance(exc, net_error.ConnectionRefusedError):
-        return f"dial tcp {address}: connect: connection refused"
-    if isinstance(exc, net_error.DNSLookupError):
-        return f"dial tcp: lookup {parts.hostname}: no such host"
-    if isinstance(exc, net_error.TimeoutError):
-        return f"dial tcp {address}: i/o timeout"
-    text = str(exc)
-    if "certificate verify failed" in text or "CERTIFICATE_VERIFY_FAILED" in text:
-        return "tls: failed to verify certificate: x509: certificate signed by unknown authority"
-    if isinstance(exc, net_error.ConnectionLost | net_error.ConnectionDone):
-        return "EOF"
-    return text or type(exc).__name__
-
-
-@implementer(IAgentEndpointFactory)
-class _Endpoints:
-    """TLS 1.2+ to the webhook, verified against its CA bundle; one connection creator (one
-    SSL context) per host, built on the client's reactor."""
-
-    def __init__(self, reactor: Any, ca_pem: bytes) -> None:
-        self._reactor = reactor
-        if ca_pem.strip():
-            roots = [Certificate(crypto.X509.from_cryptography(c))
-                     for c in x509.load_pem_x509_certificates(ca_pem)]
-            self._trust: Any = trustRootFromCertificates(roots)
-        else:
-            self._trust = platformTrust()
-        self._creators: dict[tuple[str, int], Any] = {}
-
-    def endpointForURI(self, uri: URI) -> Any:
-        if uri.scheme != b"https":
-            raise WebhookCallError(f"webhooks are called over https only, not {uri.toBytes()!r}")
-        host = uri.host.decode("ascii")
-        key = (host, uri.port)
-        if key not in self._creators:
-            self._creators[key] = optionsForClientTLS(
-                host, self._trust,
-                extraCertificateOptions={"raiseMinimumTo": TLSVersion.TLSv1_2})
-        endpoint: Any = HostnameEndpoint(self._reactor, host, uri.port, timeout=30)
-        return wrapClientTLS(self._creators[key], endpoint, clock=self._reactor)
-
-
-@implementer(IBodyProducer)
-class _BytesProducer:
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:
-        consumer.write(self.body)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
-class _BodyCollector(Protocol):
-    """Collects a response body into `finished` (cancelling it drops the connection)."""
-
-    def __init__(self, finished: Deferred[bytes]) -> None:
-        self.finished = finished
-        self.chunks: list[bytes] = []
-
-    def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.finished.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.finished.callback(b"".join(self.chunks))
-        else:
-            self.finished.errback(reason)
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()
+    if error.tls:
+        if "certificate verify failed" in error.why:
+            return ("tls: failed to verify certificate: x509: certificate signed by unknown "
+                    "authority")
+        return f"tls: {error.why}"
+    return {
+        "connection refused": f"dial tcp {address}: connect: connection refused",
+        "host name not found": f"dial tcp: lookup {parts.hostname}: no such host",
+        "connect timed out": f"dial tcp {address}: i/o timeout",
+        "connection closed by the server": "EOF",
+    }.get(error.why, error.why)

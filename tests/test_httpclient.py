@@ -1,6 +1,6 @@
-"""kext's HTTPS client for webhooks, against a real HTTPS server with a CA of its own: a
-verified call, pooled connections, and each way a call fails worded as kube's users read it
-(the timeout, a certificate that does not verify, nobody listening)."""
+"""kext's client for webhooks, against a real HTTPS server with a CA of its own: a verified
+call, pooled connections, and each way a call fails worded as kube's users read it (an error
+answer, the timeout, a certificate that does not verify, nobody listening)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest_asyncio
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
 from kext.certs import new_ca
-from kext.httpclient import HTTPSClient, WebhookCallError
+from kext.httpclient import WebhookCallError, WebhookClient
 from tests.conversion_webhook import ConversionWebhook
 from tests.kext_process import free_port
 
@@ -51,29 +51,40 @@ async def reactor() -> AsyncIterator[Any]:
 
 async def test_a_verified_call_on_pooled_connections(webhook: ConversionWebhook,
                                                      reactor: Any) -> None:
-    client = HTTPSClient(webhook.url, webhook.ca.cert_pem, reactor=reactor)
+    client = WebhookClient(webhook.url, webhook.ca.cert_pem, reactor=reactor)
     try:
         for _ in range(3):
-            answer = await client.post(json.dumps(REVIEW).encode(), 10, "timeout=30s")
-            assert (answer.code, answer.content_type) == (200, "application/json")
-            converted = json.loads(answer.body)["response"]["convertedObjects"]
+            answer = await client.post(json.dumps(REVIEW).encode(), 30)
+            converted = json.loads(answer)["response"]["convertedObjects"]
             assert converted[0]["spec"] == {"count": 1}
     finally:
         await client.close()
     assert len(webhook.connections) == 1  # three calls, one connection
 
 
+async def test_an_error_answer_in_client_gos_words(webhook: ConversionWebhook,
+                                                  reactor: Any) -> None:
+    client = WebhookClient(webhook.url.replace("/convert", "/elsewhere"), webhook.ca.cert_pem,
+                           reactor=reactor)
+    try:
+        with pytest.raises(WebhookCallError) as failed:
+            await client.post(json.dumps(REVIEW).encode(), 10)
+    finally:
+        await client.close()
+    assert str(failed.value) == "no such path"  # the message of the Status it answered
+
+
 async def test_a_certificate_the_ca_bundle_does_not_verify(webhook: ConversionWebhook,
                                                            reactor: Any) -> None:
-    client = HTTPSClient(webhook.url, new_ca("someone-else").cert_pem, reactor=reactor)
+    client = WebhookClient(webhook.url, new_ca("someone-else").cert_pem, reactor=reactor)
     try:
         with pytest.raises(WebhookCallError) as failed:
             await client.post(b"{}", 10)
     finally:
         await client.close()
     assert str(failed.value) == (
-        f'Post "{webhook.url}": tls: failed to verify certificate: x509: certificate signed by '
-        "unknown authority")
+        f'Post "{webhook.url}?timeout=10s": tls: failed to verify certificate: x509: '
+        "certificate signed by unknown authority")
     assert webhook.reviews == []
 
 
@@ -82,23 +93,23 @@ async def test_no_answer_in_time(reactor: Any) -> None:
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)  # accepts connections (the kernel does), never answers
     url = f"https://127.0.0.1:{silent.getsockname()[1]}/convert"
-    client = HTTPSClient(url, new_ca("ca").cert_pem, reactor=reactor)
+    client = WebhookClient(url, new_ca("ca").cert_pem, reactor=reactor)
     try:
         with pytest.raises(WebhookCallError) as failed:
-            await client.post(b"{}", 0.5, "timeout=30s")
+            await client.post(b"{}", 0.5)
     finally:
         await client.close()
         silent.close()
-    assert str(failed.value) == f'Post "{url}?timeout=30s": context deadline exceeded'
+    assert str(failed.value) == f'Post "{url}?timeout=500ms": context deadline exceeded'
 
 
 async def test_nobody_listening(reactor: Any) -> None:
     port = free_port()
-    client = HTTPSClient(f"https://127.0.0.1:{port}/convert", b"", reactor=reactor)
+    client = WebhookClient(f"https://127.0.0.1:{port}/convert", b"", reactor=reactor)
     try:
         with pytest.raises(WebhookCallError) as failed:
             await client.post(b"{}", 10)
     finally:
         await client.close()
-    assert str(failed.value) == (f'Post "https://127.0.0.1:{port}/convert": dial tcp '
-                                 f"127.0.0.1:{port}: connect: connection refused")
+    assert str(failed.value) == (f'Post "https://127.0.0.1:{port}/convert?timeout=10s": dial '
+                                 f"tcp 127.0.0.1:{port}: connect: connection refused")

@@ -54,26 +54,14 @@ REVIEW_API_VERSIONS = {"v1": "apiextensions.k8s.io/v1", "v1beta1": "apiextension
 WEBHOOK_TIMEOUT_SECONDS = 30.0
 
 
-class WebhookAnswer(Protocol):
-    """A webhook's HTTP answer."""
-
-    @property
-    def code(self) -> int: ...
-
-    @property
-    def content_type(self) -> str: ...
-
-    @property
-    def body(self) -> bytes: ...
-
-
 class WebhookTransport(Protocol):
-    """How a webhook is reached (kext.httpclient.HTTPSClient): POST a JSON body, get the
-    answer whatever its code; an exception whose text says why when there is none."""
+    """How a webhook is reached (kext.httpclient.WebhookClient): POST a JSON body, get the
+    body of a 2xx answer; anything else raises an exception whose text says why, in the words
+    kube prints after `conversion webhook for <gvk> failed: `."""
 
     url: str
 
-    async def post(self, body: bytes, timeout: float, query: str = "") -> WebhookAnswer: ...
+    async def post(self, body: bytes, timeout: float) -> bytes: ...
 
 
 class ObjectConverter(Protocol):
@@ -146,8 +134,7 @@ class WebhookConverter:
                   "request": {"uid": uid, "desiredAPIVersion": api_version,
                               "objects": objects}}
         try:
-            answer = await self.transport.post(orjson.dumps(review), self.timeout,
-                                               f"timeout={int(self.timeout)}s")
+            answer = await self.transport.post(orjson.dumps(review), self.timeout)
         except Exception as exc:
             raise ConversionFailed(f"failed: {exc}") from None
         converted = _review_response(answer, review_api_version, uid)
@@ -157,16 +144,11 @@ class WebhookConverter:
                 for i, (original, result) in enumerate(zip(objects, converted, strict=True))]
 
 
-def _review_response(answer: WebhookAnswer, review_api_version: str, uid: str) -> list[Any]:
-    """The convertedObjects of a webhook's answer, after kube's checks of it (the rest
-    client's for the HTTP answer, getConvertedObjectsFromResponse for the review)."""
-    if not 200 <= answer.code < 300:
-        raise ConversionFailed(f"failed: {_http_error(answer)}")
-    if not answer.body:
-        raise ConversionFailed(f"failed: 0-length response with status code: {answer.code} "
-                               f"and content type: {answer.content_type}")
+def _review_response(answer: bytes, review_api_version: str, uid: str) -> list[Any]:
+    """The convertedObjects of a webhook's answer, after kube's checks of the review
+    (getConvertedObjectsFromResponse)."""
     try:
-        review = orjson.loads(answer.body)
+        review = orjson.loads(answer)
     except orjson.JSONDecodeError as exc:
         raise ConversionFailed(f"failed: the response is not JSON: {exc}") from None
     if not isinstance(review, dict):
@@ -194,38 +176,6 @@ def _review_response(answer: WebhookAnswer, review_api_version: str, uid: str) -
     if not isinstance(converted, list):
         raise ConversionFailed("failed: response.convertedObjects is not a list")
     return converted
-
-
-def _http_error(answer: WebhookAnswer) -> str:
-    """A webhook's non-2xx answer as client-go's rest client reports it: the Status it sent,
-    or kube's generic text for the code."""
-    try:
-        body = orjson.loads(answer.body) if answer.body else None
-    except orjson.JSONDecodeError:
-        body = None
-    if isinstance(body, dict) and body.get("kind") == "Status" and body.get("message"):
-        return str(body["message"])
-    generic = {
-        400: "the server rejected our request for an unknown reason",
-        401: "the server has asked for the client to provide credentials",
-        404: "the server could not find the requested resource",
-        405: "the server does not allow this method on the requested resource",
-        409: "the server reported a conflict",
-        422: "the server rejected our request due to an error in our request",
-        429: "the server has received too many requests and has asked us to try again later",
-        504: "the server was unable to return a response in the time allotted, but may still "
-             "be processing the request",
-    }
-    if answer.code in generic:
-        return generic[answer.code]
-    text = answer.body.decode("utf-8", "replace").strip()
-    if answer.code in (403, 406, 415):
-        return text
-    if answer.code >= 500:
-        return (f"an error on the server ({errors.go_quote(text)}) has prevented the request "
-                "from succeeding")
-    return f"the server responded with the status code {answer.code} but did not return more " \
-           "information"
 
 
 def _checked(original: Object, converted: Any, api_version: str, index: int,

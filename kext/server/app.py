@@ -24,7 +24,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from kext.admission.hooks import load_hook, load_hooks
 from kext.api.resource import ResourceDefinition
 from kext.config import ServerConfig
-from kext.httpclient import HTTPSClient
+from kext.httpclient import WebhookClient
 from kext.metrics import Metrics
 from kext.registry.conversion import Converter, ConverterHook, new_converter
 from kext.registry.store import Store, resource_root
@@ -57,7 +57,7 @@ class Serving:
     storage: EtcdClient | None = None
     caches: list[Cacher] = field(default_factory=list)
     closers: list[Callable[[], object]] = field(default_factory=list)
-    webhook_clients: list[HTTPSClient] = field(default_factory=list)
+    webhook_clients: list[WebhookClient] = field(default_factory=list)
 
 
 class APIServer:
@@ -137,7 +137,7 @@ class APIServer:
             return new_converter(definition, hook=cast(ConverterHook, load_hook(hooks[0])))
         webhook = definition.conversion.webhook
         if definition.conversion.strategy == "Webhook" and webhook is not None:
-            client = HTTPSClient(webhook.address, webhook.ca_bundle)
+            client = WebhookClient(webhook.address, webhook.ca_bundle)
             self.serving.webhook_clients.append(client)
             return new_converter(definition, transport=client)
         return new_converter(definition)

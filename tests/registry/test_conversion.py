@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import orjson
@@ -150,29 +149,21 @@ async def test_a_hook_keeps_identity_and_may_change_only_labels_and_annotations(
                                     "invalid object: must have the same name: g != other")
 
 
-@dataclass
-class Answer:
-    code: int
-    content_type: str
-    body: bytes
-
-
 class ReviewingTransport:
-    """Answers ConversionReviews in memory (the HTTPS path has its own integration test):
-    with examples.gizmo_conversion, or with whatever `answer` makes of the review."""
+    """Answers ConversionReviews in memory (the HTTPS path has its own tests): with
+    examples.gizmo_conversion, or with whatever `answer` makes of the review."""
 
     url = "https://converter.example/convert"
 
     def __init__(self) -> None:
         self.reviews: list[Object] = []
-        self.answer = lambda review: Answer(200, "application/json",
-                                            orjson.dumps(convert_review(review)))
+        self.answer: Callable[[Object], Any] = convert_review
 
-    async def post(self, body: bytes, timeout: float, query: str = "") -> Answer:
-        assert timeout == WEBHOOK_TIMEOUT_SECONDS and query == "timeout=30s"
+    async def post(self, body: bytes, timeout: float) -> bytes:
+        assert timeout == WEBHOOK_TIMEOUT_SECONDS
         review = orjson.loads(body)
         self.reviews.append(copy.deepcopy(review))
-        return self.answer(review)
+        return orjson.dumps(self.answer(review))
 
 
 def webhook_store(storage: Etcd3Store, prefix: str,
@@ -219,8 +210,7 @@ async def test_a_webhook_gets_one_review_per_object_or_list(store: Etcd3Store,
 async def test_webhook_answers_kube_refuses(store: Etcd3Store, key_prefix: str, answer: Any,
                                             message: str) -> None:
     transport = ReviewingTransport()
-    transport.answer = lambda review: Answer(200, "application/json",
-                                             orjson.dumps(answer(review)))
+    transport.answer = answer
     gizmo_store = webhook_store(store, key_prefix, transport)
     with pytest.raises(StatusError) as caught:
         await gizmo_store.create(CTX, "v1beta1", gizmo("v1beta1", count=1))
@@ -235,21 +225,22 @@ async def test_webhook_review_v1_checks_kind_and_uid(store: Etcd3Store,
     converter = Converter(gizmos(), WebhookConverter(transport, ["v1"]))
     gizmo_store = store_with(store, key_prefix, converter)
 
-    def wrong_uid(review: Object) -> Answer:
+    def wrong_uid(review: Object) -> Object:
         answer = convert_review(review)
         answer["response"]["uid"] = "not-it"
-        return Answer(200, "application/json", orjson.dumps(answer))
+        return answer
 
     transport.answer = wrong_uid
     with pytest.raises(StatusError) as caught:
         await gizmo_store.create(CTX, "v1beta1", gizmo("v1beta1", count=1))
     uid = transport.reviews[-1]["request"]["uid"]
     assert caught.value.message.endswith(f'failed: expected response.uid="{uid}", got "not-it"')
-    transport.answer = lambda review: Answer(500, "text/plain", b"boom")
+    transport.answer = lambda review: {**convert_review(review), "kind": "AdmissionReview"}
     with pytest.raises(StatusError) as caught:
         await gizmo_store.create(CTX, "v1beta1", gizmo("v1beta1", count=1))
     assert caught.value.message.endswith(
-        'failed: an error on the server ("boom") has prevented the request from succeeding')
+        "failed: expected webhook response of apiextensions.k8s.io/v1, Kind=ConversionReview, "
+        "got apiextensions.k8s.io/v1, Kind=AdmissionReview")
 
 
 async def test_watch_events_are_converted_once_per_version_not_per_watcher(
