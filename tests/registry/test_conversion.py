@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -25,13 +26,14 @@ from kext.registry.conversion import (
 from kext.registry.rest import RequestContext
 from kext.registry.store import Selection, Store
 from kext.storage.cacher import Cacher
-from kext.storage.etcd3 import Etcd3Store
 from kext.storage.interface import ListOptions, WatchEvent
 from tests.kext_process import REPO
+from tests.storage.memory import MemoryStore
 
 pytestmark = pytest.mark.asyncio
 
 Object = dict[str, Any]
+PREFIX = "/registry"
 CTX = RequestContext(namespace="ns", field_manager="test")
 GIZMOS = REPO / "tests/resources/gizmos.yaml"
 
@@ -58,30 +60,28 @@ class CountingHook:
         return convert(obj, desired_api_version)
 
 
-def store_with(storage: Etcd3Store | Cacher, prefix: str,
+def store_with(storage: MemoryStore | Cacher, prefix: str,
                converter: Converter | None = None) -> Store:
     return Store(gizmos(), storage, prefix, converter=converter)
 
 
-async def test_none_conversion_rewrites_only_the_api_version(store: Etcd3Store,
-                                                             key_prefix: str) -> None:
-    gizmo_store = store_with(store, key_prefix)
+async def test_none_conversion_rewrites_only_the_api_version(memory: MemoryStore) -> None:
+    gizmo_store = store_with(memory, PREFIX)
     created = await gizmo_store.create(CTX, "v1beta1", gizmo("v1beta1", count=3))
     assert created.object["apiVersion"] == "test.kext.io/v1beta1"
-    stored = await store.get(gizmo_store.key("ns", "g"))
+    stored = await memory.get(gizmo_store.key("ns", "g"))
     assert stored["apiVersion"] == "test.kext.io/v1"  # the storage version
     assert stored["spec"] == {"count": 3}  # fields as they were: None converts nothing else
     as_v1 = await gizmo_store.get("ns", "g", "v1")
     assert as_v1["apiVersion"] == "test.kext.io/v1" and as_v1["spec"] == {"count": 3}
 
 
-async def test_a_converter_hook_converts_every_read_and_write(store: Etcd3Store,
-                                                              key_prefix: str) -> None:
+async def test_a_converter_hook_converts_every_read_and_write(memory: MemoryStore) -> None:
     hook = CountingHook()
-    gizmo_store = store_with(store, key_prefix, new_converter(gizmos(), hook=hook))
+    gizmo_store = store_with(memory, PREFIX, new_converter(gizmos(), hook=hook))
     created = await gizmo_store.create(CTX, "v1beta1", gizmo("v1beta1", count=3, color="red"))
     assert created.object["spec"] == {"count": 3, "color": "red"}
-    stored = await store.get(gizmo_store.key("ns", "g"))
+    stored = await memory.get(gizmo_store.key("ns", "g"))
     assert stored["apiVersion"] == "test.kext.io/v1"
     assert stored["spec"] == {"replicas": 3, "color": "red"}
 
@@ -96,7 +96,7 @@ async def test_a_converter_hook_converts_every_read_and_write(store: Etcd3Store,
 
     updated = await gizmo_store.update(CTX, "g", "v1beta1", bump)
     assert updated.object["spec"]["count"] == 4
-    assert (await store.get(gizmo_store.key("ns", "g")))["spec"]["replicas"] == 4
+    assert (await memory.get(gizmo_store.key("ns", "g")))["spec"]["replicas"] == 4
 
     await gizmo_store.create(CTX, "v1", gizmo("v1", "h", replicas=1))
     hook.calls = 0
@@ -109,12 +109,11 @@ async def test_a_converter_hook_converts_every_read_and_write(store: Etcd3Store,
     assert hook.calls == 0  # stored in v1 already: nothing to convert
 
 
-async def test_a_failing_hook_is_a_500_in_kubes_words(store: Etcd3Store,
-                                                      key_prefix: str) -> None:
+async def test_a_failing_hook_is_a_500_in_kubes_words(memory: MemoryStore) -> None:
     def broken(obj: Object, desired_api_version: str) -> Object:
         raise KeyError("replicas")
 
-    gizmo_store = store_with(store, key_prefix, new_converter(gizmos(), hook=broken))
+    gizmo_store = store_with(memory, PREFIX, new_converter(gizmos(), hook=broken))
     with pytest.raises(StatusError) as caught:
         await gizmo_store.create(CTX, "v1beta1", gizmo("v1beta1", count=1))
     status = caught.value.status()
@@ -124,14 +123,14 @@ async def test_a_failing_hook_is_a_500_in_kubes_words(store: Etcd3Store,
 
 
 async def test_a_hook_keeps_identity_and_may_change_only_labels_and_annotations(
-        store: Etcd3Store, key_prefix: str) -> None:
+        memory: MemoryStore) -> None:
     def relabel(obj: Object, desired_api_version: str) -> Object:
         obj = convert(obj, desired_api_version)
         obj["metadata"]["labels"] = {"converted": "yes"}
         obj["metadata"]["generation"] = 99  # not the converter's to change: restored
         return obj
 
-    gizmo_store = store_with(store, key_prefix, new_converter(gizmos(), hook=relabel))
+    gizmo_store = store_with(memory, PREFIX, new_converter(gizmos(), hook=relabel))
     await gizmo_store.create(CTX, "v1", gizmo("v1", replicas=1))
     got = await gizmo_store.get("ns", "g", "v1beta1")
     assert got["metadata"]["labels"] == {"converted": "yes"}
@@ -142,7 +141,7 @@ async def test_a_hook_keeps_identity_and_may_change_only_labels_and_annotations(
         obj["metadata"]["name"] = "other"
         return obj
 
-    renaming = store_with(store, key_prefix, new_converter(gizmos(), hook=rename))
+    renaming = store_with(memory, PREFIX, new_converter(gizmos(), hook=rename))
     with pytest.raises(StatusError) as caught:
         await renaming.get("ns", "g", "v1beta1")
     assert caught.value.message == ("conversion hook for test.kext.io/v1, Kind=Gizmo returned "
@@ -166,16 +165,15 @@ class ReviewingTransport:
         return orjson.dumps(self.answer(review))
 
 
-def webhook_store(storage: Etcd3Store, prefix: str,
+def webhook_store(storage: MemoryStore, prefix: str,
                   transport: ReviewingTransport) -> Store:
     converter = Converter(gizmos(), WebhookConverter(transport, ["v1beta1", "v1"]))
     return store_with(storage, prefix, converter)
 
 
-async def test_a_webhook_gets_one_review_per_object_or_list(store: Etcd3Store,
-                                                            key_prefix: str) -> None:
+async def test_a_webhook_gets_one_review_per_object_or_list(memory: MemoryStore) -> None:
     transport = ReviewingTransport()
-    gizmo_store = webhook_store(store, key_prefix, transport)
+    gizmo_store = webhook_store(memory, PREFIX, transport)
     await gizmo_store.create(CTX, "v1beta1", gizmo("v1beta1", "a", count=1))
     await gizmo_store.create(CTX, "v1beta1", gizmo("v1beta1", "b", count=2))
     review = transport.reviews[0]
@@ -207,11 +205,11 @@ async def test_a_webhook_gets_one_review_per_object_or_list(store: Etcd3Store,
     (lambda r: {"apiVersion": "apiextensions.k8s.io/v1beta1", "kind": "ConversionReview"},
      "failed: no response provided"),
 ])
-async def test_webhook_answers_kube_refuses(store: Etcd3Store, key_prefix: str, answer: Any,
+async def test_webhook_answers_kube_refuses(memory: MemoryStore, answer: Any,
                                             message: str) -> None:
     transport = ReviewingTransport()
     transport.answer = answer
-    gizmo_store = webhook_store(store, key_prefix, transport)
+    gizmo_store = webhook_store(memory, PREFIX, transport)
     with pytest.raises(StatusError) as caught:
         await gizmo_store.create(CTX, "v1beta1", gizmo("v1beta1", count=1))
     assert caught.value.code == 500
@@ -219,11 +217,10 @@ async def test_webhook_answers_kube_refuses(store: Etcd3Store, key_prefix: str, 
         f"conversion webhook for test.kext.io/v1beta1, Kind=Gizmo {message}")
 
 
-async def test_webhook_review_v1_checks_kind_and_uid(store: Etcd3Store,
-                                                     key_prefix: str) -> None:
+async def test_webhook_review_v1_checks_kind_and_uid(memory: MemoryStore) -> None:
     transport = ReviewingTransport()
     converter = Converter(gizmos(), WebhookConverter(transport, ["v1"]))
-    gizmo_store = store_with(store, key_prefix, converter)
+    gizmo_store = store_with(memory, PREFIX, converter)
 
     def wrong_uid(review: Object) -> Object:
         answer = convert_review(review)
@@ -244,15 +241,19 @@ async def test_webhook_review_v1_checks_kind_and_uid(store: Etcd3Store,
 
 
 async def test_watch_events_are_converted_once_per_version_not_per_watcher(
-        store: Etcd3Store, key_prefix: str) -> None:
+        memory: MemoryStore) -> None:
     hook = CountingHook()
     definition = gizmos()
-    cache = Cacher(store, f"{key_prefix.rstrip('/')}/test.kext.io/gizmos/")
+    cache = Cacher(memory, f"{PREFIX}/test.kext.io/gizmos/")
     await cache.start()
     try:
-        gizmo_store = Store(definition, cache, key_prefix,
+        gizmo_store = Store(definition, cache, PREFIX,
                             converter=new_converter(definition, hook=hook))
-        watchers = [gizmo_store.watch("ns", None, Selection()) for _ in range(3)]
+        # from a revision: each watcher gets the very events of the cache's window
+        other = await gizmo_store.create(dataclasses.replace(CTX, namespace="other"), "v1",
+                                         gizmo("v1", replicas=1))
+        since = int(other.object["metadata"]["resourceVersion"])
+        watchers = [gizmo_store.watch("ns", since, Selection()) for _ in range(3)]
         firsts = [asyncio.ensure_future(anext(w)) for w in watchers]
         await asyncio.sleep(0)
         await gizmo_store.create(CTX, "v1", gizmo("v1", replicas=2))
@@ -282,3 +283,9 @@ async def test_converted_objects_are_never_the_ones_given() -> None:
     converted = await converter.convert(original, "v1beta1")
     assert original == kept and converted["spec"] == {"count": 1}
     assert await converter.convert(original, "v1") is original
+
+
+@pytest.fixture
+def memory() -> MemoryStore:
+    """The storage under the stores: in memory (the same contract as etcd's)."""
+    return MemoryStore()

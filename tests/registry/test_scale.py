@@ -15,11 +15,12 @@ from kext.registry.conversion import new_converter
 from kext.registry.rest import Admission, RequestContext
 from kext.registry.scale import scale_from_custom_resource, validate_scale_fields
 from kext.registry.store import Store
-from kext.storage.etcd3 import Etcd3Store
 from tests.registry.test_conversion import gizmo, gizmos
+from tests.storage.memory import MemoryStore
 
 Object = dict[str, Any]
 SCALE = ScaleSubresource(".spec.replicas", ".status.replicas", ".status.selector")
+PREFIX = "/registry"
 CTX = RequestContext(namespace="ns", field_manager="test")
 SCALE_CTX = RequestContext(namespace="ns", subresource="scale", field_manager="scaler")
 
@@ -55,9 +56,9 @@ def test_scale_fields_are_validated_on_every_write() -> None:
 
 
 @pytest.fixture
-def gizmo_store(store: Etcd3Store, key_prefix: str) -> Store:
+def gizmo_store(memory: MemoryStore) -> Store:
     """Gizmos, converted between their versions by the example converter."""
-    return Store(gizmos(), store, key_prefix, converter=new_converter(gizmos(), hook=convert))
+    return Store(gizmos(), memory, PREFIX, converter=new_converter(gizmos(), hook=convert))
 
 
 @pytest.mark.asyncio
@@ -154,3 +155,9 @@ async def test_negative_replicas_are_refused_by_the_objects_validation(
         await gizmo_store.update_scale(SCALE_CTX, "g", "v1", negative)
     assert caught.value.code == 422
     assert {c.field for c in caught.value.causes} == {"spec.replicas", ".spec.replicas"}
+
+
+@pytest.fixture
+def memory() -> MemoryStore:
+    """The storage under the store: in memory (the same contract as etcd's)."""
+    return MemoryStore()
