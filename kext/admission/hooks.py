@@ -9,6 +9,8 @@ Kinds (the annotation's keys):
 - status(obj, old) -> None: compute fields (e.g. `.status`) in place after validation (a
   strategy concern: kext.registry.strategy runs them as its Canonicalize step).
 `old` is None on create. A hook may be a coroutine function.
+- conversion(obj, desired_api_version) -> obj: one per resource, the converter between its
+  versions (not an admission plugin: kext.registry.conversion documents its contract).
 """
 
 from __future__ import annotations

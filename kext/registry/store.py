@@ -449,7 +449,7 @@ class Store:
             if current is None:
                 raise errors.not_found(self.group, self.resource, name)
             obj = current
-            old_scale, found = self._scale_of(obj, scale, errors.bad_request)
+            old_scale, found = self._scale_of(obj, scale)
             if not found:
                 # signals that the object had no replicas (kube's invalidSpecReplicas)
                 old_scale["spec"]["replicas"] = scales.INVALID_SPEC_REPLICAS
@@ -484,22 +484,22 @@ class Store:
             check = admission.validate
 
             async def validate(new: Object, old: Object | None) -> None:
-                new_scale, _ = self._scale_of(new, scale, errors.bad_request)
-                old_scale = self._scale_of(old, scale, errors.bad_request)[0] if old else None
+                new_scale, _ = self._scale_of(new, scale)
+                old_scale = self._scale_of(old, scale)[0] if old else None
                 await check(new_scale, old_scale)
 
         result = await self.update(ctx, name, version, to_object, Admission(None, validate),
                                    applied=applied)
-        result.object, _ = self._scale_of(result.object, scale, errors.bad_request)
+        result.object, _ = self._scale_of(result.object, scale)
         return result
 
     @staticmethod
-    def _scale_of(obj: Object, scale: ScaleSubresource,
-                  error: Callable[[str], errors.StatusError]) -> tuple[Object, bool]:
+    def _scale_of(obj: Object, scale: ScaleSubresource) -> tuple[Object, bool]:
+        """The Scale of an object being written (400, as kube's, when a field is wrong)."""
         try:
             return scales.scale_from_custom_resource(obj, scale)
         except scales.AccessorError as exc:
-            raise error(str(exc)) from None
+            raise errors.bad_request(str(exc)) from None
 
     # -- delete
 
