@@ -10,6 +10,9 @@
     kext create resource --group G ...   add a resource to the project in this directory
     kext docs [--config FILE] --out DIR  an API reference: DIR/index.md and DIR/index.html
     kext doctor [--kubeconfig F]         why kext's APIService is not Available (exit 0 or 1)
+    kext --version                       kext's version and the Kubernetes API level it follows
+
+Every flag of every command is described by `kext [COMMAND ...] --help`.
 
 Exit codes: 0 success, 2 bad configuration or usage (one line per problem on stderr).
 """
@@ -23,6 +26,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from kext import __version__
 from kext.config import LOG_LEVELS, ConfigError, ServerConfig, load_config, unimplemented
 
 DEFAULT_CONFIG = "config/server.yaml"
@@ -84,11 +88,20 @@ def _parser() -> argparse.ArgumentParser:
         description="A Kubernetes extension (aggregated) API server. "
         "Without a command, runs the server.",
     )
+    from kext.api.discovery import KUBE_VERSION
+
+    parser.add_argument(
+        "--version", action="version",
+        version=f"kext {__version__} (serves the Kubernetes API as kube-apiserver "
+        f"{KUBE_VERSION} does)",
+        help="print kext's version and exit",
+    )
     parser.add_argument(
         "--config",
         default=DEFAULT_CONFIG,
         metavar="FILE",
-        help=f"the server configuration (default {DEFAULT_CONFIG})",
+        help=f"the server configuration to run with (default {DEFAULT_CONFIG}; relative paths "
+        "in it resolve against the current directory)",
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS,
                         help="overrides logging.level of the configuration (default info)")
@@ -100,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
         "Prints `ok: ...` and exits 0, or prints one line per problem and exits 2.",
     )
     # SUPPRESS keeps `kext --config F check` working: the subcommand only sets it when given.
-    check.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE")
+    check.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                       help=f"the configuration to check (default {DEFAULT_CONFIG})")
     certs = commands.add_parser(
         "certs",
         help="generate a CA, serving certificate, client CA, admin certificate and kubeconfig",
@@ -131,8 +145,11 @@ def _parser() -> argparse.ArgumentParser:
         help="instead: ca.crt/ca.key and tls.crt/tls.key (the serving certificate of the "
         "Service NAME in --namespace, for NAME.NS.svc and NAME.NS.svc.cluster.local) in DIR",
     )
-    certs.add_argument("--namespace", default="default", metavar="NS", help="with --service")
-    certs.add_argument("--cluster-domain", default="cluster.local", help=argparse.SUPPRESS)
+    certs.add_argument("--namespace", default="default", metavar="NS",
+                       help="with --service: the Service's namespace (default default)")
+    certs.add_argument("--cluster-domain", default="cluster.local", metavar="DOMAIN",
+                       help="with --service: the cluster's DNS domain, for the "
+                       "NAME.NS.svc.DOMAIN name (default cluster.local)")
     from kext.manifests import add_arguments
 
     add_arguments(commands.add_parser(
@@ -207,7 +224,9 @@ def _scaffold_parsers(commands: Any) -> None:
     init.add_argument("dir", metavar="DIR", help="the project directory (created if absent)")
     init.add_argument("--domain", required=True, metavar="D",
                       help="the domain of the project's API groups, e.g. example.com")
-    create = commands.add_parser("create", help="add to the project in this directory")
+    create = commands.add_parser(
+        "create", help="add to the project in this directory",
+        description="Add to the kext project in the current directory (made by `kext init`).")
     what = create.add_subparsers(dest="what", metavar="WHAT", required=True)
     resource = what.add_parser(
         "resource", help="add a resource: resources/<plural>.yaml, registered in server.yaml",
@@ -215,11 +234,17 @@ def _scaffold_parsers(commands: Any) -> None:
         "from ./PROJECT; G as given when it contains a dot) as resources/<plural>.yaml and "
         "list it in ./server.yaml. Existing files are never overwritten.",
     )
-    resource.add_argument("--group", required=True, metavar="G")
-    resource.add_argument("--version", required=True, metavar="V", help="e.g. v1alpha1")
-    resource.add_argument("--kind", required=True, metavar="K", help="CamelCase, e.g. Widget")
-    resource.add_argument("--plural", metavar="P", help="default: the kind's English plural")
-    resource.add_argument("--scope", default="Namespaced", choices=("Namespaced", "Cluster"))
+    resource.add_argument("--group", required=True, metavar="G",
+                          help="the API group: G.<domain>, or G itself when it contains a dot")
+    resource.add_argument("--version", required=True, metavar="V",
+                          help="the API version, e.g. v1alpha1")
+    resource.add_argument("--kind", required=True, metavar="K",
+                          help="the kind, CamelCase, e.g. Widget")
+    resource.add_argument("--plural", metavar="P",
+                          help="the resource name in URLs (default: the kind's English plural, "
+                          "lower case)")
+    resource.add_argument("--scope", default="Namespaced", choices=("Namespaced", "Cluster"),
+                          help="whether objects live in a namespace (default Namespaced)")
     resource.add_argument("--status", action="store_true", help="add the status subresource")
     resource.add_argument("--scale", action="store_true",
                           help="add the scale subresource (and status, which it reads)")
@@ -231,8 +256,11 @@ def _scaffold_parsers(commands: Any) -> None:
         "kind of the configuration's resources, their fields, validation, printer columns "
         "and an example object.",
     )
-    docs.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE")
-    docs.add_argument("--out", required=True, metavar="DIR")
+    docs.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                      help=f"the configuration whose resources to document (default "
+                      f"{DEFAULT_CONFIG})")
+    docs.add_argument("--out", required=True, metavar="DIR",
+                      help="where to write index.md and index.html (created if absent)")
 
 
 def _scaffold(args: argparse.Namespace) -> int:

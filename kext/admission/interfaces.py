@@ -7,7 +7,7 @@ them from the resource's store; admission imports nothing of the registry."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from kext.api.resource import ResourceDefinition
 Object = dict[str, Any]
 
 
-def _as_is(obj: Object, version: str) -> Object:
+async def _as_is(obj: Object, version: str) -> Object:
     return obj
 
 
@@ -28,16 +28,16 @@ def _nothing(obj: Object, version: str) -> None:
 @dataclass(frozen=True)
 class ObjectInterfaces:
     """decode(obj, version) prunes and defaults obj in place as decoding into version does;
-    convert(obj, version) returns obj as version presents it; equivalents are the
+    await convert(obj, version) returns obj as version presents it; equivalents are the
     (resource, kind) of each served version, in the definition's order."""
 
     equivalents: tuple[tuple[GroupVersionResource, GroupVersionKind], ...] = ()
     decode: Callable[[Object, str], None] = _nothing
-    convert: Callable[[Object, str], Object] = _as_is
+    convert: Callable[[Object, str], Awaitable[Object]] = _as_is
 
     @classmethod
     def of(cls, definition: ResourceDefinition, decode: Callable[[Object, str], None],
-           convert: Callable[[Object, str], Object]) -> ObjectInterfaces:
+           convert: Callable[[Object, str], Awaitable[Object]]) -> ObjectInterfaces:
         return cls(
             tuple((GroupVersionResource(definition.group, v.name, definition.plural),
                    GroupVersionKind(definition.group, v.name, definition.kind))

@@ -1,13 +1,16 @@
 """Run kext: the process-level parts first (kext/server/process.py: serving certificates,
 embedded etcd, the listening socket), then one API server built from the completed config
 (kext/server/config.py) serving on that socket, until SIGTERM/SIGINT; then the server stops
-gracefully (APIServer.stop), and the process-level parts after it (embedded etcd last)."""
+gracefully (APIServer.stop), and the process-level parts after it (embedded etcd last). A
+second SIGTERM/SIGINT while stopping exits at once (as kube-apiserver does)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
+import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -17,12 +20,16 @@ from typing import Any, cast
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
-from kext.admission.hooks import load_hooks
+from kext.admission.hooks import load_hook, load_hooks
 from kext.admission.plugins import AdmissionPlugins
+from kext.api.resource import ResourceDefinition
 from kext.audit import AuditLog, load_policy
 from kext.config import ServerConfig
+from kext.httpclient import WebhookClient
 from kext.metrics import Metrics
+from kext.registry.conversion import Converter, ConverterHook, new_converter
 from kext.registry.store import Store, resource_root
+from kext.registry.storedversions import StoredVersionsError, update_stored_versions
 from kext.registry.strategy import crd_strategies
 from kext.server import filters, http, metadata_paths
 from kext.server.config import CompletedConfig, new_config
@@ -57,6 +64,7 @@ class Serving:
     caches: list[Cacher] = field(default_factory=list)
     audit_log: AuditLog | None = None
     closers: list[Callable[[], object]] = field(default_factory=list)
+    webhook_clients: list[WebhookClient] = field(default_factory=list)
 
 
 class APIServer:
@@ -102,14 +110,23 @@ class APIServer:
                                            definition.plural)
             for version in definition.served_versions:
                 served[(definition.group, version.name, definition.plural)] = frozenset(
-                    ("", "status") if version.status_subresource else ("",))
-            cache = Cacher(storage, resource_root(cfg.storage_prefix, definition),
-                           bookmark_interval=cfg.bookmark_interval, block_timeout=block_timeout)
+                    {""} | ({"status"} if version.status_subresource else set())
+                    | ({"scale"} if version.scale is not None else set()))
+            root = resource_root(cfg.storage_prefix, definition)
+            cache = Cacher(storage, root, bookmark_interval=cfg.bookmark_interval,
+                           block_timeout=block_timeout)
             await cache.start()
             self.serving.caches.append(cache)
+            try:
+                stored = await update_stored_versions(storage, cache, cfg.storage_prefix, root,
+                                                      definition)
+            except StoredVersionsError as exc:
+                raise RuntimeError(str(exc)) from None
+            log.debug("%s: objects stored as %s", definition.name, ", ".join(stored))
             strategies = crd_strategies(definition,
                                         load_hooks(definition.hooks.get("status", ())))
-            self.stores.append(Store(definition, cache, cfg.storage_prefix, strategies))
+            self.stores.append(Store(definition, cache, cfg.storage_prefix, strategies,
+                                     self.new_converter(definition)))
             self.metrics.storage.add(definition.group, definition.storage_version.name,
                                      definition.kind, definition.plural, cache)
 
@@ -152,6 +169,19 @@ class APIServer:
         log.info("auditing to %s as %s says", "standard output" if audit.log_path == "-"
                  else audit.log_path, audit.policy_file)
         return filters.Auditor(policy, sink, self.metrics)
+
+    def new_converter(self, definition: ResourceDefinition) -> Converter:
+        """The resource's converter: its conversion hook (imported here: the registry imports
+        no user code), its webhook (with a pooled HTTPS client of this server's), or None."""
+        hooks = definition.hooks.get("conversion", ())
+        if hooks:
+            return new_converter(definition, hook=cast(ConverterHook, load_hook(hooks[0])))
+        webhook = definition.conversion.webhook
+        if definition.conversion.strategy == "Webhook" and webhook is not None:
+            client = WebhookClient(webhook.address, webhook.ca_bundle)
+            self.serving.webhook_clients.append(client)
+            return new_converter(definition, transport=client)
+        return new_converter(definition)
 
     def serve(self, listener: socket.socket) -> None:
         """Serve HTTPS on a listening socket (cf. Run). The port takes a descriptor of its
@@ -223,6 +253,8 @@ class APIServer:
         if serving.audit_log is not None:
             await serving.audit_log.close()
         await self.admission.close()
+        for client in serving.webhook_clients:
+            await client.close()
         if serving.storage is not None:
             await serving.storage.close()
         await self.security.stop()
@@ -240,8 +272,9 @@ def announce(options: ServerConfig, certificates: ServingCertificates) -> None:
     print(f"kext is serving {names} on {url}", file=out, flush=True)
     if certificates.kubeconfig:
         first = options.resources[0].plural if options.resources else "widgets"
-        print(f"  try: kubectl --kubeconfig {certificates.kubeconfig} get {first}", file=out,
-              flush=True)
+        # absolute: the line works pasted into a shell in any directory
+        kubeconfig = os.path.abspath(certificates.kubeconfig)
+        print(f"  try: kubectl --kubeconfig {kubeconfig} get {first}", file=out, flush=True)
     print(f"  health: curl -k {url}/readyz?verbose", file=out, flush=True)
 
 
@@ -289,5 +322,26 @@ def run(options: ServerConfig) -> int:
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(stop()))
     )
-    reactor.run()
+    install_stop_signals(loop, reactor.stop)
+    # our own handlers, not twisted's: twisted leaves SIGINT alone when the process started
+    # with it ignored (a script's `kext &`), so Ctrl-C or `kill -INT` would not stop kext
+    reactor.run(installSignalHandlers=False)
     return exit_code
+
+
+def install_stop_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], object]) -> None:
+    """SIGTERM and SIGINT call stop once, however the process was started (an inherited
+    SIG_IGN is overridden); the second one exits at once with code 1."""
+    signals: list[int] = []
+
+    def received(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if signals:
+            print(f"kext: {name} again: exiting without waiting", file=sys.stderr, flush=True)
+            os._exit(1)
+        signals.append(signum)
+        log.info("%s: stopping", name)
+        stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, received, signum)

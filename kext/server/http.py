@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -139,6 +140,11 @@ def _to_api_request(request: server.Request) -> APIRequest:
     )
 
 
+# Standard reason phrases for the HTTP/1.1 status line: twisted's table lacks some that kube
+# answers with (422 Unprocessable Entity, 429 Too Many Requests) and says "Unknown Status".
+_REASONS = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
+
+
 def _write(request: server.Request, response: Response) -> None:
     if request.finished or getattr(request, "_disconnected", False):
         return
@@ -151,7 +157,7 @@ def _write(request: server.Request, response: Response) -> None:
 
 def _start(request: server.Request, response: Response | StreamResponse) -> None:
     """Status code and headers (values UTF-8: Warning texts may name any field)."""
-    request.setResponseCode(response.code)
+    request.setResponseCode(response.code, _REASONS.get(response.code))
     request.setHeader(b"Content-Type", response.content_type.encode())
     for name, value in response.headers:
         request.responseHeaders.addRawHeader(name.encode(), value.encode())

@@ -145,6 +145,11 @@ def encode(obj: Any, target: Target | None = None) -> tuple[bytes, str]:
     return orjson.dumps(obj), "application/json"
 
 
+def warning_header(text: str) -> tuple[str, str]:
+    """A `Warning` response header as kube writes one: code 299, no agent, the text quoted."""
+    return "Warning", f"299 - {errors.go_quote(text)}"
+
+
 def object_response(code: int, obj: Any, target: Target | None = None,
                     warnings: Iterable[str] = ()) -> Response:
     body, content_type = encode(obj, target)
@@ -152,8 +157,8 @@ def object_response(code: int, obj: Any, target: Target | None = None,
 
 
 def warning_headers(warnings: Iterable[str]) -> list[tuple[str, str]]:
-    """`Warning` headers as kube writes them: code 299, no agent, the text quoted."""
-    return [("Warning", f"299 - {errors.go_quote(w)}") for w in warnings]
+    """`Warning` headers as kube writes them, one per warning."""
+    return [warning_header(w) for w in warnings]
 
 
 def status_response(error: errors.StatusError) -> Response:

@@ -10,11 +10,19 @@ from kext.admission.chain import Chain
 from kext.admission.interfaces import ObjectInterfaces
 from kext.admission.plugins import AdmissionPlugins
 from kext.api import errors
+from kext.api.resource import Version
 from kext.registry.store import Store
-from kext.server.handlers import create, delete, get, patch, update
+from kext.server.handlers import create, delete, get, patch, scale, update
 from kext.server.handlers.scope import Scope
 from kext.server.healthz import HealthEndpoint
-from kext.server.request import AnyResponse, APIRequest, Response, status_response, warning_headers
+from kext.server.request import (
+    AnyResponse,
+    APIRequest,
+    Response,
+    status_response,
+    warning_header,
+    warning_headers,
+)
 
 ResourceHandler = Callable[[APIRequest, Scope], Awaitable[AnyResponse]]
 PathHandler = Callable[[APIRequest], Awaitable[AnyResponse]]
@@ -30,7 +38,14 @@ VERBS: dict[str, ResourceHandler] = {
 }
 
 # Verbs each subresource path accepts.
-SUBRESOURCE_VERBS = {"status": ("get", "update", "patch")}
+SUBRESOURCE_VERBS = {"status": ("get", "update", "patch"), "scale": ("get", "update", "patch")}
+
+# The handlers of /scale: an autoscaling/v1 Scale in and out.
+SCALE_VERBS: dict[str, ResourceHandler] = {
+    "get": scale.get,
+    "update": scale.update,
+    "patch": scale.patch,
+}
 
 
 class Router:
@@ -44,6 +59,11 @@ class Router:
         self.chains: dict[tuple[str, str], Chain] = {
             key: admission.chain(s.definition, object_interfaces(s))
             for key, s in self.stores.items()
+        }
+        # the Warning of each deprecated version, worded once
+        self.warnings = {
+            (s.group, s.resource, v.name): s.definition.deprecation_warning(v)
+            for s in stores for v in s.definition.served_versions if v.deprecated
         }
         self.health = {f"/{h.name}": h for h in health}
         self.paths: dict[str, PathHandler] = {}
@@ -90,15 +110,33 @@ class Router:
             raise errors.path_not_found(request.path)
         if verb in ("update", "patch") and not info.name:
             raise errors.bad_request("name must be provided")
+        warning = self.warnings.get((store.group, store.resource, version.name))
+        if not warning:
+            return await self._dispatch(request, store, version)
+        # as kube: every request to a deprecated version carries its warning, errors too
+        try:
+            response = await self._dispatch(request, store, version)
+        except errors.StatusError as exc:
+            response = status_response(exc)
+        response.headers.append(warning_header(warning))
+        return response
+
+    async def _dispatch(self, request: APIRequest, store: Store,
+                        version: Version) -> AnyResponse:
+        info = request.info
+        verb = info.verb
+        handler = self.verbs.get(verb)
         if info.subresource:
             allowed = SUBRESOURCE_VERBS.get(info.subresource)
             if allowed is None or (info.subresource == "status"
-                                   and not version.status_subresource):
+                                   and not version.status_subresource) or (
+                    info.subresource == "scale" and version.scale is None):
                 raise errors.path_not_found(request.path)
             if verb not in allowed:
                 raise errors.method_not_supported(store.group, f"{store.resource}/"
                                                   f"{info.subresource}", verb)
-        handler = self.verbs.get(verb)
+            if info.subresource == "scale":
+                handler = SCALE_VERBS[verb]
         if handler is None:
             raise errors.method_not_supported(store.group, store.resource, verb)
         scope = Scope(store, version, info.namespace, info.name, info.subresource,

@@ -65,7 +65,7 @@ def interfaces_of(definition: ResourceDefinition) -> ObjectInterfaces:
     def decode(obj: Object, version: str) -> None:
         strategies.get(version).prune_and_default(obj)
 
-    def convert(obj: Object, version: str) -> Object:
+    async def convert(obj: Object, version: str) -> Object:
         return {**obj, "apiVersion": f"{GROUP}/{version}"}
 
     return ObjectInterfaces.of(definition, decode, convert)

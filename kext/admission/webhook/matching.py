@@ -14,7 +14,7 @@ cluster and selectors on any other label match no namespace.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from kext.admission.attributes import Attributes, GroupVersionKind, GroupVersionResource
@@ -70,7 +70,7 @@ class Matcher:
 
     def __init__(self, namespaces: NamespaceLabels,
                  equivalents: Sequence[tuple[GroupVersionResource, GroupVersionKind]] = (),
-                 convert: Callable[[Object, str], Object] | None = None,
+                 convert: Callable[[Object, str], Awaitable[Object]] | None = None,
                  conditions: MatchConditions | None = None) -> None:
         self.namespaces = namespaces
         self.equivalents = tuple(equivalents)
@@ -93,25 +93,25 @@ class Matcher:
                 raise errors.not_found("", "namespaces", attributes.namespace)
             if not webhook.namespace_selector.matches(labels):
                 return None
-        if webhook.match_conditions and not self._conditions_hold(invocation, attributes):
+        if webhook.match_conditions and not await self._conditions_hold(invocation, attributes):
             return None
         return invocation
 
-    def _conditions_hold(self, invocation: Invocation, attributes: Attributes) -> bool:
+    async def _conditions_hold(self, invocation: Invocation, attributes: Attributes) -> bool:
         """The webhook's matchConditions on the request, its objects in the version the
         webhook matched; a condition that fails refuses the request (403) under failurePolicy
         Fail and skips the webhook under Ignore, as kube does."""
         version = invocation.kind.version
         convert = self.convert
 
-        def versioned(obj: Object | None) -> Object | None:
-            return convert(obj, version) if obj is not None and convert is not None else obj
+        async def versioned(obj: Object | None) -> Object | None:
+            return await convert(obj, version) if obj is not None and convert is not None else obj
 
         webhook = invocation.webhook
         try:
             return self.conditions.matches(
-                webhook.match_conditions, versioned(attributes.object),
-                versioned(attributes.old_object), review_request(invocation, attributes))
+                webhook.match_conditions, await versioned(attributes.object),
+                await versioned(attributes.old_object), review_request(invocation, attributes))
         except ConditionError as error:
             if webhook.failure_policy == "Ignore":
                 return False

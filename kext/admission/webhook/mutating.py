@@ -114,9 +114,9 @@ class MutatingWebhooks:
         convert = self.interfaces.convert
         obj = attributes.object
         request_version = attributes.kind.version
-        versioned = convert(obj, version) if obj is not None else None
+        versioned = await convert(obj, version) if obj is not None else None
         old = attributes.old_object
-        versioned_old = convert(old, version) if old is not None else None
+        versioned_old = await convert(old, version) if old is not None else None
         started = time.perf_counter()
         mutated: Object | None = None
         error: BaseException | None = None
@@ -154,7 +154,7 @@ class MutatingWebhooks:
             return None
         # kube decodes and defaults what a webhook returns; kext's decoder also prunes
         self.interfaces.decode(mutated, version)
-        return convert(mutated, request_version)
+        return await convert(mutated, request_version)
 
     def _apply(self, webhook: Webhook, patch: list[Any], obj: Object | None) -> Object:
         if obj is None:

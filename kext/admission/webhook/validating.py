@@ -73,8 +73,8 @@ class ValidatingWebhooks:
         error: BaseException | None = None
         try:
             await self.caller.call(invocation, attributes,
-                                   convert(obj, version) if obj is not None else None,
-                                   convert(old, version) if old is not None else None)
+                                   await convert(obj, version) if obj is not None else None,
+                                   await convert(old, version) if old is not None else None)
         except (CallingError, Rejection, errors.StatusError) as exc:
             error = exc
         rejected = self.caller.observe(webhook, STEP, attributes, started, error)
