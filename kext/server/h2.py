@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from typing import Any
 from urllib.parse import parse_qs
@@ -45,7 +44,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from kext.api import errors
-from kext.server.http import log_request, peer_certificates
+from kext.server.http import peer_certificates
 from kext.server.request import (
     APIRequest,
     Handler,
@@ -289,13 +288,11 @@ class H2Protocol(Protocol):
         return APIRequest(
             method=method, path=split_path, query=query, headers=headers,
             body=b"".join(stream.body), info=parse_request_info(method, split_path, query),
-            peer_certificates=self.peer_chain, raw_headers=raw, remote=self.remote,
+            peer_certificates=self.peer_chain, raw_headers=raw, remote=self.remote, uri=path,
         )
 
     async def _serve(self, stream: _Stream) -> None:
-        started = time.monotonic()
         request = self._api_request(stream)
-        code = 500
         try:
             if stream.too_large:
                 response: Response | StreamResponse = status_response(
@@ -303,11 +300,13 @@ class H2Protocol(Protocol):
                         f"Request entity too large: limit is {self.max_body_bytes}"))
             else:
                 response = await self.handler(request)
-            code = response.code
             if isinstance(response, StreamResponse):
                 self._start(stream, response, streaming=True)
+                if stream.finished:  # the client went away meanwhile
+                    response.ended()
+                    return
                 try:
-                    await response.run(_StreamWriter(self, stream))
+                    await response.serve(_StreamWriter(self, stream))
                 except Exception:
                     log.exception("watch stream for %s ended by an error", request.path)
                 self.send_data(stream, b"", end_stream=True)
@@ -320,7 +319,6 @@ class H2Protocol(Protocol):
             if not stream.finished:
                 self._write(stream, status_response(
                     errors.internal_error("unexpected server error")))
-        log_request(request, stream_path(stream), code, started)
 
     def _start(self, stream: _Stream, response: Response | StreamResponse,
                streaming: bool = False, length: int | None = None) -> None:

@@ -1,6 +1,8 @@
 """watch: a chunked stream of newline-delimited JSON watch events
-(cf. apiserver pkg/endpoints/handlers/watch.go). Events come from the watch cache; each is
-encoded once per representation and the same bytes go to every watcher that wants them."""
+(cf. apiserver pkg/endpoints/handlers/watch.go). Events come from the watch cache in the
+storage version; each is converted once per version and encoded once per representation, and
+the same bytes go to every watcher that wants them. A conversion that fails ends the stream
+(the client re-watches), as kube's watch ends when an event cannot be encoded."""
 
 from __future__ import annotations
 
@@ -15,7 +17,12 @@ from kext.api import errors
 from kext.api.table import parse_include_object, partial_object_metadata, table_convertor
 from kext.metrics import Metrics, WatchEventCounts
 from kext.registry.store import WatchEvent
-from kext.server.handlers.scope import INTEGER, Scope, parse_resource_version, selection
+from kext.server.handlers.scope import (
+    Scope,
+    parse_resource_version,
+    selection,
+    timeout_seconds,
+)
 from kext.server.negotiation import Representation, Target, negotiate
 from kext.server.request import APIRequest, ChunkWriter, StreamResponse
 from kext.storage.interface import WatchControl
@@ -60,11 +67,10 @@ async def watch(request: APIRequest, scope: Scope, metrics: Metrics) -> StreamRe
             "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
             "resourceVersionMatch",
         )
-    timeout_raw = request.param("timeoutSeconds")
-    if timeout_raw and not INTEGER.fullmatch(timeout_raw):
-        raise errors.bad_request(f"timeoutSeconds: invalid value {timeout_raw!r}")
-    timeout = float(timeout_raw or 0)
-    if timeout <= 0:  # as kube: no (or zero) timeout is a random one of 30-60 minutes
+    # As kube's handleWatch: none (or zero) is a random timeout of 30-60 minutes; a negative
+    # one has already passed, so the watch ends at once.
+    timeout = float(timeout_seconds(request) or 0)
+    if timeout == 0:
         timeout = MIN_REQUEST_TIMEOUT * (1 + random.random())
     resource_version = int(rv_raw) if rv_raw else None
     recorder = metrics.watch_event_counts(scope.group, scope.version.name, scope.resource)
@@ -90,8 +96,11 @@ class _WatchStream:
     goes out at once as the connection's next chunk: an encoding shared by every watcher of
     the same representation, recorded (apiserver_watch_events_total and _sizes, by the
     watched group, version and resource, cf. watchEventMetricsRecorder) as it is written.
-    A storage failure is an ERROR event; the stream ends at the watch's timeout (one timer
-    per watch), when the cache ends the watch, or when the client goes away."""
+    An event whose conversion must wait (a conversion webhook) pauses the watch until it is
+    written, so the order holds; a conversion that fails ends the stream, a storage failure
+    is an ERROR event; the stream ends at the watch's timeout (one timer per watch), when the
+    cache ends the watch, or when the client goes away. It is the connection's producer:
+    the watch is paused while the connection pushes back or a conversion runs."""
 
     def __init__(self, encoder: _Encoder, recorder: WatchEventCounts, timeout: float) -> None:
         self.encoder, self.recorder, self.timeout = encoder, recorder, timeout
@@ -100,10 +109,32 @@ class _WatchStream:
         self.held: list[bytes] = []  # what came before the connection was there
         self.ended = False
         self.done: asyncio.Future[None] | None = None
+        self.connection_paused = False
+        self.converting: asyncio.Task[None] | None = None
 
     def send(self, event: WatchEvent) -> None:
-        if not self.ended:
-            self._write(self.encoder.encode(event))
+        if self.ended:
+            return
+        frame = self.encoder.encode_now(event)
+        if frame is not None:
+            self._write(frame)
+            return
+        if self.control is not None:
+            self.control.pause()  # the cache holds what follows, bounded, until it is out
+        self.converting = asyncio.ensure_future(self._convert(event))
+
+    async def _convert(self, event: WatchEvent) -> None:
+        try:
+            frame = await self.encoder.encode(event)
+        except errors.StatusError as exc:
+            log.warning("watch of %s ended: %s", self.encoder.api_version, exc.message)
+            self.close(None)
+            return
+        finally:
+            self.converting = None
+        self._write(frame)
+        if not self.connection_paused and self.control is not None and not self.ended:
+            self.control.resume()
 
     def _write(self, frame: bytes) -> None:
         self.recorder.record(len(frame))
@@ -123,6 +154,18 @@ class _WatchStream:
         if self.done is not None and not self.done.done():
             self.done.set_result(None)
 
+    # -- the connection's producer
+
+    def pause(self) -> None:
+        self.connection_paused = True
+        if self.control is not None:
+            self.control.pause()
+
+    def resume(self) -> None:
+        self.connection_paused = False
+        if self.control is not None and self.converting is None and not self.ended:
+            self.control.resume()
+
     async def run(self, writer: ChunkWriter) -> None:
         """Write the stream to writer until it ends."""
         loop = asyncio.get_running_loop()
@@ -133,18 +176,18 @@ class _WatchStream:
         self.held.clear()
         if self.ended:
             return
-        timer = loop.call_later(self.timeout, self.close, None)
-        control = self.control
+        timer = loop.call_later(max(self.timeout, 0), self.close, None)
         try:
-            if control is not None:
-                writer.set_producer(control)
-                control.resume()  # the initial events, then each change as it happens
+            writer.set_producer(self)
+            self.resume()  # the initial events, then each change as it happens
             await self.done
         finally:
             timer.cancel()
             self.ended = True
-            if control is not None:
-                control.stop()
+            if self.converting is not None:
+                self.converting.cancel()
+            if self.control is not None:
+                self.control.stop()
 
 
 class _Encoder:
@@ -160,23 +203,35 @@ class _Encoder:
                         f"{self.api_version}:{self.include_object}"
         self.headers_sent = False
 
-    def encode(self, event: WatchEvent) -> bytes:
+    def encode_now(self, event: WatchEvent) -> bytes | None:
+        """The event's frame when it needs no wait for a conversion (None otherwise)."""
         if event.type == "BOOKMARK":
             return self._bookmark(event)
+        if self.target.representation is not Representation.TABLE:
+            frame = event.encoded.get(self.memo_key)
+            if frame is not None:
+                return frame
+        obj = self.scope.store.event_object_now(event, self.scope.version.name)
+        return None if obj is None else self._frame(event, obj)
+
+    async def encode(self, event: WatchEvent) -> bytes:
+        """The event's frame, its object converted first (500 StatusError when that fails)."""
+        obj = await self.scope.store.event_object(event, self.scope.version.name)
+        return self._frame(event, obj)
+
+    def _frame(self, event: WatchEvent, obj: dict[str, Any]) -> bytes:
         if self.target.representation is Representation.TABLE:
             # Tables carry column headers on the first event only, so they are per watcher.
-            return self._table(event)
+            return self._table(event, obj)
         frame = event.encoded.get(self.memo_key)
         if frame is None:
-            obj = self.scope.store.to_version(event.object, self.scope.version.name)
             if self.target.representation is Representation.PARTIAL_OBJECT_METADATA:
                 obj = partial_object_metadata(obj, self.target.meta_version)
             frame = orjson.dumps({"type": event.type, "object": obj}) + b"\n"
             event.encoded[self.memo_key] = frame
         return frame
 
-    def _table(self, event: WatchEvent) -> bytes:
-        obj = self.scope.store.to_version(event.object, self.scope.version.name)
+    def _table(self, event: WatchEvent, obj: dict[str, Any]) -> bytes:
         table = table_convertor(self.scope.version).table(
             [obj], include_object=self.include_object, no_headers=self.headers_sent,
             meta_version=self.target.meta_version,
