@@ -36,6 +36,10 @@ class KextRequest(server.Request):
     max_body_bytes = 3 * 1024 * 1024
     body_too_large = False
     _received = 0
+    # twisted.web parses the Content-Type of every POST (through the stdlib's email header
+    # registry: a sixth of a create's CPU) to decode HTML form bodies, which kext never
+    # reads; this is its switch for that.
+    _parsePOSTFormSubmission = False
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.max_body_bytes:
