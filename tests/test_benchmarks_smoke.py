@@ -59,7 +59,7 @@ def test_every_scenario_has_numbers_for_both_targets(quick_run: tuple[Path, str]
     for scenario in results["scenarios"]:
         assert [row["concurrency"] for row in scenario["levels"]] == [1, 8]
         for row in scenario["levels"]:
-            for target in ("kext", "etcd"):
+            for target in ("kext", "aggregator", "etcd"):  # aggregator: HTTP/2, front proxy
                 stats = row[target]
                 assert stats["errors"] == 0, (scenario["name"], target, stats)
                 assert stats["ops"] > 0, (scenario["name"], target)
@@ -71,10 +71,14 @@ def test_every_scenario_has_numbers_for_both_targets(quick_run: tuple[Path, str]
         assert row["etcd"]["delivered_events"] == row["etcd"]["expected_events"] > 0
         if watch["available"]:
             assert _number(row["kext"]["events_per_s"]) and _number(row["ratio"]["p99"])
+            assert _number(row["aggregator"]["events_per_s"])
+            assert _number(row["aggregator"]["writer_p99_ms"])
     memory = results["memory"]
     assert _number(memory["objects"]["kext_bytes_per_10k"])
     assert _number(memory["objects"]["etcd_bytes_per_10k"])
     assert _number(memory["watchers"]["etcd_bytes_per_1k"])
+    idle = memory["idle_h2_streams"]
+    assert idle["held"] == idle["streams"] > 0, idle  # every idle HTTP/2 watch stream held
     assert len(results["client"]["trivial"]) == 2
     meta = results["meta"]
     assert meta["versions"]["python"] and meta["machine"]["cpus"]
