@@ -296,7 +296,9 @@ class Suite:
                 self.results["meta"]["config"] = self._config()
             available = await self.watch_available()
             if self.wanted("memory"):
-                await self.memory(available)
+                await self.memory(available)  # writes the large list's objects too
+            elif self.wanted("requests"):
+                await self.seed_large_list()
             if self.wanted("requests"):
                 await self.seed()
                 await self.request_scenarios()
@@ -498,6 +500,15 @@ class Suite:
         await put_many(self.client, values)
         await self.kext.sync(ns)  # kext has seen the writes
         return sum(len(v) for _, v in values) / n
+
+    async def seed_large_list(self) -> None:
+        """The large list's objects under both targets (what memory() writes as it
+        measures)."""
+        n = self.size.large_list
+        ns = list_namespace(n)
+        await self._write_objects(ns, n)
+        await put_many(self.client, [(self.etcd.key(ns, f"o{i}"), stored_widget(ns, f"o{i}", i))
+                                     for i in range(n)])
 
     async def memory(self, watch_available: bool) -> None:
         """Resident size per 10,000 stored objects and per 1,000 idle watchers, for kext and

@@ -598,6 +598,17 @@ class Cacher:
             self.consistent_reads_from_cache += 1
         return self._list_index(key_prefix, options.predicate, limit, revision)
 
+    def _shows(self, revision: int) -> bool:
+        """Whether the index and the window can show the state at revision: from the
+        window's floor to the cache's revision, or past it up to the etcd revision the cache
+        was last proven current at (nothing under the root changed in between: a first page
+        served at that proof's revision carries it in its continue token)."""
+        reach = self._rv
+        cache_rv, generation, proven = self._proven
+        if (cache_rv, generation) == (self._rv, self._generation):
+            reach = max(reach, proven)
+        return self._window_floor <= revision <= reach
+
     async def _snapshot_list(self, prefix: str, options: ListOptions,
                              exact: int | None) -> ListResult | None:
         """A page of the state at the continue token's (or the exact) revision, from the
@@ -608,7 +619,7 @@ class Cacher:
         revision = exact
         if options.continue_token:
             start, revision = decode_continue(options.continue_token, prefix)
-        if revision is None or revision <= 0 or not (self._window_floor <= revision <= self._rv):
+        if revision is None or revision <= 0 or not self._shows(revision):
             return None
         # A revision etcd has compacted is gone for clients, as kube's cache drops its
         # snapshots below it: one point read at revision tells (no objects are read). Every
@@ -625,7 +636,7 @@ class Cacher:
             except KeyNotFoundError:
                 pass
             self._uncompacted = (revision, loop.time())
-        if not (self._window_floor <= revision <= self._rv) or not self._ready.is_set():
+        if not self._shows(revision) or not self._ready.is_set():
             return None  # the cache moved on meanwhile
         # what changed under prefix after revision: each key's state at revision
         at: dict[str, bytes | None] = {}

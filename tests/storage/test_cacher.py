@@ -317,6 +317,35 @@ async def test_pages_come_from_the_cache_at_the_first_pages_revision(
     assert list(at.items) == list(exact.items) and reads == 0
 
 
+async def test_pages_from_the_cache_after_writes_elsewhere(
+    store: ContractStore, key_prefix: str, make_cacher: Callable[..., Cacher]
+) -> None:
+    """A write outside the resource moves etcd's revision but not the cache's: the first
+    page's revision is etcd's (the cache proved itself current there), and the next pages
+    still come from the cache."""
+    for i in range(4):
+        await store.create(key_prefix + f"w{i}", widget(f"w{i}"))
+    cacher = await started(make_cacher(store, key_prefix))
+    elsewhere = await store.create(key_prefix[:-1] + "-other/x", widget("x"))
+    reads = 0
+    list_from_storage = store.list
+
+    async def counted(prefix: str, options: ListOptions) -> Any:
+        nonlocal reads
+        reads += 1
+        return await list_from_storage(prefix, options)
+
+    store.list = counted  # type: ignore[method-assign]
+    first = await cacher.list(key_prefix, ListOptions(limit=2))
+    assert int(first.resource_version) >= rv(elsewhere)
+    rest = await cacher.list(key_prefix, ListOptions(limit=2,
+                                                     continue_token=first.continue_token))
+    assert [o["metadata"]["name"] for o in [*first.items, *rest.items]] == [
+        "w0", "w1", "w2", "w3"]
+    assert rest.resource_version == first.resource_version and not rest.continue_token
+    assert reads == 0
+
+
 # -- watch
 
 
