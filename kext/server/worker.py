@@ -1,0 +1,185 @@
+"""One worker of several (serving.workers > 1): an API server of its own (etcd client, watch
+caches, stores, filters, metrics) on the listening socket its supervisor inherited to it.
+
+    python -m kext.server.worker --index I --listen-fd N --channel-fd M < settings.json
+
+The supervisor (kext/server/supervisor.py) writes the worker's settings to its standard input:
+the completed config (kext/server/config.py) with the worker's share of the in-flight limits,
+as JSON (plain data, restored by its type hints). The channel (kext/server/channel.py) is how
+the worker tells the supervisor it is serving, and how /metrics gets the sum across workers.
+SIGTERM (or the supervisor going away) stops the worker as it stops a single kext."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import socket
+import sys
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from kext.api import errors
+from kext.metrics import exposition, parse_samples
+from kext.server.app import APIServer, run_reactor
+from kext.server.channel import Channel, ChannelClosed, RemoteError
+from kext.server.config import CompletedConfig
+from kext.server.request import AnyResponse, APIRequest, Handler
+
+log = logging.getLogger("kext")
+
+WORKER_HEADER = "X-Kext-Worker"  # which worker answered (only when there are several)
+GATHER_TIMEOUT = 5.0  # seconds /metrics waits for the sum across workers
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What the supervisor gives a worker: the config it is built from, which worker it is of
+    how many, and the log level."""
+
+    config: CompletedConfig
+    index: int
+    workers: int
+    log_level: str = "INFO"
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSettings:
+        return _decode(cls, json.loads(text))
+
+
+def _decode(hint: Any, value: Any) -> Any:
+    """value (JSON data) as the type hint says: dataclasses by their fields' hints, tuples,
+    lists, dicts, optionals and plain values."""
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        hints = typing.get_type_hints(hint)
+        return hint(**{f.name: _decode(hints[f.name], value[f.name])
+                       for f in dataclasses.fields(hint) if f.init and f.name in value})
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = (a for a in args if a is not type(None))
+        return _decode(inner, value)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], v) for v in value)
+        return tuple(_decode(a, v) for a, v in zip(args, value, strict=True))
+    if origin is list:
+        return [_decode(args[0], v) for v in value]
+    if origin is dict:
+        return {k: _decode(args[1], v) for k, v in value.items()}
+    if hint is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def inflight_share(limit: int, index: int, workers: int) -> int:
+    """Worker index's part of an in-flight limit split across workers (0: no limit); the
+    parts add up to the limit."""
+    if limit <= 0:
+        return limit
+    return limit // workers + (1 if index < limit % workers else 0)
+
+
+def worker_settings(config: CompletedConfig, index: int, workers: int,
+                    log_level: str) -> WorkerSettings:
+    """Settings of worker index of workers: config, with its share of the in-flight limits."""
+    share = dataclasses.replace(
+        config,
+        max_requests_inflight=inflight_share(config.max_requests_inflight, index, workers),
+        max_mutating_requests_inflight=inflight_share(config.max_mutating_requests_inflight,
+                                                      index, workers),
+    )
+    return WorkerSettings(share, index, workers, log_level)
+
+
+def with_worker_header(handler: Handler, index: int) -> Handler:
+    """Every response says which worker answered it (X-Kext-Worker: index)."""
+    value = str(index)
+
+    async def serve(request: APIRequest) -> AnyResponse:
+        response = await handler(request)
+        response.headers.append((WORKER_HEADER, value))
+        return response
+
+    return serve
+
+
+def serve(settings: WorkerSettings, listener: socket.socket, channel_socket: socket.socket) -> int:
+    """Run this worker's API server on listener until SIGTERM/SIGINT or until the supervisor
+    goes away; returns the exit code."""
+    server: APIServer | None = None
+    channel: Channel | None = None
+    tasks: list[asyncio.Future[None]] = []
+
+    async def gather() -> bytes:
+        assert channel is not None
+        try:
+            data = await channel.call("gather", timeout=GATHER_TIMEOUT)
+        except (ChannelClosed, RemoteError, TimeoutError) as exc:
+            raise errors.service_unavailable(
+                f"the metrics of the other workers are unavailable: {exc or 'timed out'}"
+            ) from None
+        return exposition(parse_samples(data))
+
+    async def samples(_: Any) -> Any:
+        assert server is not None
+        return server.metrics.samples()
+
+    async def start() -> None:
+        nonlocal server, channel
+        from twisted.internet import reactor
+
+        channel = await Channel.open(channel_socket, {"metrics": samples})
+        server = APIServer(settings.config, metrics_exposition=gather)
+        await server.prepare_run()
+        assert server.handler is not None
+        server.handler = with_worker_header(server.handler, settings.index)
+        server.serve(listener)
+        listener.close()  # the port holds a descriptor of its own
+        channel.notify("serving", {"pid": os.getpid()})
+
+        async def supervisor_gone() -> None:
+            assert channel is not None
+            await channel.closed.wait()
+            log.warning("worker %d: the supervisor went away; stopping", settings.index)
+            typing.cast(Any, reactor).stop()
+
+        tasks.append(asyncio.ensure_future(supervisor_gone()))
+
+    async def stop() -> None:
+        if server is not None:
+            await server.stop()
+        if channel is not None:
+            channel.close()
+
+    return run_reactor(start, stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kext.server.worker",
+                                     description="A kext worker, started by kext's supervisor.")
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--listen-fd", type=int, required=True)
+    parser.add_argument("--channel-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    settings = WorkerSettings.from_json(sys.stdin.read())
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level, logging.INFO),
+        format=f"%(asctime)s %(levelname)s %(name)s[worker {args.index}]: %(message)s",
+    )
+    listener = socket.socket(fileno=args.listen_fd)
+    channel_socket = socket.socket(fileno=args.channel_fd)
+    return serve(settings, listener, channel_socket)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
