@@ -164,6 +164,7 @@ class Supervisor:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:
             waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
         if self.failed.is_set() and not self.stopping.is_set():
             print("kext: a worker exited while starting (its error is above)", file=sys.stderr,
                   flush=True)
@@ -192,7 +193,7 @@ class Supervisor:
             if worker.channel is not None:
                 worker.channel.close()
             if self.stopping.is_set():
-                if code != 0:
+                if code not in (0, -signal.SIGTERM):  # SIGTERM: what it was sent
                     log.warning("worker %d (pid %d) %s while stopping", worker.index, pid,
                                 describe_exit(code))
                 return
