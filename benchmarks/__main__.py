@@ -1,5 +1,5 @@
-"""`python -m benchmarks [--quick] [--profile] [--etcd URL] [--kext URL --kext-certs DIR]
-[--out DIR]`
+"""`python -m benchmarks [--quick] [--profile] [--workers N|auto] [--etcd URL]
+[--kext URL --kext-certs DIR] [--out DIR]`
 
 Starts its own etcd and kext (unless given), runs every scenario against kext and directly
 against etcd, and writes results.json, report.md and PNG plots into
@@ -32,6 +32,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="sample kext with py-spy during create and get (at concurrency "
                              "32) and the largest watch fan-out; summaries in the report")
+    parser.add_argument("--workers", default="1", metavar="N|auto",
+                        help="serving.workers of the kext the suite starts (default 1); get "
+                             "and create are also run with workers 1, 2 and auto")
     parser.add_argument("--out", type=Path,
                         help="directory for results.json, report.md and the plots "
                              "(default: benchmarks/results/<timestamp>)")
@@ -58,6 +61,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         for name in ("ca.crt", "admin.crt", "admin.key"):
             if not os.path.exists(os.path.join(args.kext_certs, name)):
                 problems.append(f"--kext-certs: {name} not found in {args.kext_certs}")
+    if args.workers != "auto" and not (args.workers.isdigit() and int(args.workers) >= 1):
+        problems.append(f"--workers: expected a positive integer or auto, got {args.workers}")
+    elif args.workers != "auto":
+        args.workers = int(args.workers)
     if args.etcd.startswith("https://"):
         problems.append("--etcd: only plain http etcd endpoints are supported")
     for problem in problems:
@@ -76,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     given = Given(etcd=args.etcd, kext=args.kext, kext_certs=args.kext_certs,
                   kext_prefix=args.kext_prefix, kext_pid=args.kext_pid,
                   etcd_pid=args.etcd_pid)
-    suite = Suite(size, given, profile_dir=out if args.profile else None)
+    suite = Suite(size, given, profile_dir=out if args.profile else None, workers=args.workers)
     suite.progress.line(f"kext benchmark, {size.name} size; results in {out}")
     with suite.processes():
         results = asyncio.run(suite.run())
