@@ -10,6 +10,9 @@
     kext create resource --group G ...   add a resource to the project in this directory
     kext docs [--config FILE] --out DIR  an API reference: DIR/index.md and DIR/index.html
     kext doctor [--kubeconfig F]         why kext's APIService is not Available (exit 0 or 1)
+    kext --version                       kext's version and the Kubernetes API level it follows
+
+Every flag of every command is described by `kext [COMMAND ...] --help`.
 
 Exit codes: 0 success, 2 bad configuration or usage (one line per problem on stderr).
 """
@@ -23,18 +26,18 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from kext.config import ConfigError, ServerConfig, load_config, unimplemented
+from kext import __version__
+from kext.config import LOG_LEVELS, ConfigError, ServerConfig, load_config, unimplemented
 
 DEFAULT_CONFIG = "config/server.yaml"
 EXIT_BAD_CONFIG = 2
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `kext` console script and of `python -m kext`."""
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
+        level=getattr(logging, (args.log_level or "info").upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "certs" and args.service:
@@ -57,11 +60,26 @@ def main(argv: list[str] | None = None) -> int:
         names = [definition.name for definition in config.resources]
         noun = "resource" if len(names) == 1 else "resources"
         listed = f" ({', '.join(names)})" if names else ""
-        print(f"ok: {len(names)} {noun}{listed}")
+        print(f"ok: {len(names)} {noun}{listed}{_admission_summary(config)}")
         return 0
     from kext.server.app import run  # imported here: `check` and `certs` need no server
 
+    if args.log_level:  # the flag wins over logging.level
+        config.logging.level = args.log_level
     return run(config)
+
+
+def _admission_summary(config: ServerConfig) -> str:
+    """`; admission: 1 hook, 2 webhooks (a.example.com, b.example.com)`, or ""."""
+    admission = config.admission
+    parts = []
+    if admission.hooks:
+        parts.append(f"{len(admission.hooks)} hook{'s' if len(admission.hooks) > 1 else ''}")
+    if admission.webhooks:
+        names = ", ".join(dict.fromkeys(w.name for w in admission.webhooks))
+        parts.append(f"{len(admission.webhooks)} webhook"
+                     f"{'s' if len(admission.webhooks) > 1 else ''} ({names})")
+    return f"; admission: {', '.join(parts)}" if parts else ""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,13 +88,23 @@ def _parser() -> argparse.ArgumentParser:
         description="A Kubernetes extension (aggregated) API server. "
         "Without a command, runs the server.",
     )
+    from kext.api.discovery import KUBE_VERSION
+
+    parser.add_argument(
+        "--version", action="version",
+        version=f"kext {__version__} (serves the Kubernetes API as kube-apiserver "
+        f"{KUBE_VERSION} does)",
+        help="print kext's version and exit",
+    )
     parser.add_argument(
         "--config",
         default=DEFAULT_CONFIG,
         metavar="FILE",
-        help=f"the server configuration (default {DEFAULT_CONFIG})",
+        help=f"the server configuration to run with (default {DEFAULT_CONFIG}; relative paths "
+        "in it resolve against the current directory)",
     )
-    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="default info")
+    parser.add_argument("--log-level", choices=LOG_LEVELS,
+                        help="overrides logging.level of the configuration (default info)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = commands.add_parser(
         "check",
@@ -85,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
         "Prints `ok: ...` and exits 0, or prints one line per problem and exits 2.",
     )
     # SUPPRESS keeps `kext --config F check` working: the subcommand only sets it when given.
-    check.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE")
+    check.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                       help=f"the configuration to check (default {DEFAULT_CONFIG})")
     certs = commands.add_parser(
         "certs",
         help="generate a CA, serving certificate, client CA, admin certificate and kubeconfig",
@@ -116,8 +145,11 @@ def _parser() -> argparse.ArgumentParser:
         help="instead: ca.crt/ca.key and tls.crt/tls.key (the serving certificate of the "
         "Service NAME in --namespace, for NAME.NS.svc and NAME.NS.svc.cluster.local) in DIR",
     )
-    certs.add_argument("--namespace", default="default", metavar="NS", help="with --service")
-    certs.add_argument("--cluster-domain", default="cluster.local", help=argparse.SUPPRESS)
+    certs.add_argument("--namespace", default="default", metavar="NS",
+                       help="with --service: the Service's namespace (default default)")
+    certs.add_argument("--cluster-domain", default="cluster.local", metavar="DOMAIN",
+                       help="with --service: the cluster's DNS domain, for the "
+                       "NAME.NS.svc.DOMAIN name (default cluster.local)")
     from kext.manifests import add_arguments
 
     add_arguments(commands.add_parser(
@@ -192,7 +224,9 @@ def _scaffold_parsers(commands: Any) -> None:
     init.add_argument("dir", metavar="DIR", help="the project directory (created if absent)")
     init.add_argument("--domain", required=True, metavar="D",
                       help="the domain of the project's API groups, e.g. example.com")
-    create = commands.add_parser("create", help="add to the project in this directory")
+    create = commands.add_parser(
+        "create", help="add to the project in this directory",
+        description="Add to the kext project in the current directory (made by `kext init`).")
     what = create.add_subparsers(dest="what", metavar="WHAT", required=True)
     resource = what.add_parser(
         "resource", help="add a resource: resources/<plural>.yaml, registered in server.yaml",
@@ -200,11 +234,17 @@ def _scaffold_parsers(commands: Any) -> None:
         "from ./PROJECT; G as given when it contains a dot) as resources/<plural>.yaml and "
         "list it in ./server.yaml. Existing files are never overwritten.",
     )
-    resource.add_argument("--group", required=True, metavar="G")
-    resource.add_argument("--version", required=True, metavar="V", help="e.g. v1alpha1")
-    resource.add_argument("--kind", required=True, metavar="K", help="CamelCase, e.g. Widget")
-    resource.add_argument("--plural", metavar="P", help="default: the kind's English plural")
-    resource.add_argument("--scope", default="Namespaced", choices=("Namespaced", "Cluster"))
+    resource.add_argument("--group", required=True, metavar="G",
+                          help="the API group: G.<domain>, or G itself when it contains a dot")
+    resource.add_argument("--version", required=True, metavar="V",
+                          help="the API version, e.g. v1alpha1")
+    resource.add_argument("--kind", required=True, metavar="K",
+                          help="the kind, CamelCase, e.g. Widget")
+    resource.add_argument("--plural", metavar="P",
+                          help="the resource name in URLs (default: the kind's English plural, "
+                          "lower case)")
+    resource.add_argument("--scope", default="Namespaced", choices=("Namespaced", "Cluster"),
+                          help="whether objects live in a namespace (default Namespaced)")
     resource.add_argument("--status", action="store_true", help="add the status subresource")
     resource.add_argument("--scale", action="store_true",
                           help="add the scale subresource (and status, which it reads)")
@@ -216,8 +256,11 @@ def _scaffold_parsers(commands: Any) -> None:
         "kind of the configuration's resources, their fields, validation, printer columns "
         "and an example object.",
     )
-    docs.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE")
-    docs.add_argument("--out", required=True, metavar="DIR")
+    docs.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                      help=f"the configuration whose resources to document (default "
+                      f"{DEFAULT_CONFIG})")
+    docs.add_argument("--out", required=True, metavar="DIR",
+                      help="where to write index.md and index.html (created if absent)")
 
 
 def _scaffold(args: argparse.Namespace) -> int:

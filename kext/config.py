@@ -9,6 +9,7 @@ against the current working directory, as kube-apiserver's flags do.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import math
@@ -21,10 +22,22 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from kext.admission.webhook.definition import (
+    CONFIGURATION_KINDS,
+    MUTATING,
+    VALIDATING,
+    Webhook,
+    configuration_webhooks,
+    load_ca_bundle,
+    webhook_from_manifest,
+)
+from kext.api.errors import Cause
 from kext.api.resource import ResourceDefinition, parse_crd
+from kext.audit.policy import PolicyError, load_policy
 
 API_VERSION = "kext.io/v1alpha1"
 KIND = "ServerConfig"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass
@@ -41,6 +54,13 @@ class ServingConfig:
     # Worker processes sharing the port, each with its own watch cache ("auto": one per core,
     # resolved when the configuration is read); 1 serves from this process, no supervisor.
     workers: int = 1
+
+    # as kube's http.Server ReadHeaderTimeout: a connection that has not sent a request's
+    # headers by then is closed
+    read_header_timeout_seconds: float = 32.0
+    # SIGTERM: readyz fails at once, the listener closes this much later (kube's
+    # --shutdown-delay-duration: time for load balancers to stop sending traffic)
+    shutdown_delay_seconds: float = 1.0
 
 
 @dataclass
@@ -76,12 +96,14 @@ class RequestHeaderConfig:
     username_headers: list[str] = field(default_factory=lambda: ["X-Remote-User"])
     group_headers: list[str] = field(default_factory=lambda: ["X-Remote-Group"])
     extra_header_prefixes: list[str] = field(default_factory=lambda: ["X-Remote-Extra-"])
+    uid_headers: list[str] = field(default_factory=lambda: ["X-Remote-Uid"])
 
 
 @dataclass
 class TokenReviewConfig:
     enabled: bool = False
     cache_ttl_seconds: float = 10.0
+    audiences: list[str] = field(default_factory=list)  # empty: the review names none
 
 
 @dataclass
@@ -109,19 +131,44 @@ class KubernetesConfig:
 
 
 @dataclass
-class WebhookConfig:
-    name: str
-    url: str
-    ca_file: str = ""
-    failure_policy: str = "Fail"  # or "Ignore"
-    timeout_seconds: float = 10.0
+class HookConfig:
+    """One server-wide Python admission hook (`admission.hooks`)."""
+
+    hook: str  # "package.module:callable"
     type: str = "Validating"  # or "Mutating"
+    failure_policy: str = "Fail"  # or "Ignore"
+
+
+@dataclass
+class PolicyManifest:
+    """A ValidatingAdmissionPolicy or ValidatingAdmissionPolicyBinding from
+    `admission.configurations`, kept as given (they take CEL)."""
+
+    source: str  # where it was declared
+    manifest: dict[str, Any]
 
 
 @dataclass
 class AdmissionConfig:
-    hooks: list[str] = field(default_factory=list)
-    webhooks: list[WebhookConfig] = field(default_factory=list)
+    hooks: list[HookConfig] = field(default_factory=list)
+    # admission.webhooks' entries, then those of admission.configurations, in order
+    webhooks: list[Webhook] = field(default_factory=list)
+    policies: list[PolicyManifest] = field(default_factory=list)
+    from_cluster: bool = False
+
+
+@dataclass
+class AuditConfig:
+    policy_file: str = ""  # an audit.k8s.io/v1 Policy; "" = no audit
+    log_path: str = ""  # audit.k8s.io/v1 Event lines; "-" = standard output
+    max_size_mb: int = 100
+    max_backups: int = 10
+
+
+@dataclass
+class LoggingConfig:
+    format: str = "text"  # or "json"
+    level: str = "info"  # debug, info, warning or error
 
 
 @dataclass
@@ -132,6 +179,8 @@ class ServerConfig:
     authorization: AuthorizationConfig = field(default_factory=AuthorizationConfig)
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     resources: list[ResourceDefinition] = field(default_factory=list)
 
 
@@ -181,6 +230,8 @@ def parse_config(document: object, source: str = "config") -> ServerConfig:
         authorization=_authorization(top.section("authorization")),
         kubernetes=_kubernetes(top.section("kubernetes")),
         admission=_admission(top.section("admission")),
+        audit=_audit(top.section("audit")),
+        logging=_logging(top.section("logging")),
         resources=_resources(top.raw("resources"), problems),
     )
     top.finish()
@@ -516,6 +567,12 @@ def _serving(f: _Fields) -> ServingConfig:
         ),
         max_request_body_bytes=f.integer("maxRequestBodyBytes", defaults.max_request_body_bytes, 1),
         workers=_workers(f),
+
+        read_header_timeout_seconds=f.duration(
+            "readHeaderTimeout", defaults.read_header_timeout_seconds, minimum=1e-9
+        ),
+        shutdown_delay_seconds=f.duration("shutdownDelayDuration",
+                                          defaults.shutdown_delay_seconds),
     )
     # The in-flight limits are split across the workers (kube's limits are per server; here
     # the pod's total stays what was configured): each needs a share of at least one.
@@ -625,6 +682,7 @@ def _authentication(f: _Fields) -> AuthenticationConfig:
         extra_header_prefixes=_header_names(
             rh, "extraHeaderPrefixes", rh_defaults.extra_header_prefixes
         ),
+        uid_headers=_header_names(rh, "uidHeaders", rh_defaults.uid_headers),
     )
     if request_header.client_ca_file and not request_header.username_headers:
         rh.problem("usernameHeaders", "required when requestHeader.clientCAFile is set")
@@ -636,6 +694,7 @@ def _authentication(f: _Fields) -> AuthenticationConfig:
     token_review = TokenReviewConfig(
         enabled=tr.boolean("enabled", False),
         cache_ttl_seconds=tr.duration("cacheTTL", TokenReviewConfig().cache_ttl_seconds),
+        audiences=tr.strings("audiences", []),
     )
     tr.finish()
     f.finish()
@@ -677,47 +736,185 @@ def _kubernetes(f: _Fields) -> KubernetesConfig:
 
 
 def _admission(f: _Fields) -> AdmissionConfig:
-    hooks = f.strings("hooks", [])
-    for i, hook in enumerate(hooks):
-        if not _HOOK.match(hook):
-            f.problem(f"hooks[{i}]", f'expected "package.module:callable", got {hook!r}')
-    webhooks: list[WebhookConfig] = []
+    hooks = [hook for path, item in f.items("hooks")
+             if (hook := _hook(item, path, f.problems)) is not None]
+    webhooks: list[Webhook] = []
     names: dict[str, str] = {}
-    for path, item in f.items("webhooks"):
+    for index, (path, item) in enumerate(f.items("webhooks")):
         if isinstance(item, dict):
-            webhooks.append(_webhook(_Fields(item, path, f.problems), names))
+            webhook = _webhook(item, path, index, names, f.problems)
+            if webhook is not None:
+                webhooks.append(webhook)
         else:
             f.problems.append(
                 f"{path}: expected a mapping with name and url, got {_describe(item)}"
             )
+    policies: list[PolicyManifest] = []
+    configurations: dict[tuple[str, str], str] = {}
+    for path, item in f.items("configurations"):
+        for manifest, where in _manifests(item, path, "webhook configuration", f.problems):
+            _configuration(manifest, where, configurations, webhooks, policies, f.problems)
+    from_cluster = f.boolean("fromCluster", False)
     f.finish()
-    return AdmissionConfig(hooks, webhooks)
+    return AdmissionConfig(hooks, webhooks, policies, from_cluster)
 
 
-def _webhook(w: _Fields, names: dict[str, str]) -> WebhookConfig:
-    defaults = WebhookConfig(name="", url="")
-    name = w.string("name")
-    if not name:
-        w.problem("name", "required")
-    elif name in names:
-        w.problem("name", f"{name!r} is already used by {names[name]}")
+def _hook(item: object, path: str, problems: list[str]) -> HookConfig | None:
+    """An `admission.hooks` entry: "package.module:callable" (validating, failing closed) or
+    {hook, type, failurePolicy}."""
+    if isinstance(item, str):
+        item = {"hook": item}
+        short = True
+    elif isinstance(item, dict):
+        short = False
     else:
-        names[name] = w.path
+        problems.append(f'{path}: expected "package.module:callable" or a mapping with hook, '
+                        f"got {_describe(item)}")
+        return None
+    h = _Fields(item, path, problems)
+    hook = h.string("hook")
+    where = path if short else h.key_path("hook")
+    if not hook:
+        problems.append(f"{where}: required")
+    elif not _HOOK.match(hook):
+        problems.append(f'{where}: expected "package.module:callable", got {hook!r}')
+    config = HookConfig(
+        hook=hook,
+        type=h.choice("type", "Validating", ("Mutating", "Validating")),
+        failure_policy=h.choice("failurePolicy", "Fail", ("Fail", "Ignore")),
+    )
+    h.finish()
+    return config if hook and _HOOK.match(hook) else None
+
+
+# What an `admission.webhooks` entry leaves out: no side effects, AdmissionReview v1, and
+# called on the creates and updates of every resource kext serves.
+_WEBHOOK_DEFAULTS: dict[str, Any] = {
+    "sideEffects": "None",
+    "admissionReviewVersions": ["v1"],
+    "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": ["*"], "apiVersions": ["*"],
+               "resources": ["*"]}],
+}
+
+
+def _webhook(item: dict[str, Any], path: str, index: int, names: dict[str, str],
+             problems: list[str]) -> Webhook | None:
+    """An `admission.webhooks` entry: an admissionregistration.k8s.io/v1 webhook's fields,
+    with `url` and `caFile` for its clientConfig and `type` (Mutating or Validating)."""
+    fields = dict(item)
+    given = len(problems)
+    name = fields.get("name")
+    if not name:
+        problems.append(f"{path}.name: required")
+    elif isinstance(name, str) and name in names:
+        problems.append(f"{path}.name: {name!r} is already used by {names[name]}")
+    elif isinstance(name, str):
+        names[name] = path
+    w = _Fields({k: fields.pop(k) for k in ("url", "caFile", "type") if k in fields}, path,
+                problems)
     url = w.string("url")
     if not url:
         w.problem("url", "required")
     elif _url_problem(url, ("https",), port_required=False):
         w.problem("url", f"expected an https:// URL like https://host:9443/validate, got {url!r}")
-    webhook = WebhookConfig(
-        name=name,
-        url=url,
-        ca_file=w.file("caFile"),
-        failure_policy=w.choice("failurePolicy", defaults.failure_policy, ("Fail", "Ignore")),
-        timeout_seconds=w.number("timeoutSeconds", defaults.timeout_seconds, 1, 30),
-        type=w.choice("type", defaults.type, ("Mutating", "Validating")),
-    )
+        url = ""
+    ca_file = w.file("caFile")
+    webhook_type = w.choice("type", VALIDATING, (MUTATING, VALIDATING))
     w.finish()
-    return webhook
+    ca_pem = b""
+    if ca_file and not _file_problem(ca_file):
+        causes: list[Cause] = []
+        with open(ca_file, "rb") as ca:
+            ca_pem = load_ca_bundle(ca.read(), "caFile", causes)
+        if causes:
+            problems.append(f"{path}.caFile: {ca_file} holds no PEM certificates")
+    causes = []
+    # the url was checked above: a stand-in lets the other fields be checked without it
+    fields["clientConfig"] = {"url": url or "https://url.invalid"}
+    webhook = webhook_from_manifest(fields, webhook_type, causes, configuration="",
+                                    index=index, defaults=_WEBHOOK_DEFAULTS, source=path)
+    problems.extend(f"{path}.{c.field}: {c.message}" if c.field else f"{path}: {c.message}"
+                    for c in causes if not (c.field == "name" and not name))
+    if webhook is None or len(problems) > given:
+        return None
+    return dataclasses.replace(webhook, ca_pem=ca_pem)
+
+
+_POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+def _configuration(manifest: object, where: str, seen: dict[tuple[str, str], str],
+                   webhooks: list[Webhook], policies: list[PolicyManifest],
+                   problems: list[str]) -> None:
+    """One document of `admission.configurations`: its webhooks, or a policy kept."""
+    kinds = (*CONFIGURATION_KINDS, *_POLICY_KINDS)
+    kind = manifest.get("kind") if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict) or kind not in kinds:
+        got = f"kind {kind}" if isinstance(kind, str) else _describe(manifest)
+        problems.append(f"{where}: expected a {', '.join(kinds[:-1])} or {kinds[-1]}, got {got}")
+        return
+    name = (manifest.get("metadata") or {}).get("name") if isinstance(
+        manifest.get("metadata"), dict) else None
+    if isinstance(name, str) and name:
+        if (kind, name) in seen:
+            problems.append(f"{where}: {kind} {name!r} is already declared by {seen[kind, name]}")
+            return
+        seen[kind, name] = where
+    if kind in _POLICY_KINDS:
+        if manifest.get("apiVersion") != "admissionregistration.k8s.io/v1":
+            problems.append(f"{where}.apiVersion: expected admissionregistration.k8s.io/v1, "
+                            f"got {_describe(manifest.get('apiVersion'))}")
+        elif not name:
+            problems.append(f"{where}.metadata.name: required")
+        else:
+            policies.append(PolicyManifest(where, manifest))
+        return
+    causes: list[Cause] = []
+    found = configuration_webhooks(manifest, causes, source=where)
+    problems.extend(f"{where}.{c.field}: {c.message}" for c in causes)
+    if not causes:
+        webhooks.extend(found)
+
+
+def _audit(f: _Fields) -> AuditConfig:
+    defaults = AuditConfig()
+    policy_file = f.file("policyFile")
+    if policy_file and not _file_problem(policy_file):
+        try:
+            load_policy(policy_file)
+        except PolicyError as error:
+            for problem in error.problems:
+                f.problem("policyFile", f"{policy_file}: {problem}")
+    log_path = f.string("logPath")
+    if log_path and log_path != "-":
+        if os.path.isdir(log_path):
+            f.problem("logPath", f"is a directory, expected a file: {log_path}")
+        elif os.path.exists(log_path) and not os.access(log_path, os.W_OK):
+            f.problem("logPath", f"cannot write: {log_path}")
+    if policy_file and not log_path:
+        f.problem("logPath", 'required when audit.policyFile is set (a file, or "-" for '
+                  "standard output)")
+    if log_path and not f.has("policyFile"):
+        f.problem("policyFile", "required when audit.logPath is set: the policy decides what "
+                  "is audited")
+    config = AuditConfig(
+        policy_file=policy_file,
+        log_path=log_path,
+        max_size_mb=f.integer("maxSizeMB", defaults.max_size_mb, 1),
+        max_backups=f.integer("maxBackups", defaults.max_backups, 0),
+    )
+    f.finish()
+    return config
+
+
+def _logging(f: _Fields) -> LoggingConfig:
+    defaults = LoggingConfig()
+    config = LoggingConfig(
+        format=f.choice("format", defaults.format, ("text", "json")),
+        level=f.choice("level", defaults.level, LOG_LEVELS),
+    )
+    f.finish()
+    return config
 
 
 def _check_cluster_access(config: ServerConfig, problems: list[str]) -> None:
@@ -731,14 +928,17 @@ def _check_cluster_access(config: ServerConfig, problems: list[str]) -> None:
         problems.append(f"authentication.tokenReview.enabled: {needs}")
     if config.authentication.from_cluster:
         problems.append(f"authentication.fromCluster: {needs}")
+    if config.admission.from_cluster:
+        problems.append(f"admission.fromCluster: {needs}")
 
 
 # --- resources ------------------------------------------------------------------------------
 
 
-def resource_manifests(index: int, item: object, problems: list[str]) -> list[tuple[object, str]]:
-    """The CRD manifests one `resources` entry declares, each with the `where` naming it."""
-    path = f"resources[{index}]"
+def _manifests(item: object, path: str, what: str,
+               problems: list[str]) -> list[tuple[object, str]]:
+    """The manifests one `file: PATH` or `inline: {...}` entry (or a bare manifest) at path
+    holds, each with the `where` naming it; what names the kind expected, for messages."""
     if isinstance(item, dict) and set(item) == {"file"}:
         file = item["file"]
         if not isinstance(file, str) or not file:
@@ -752,7 +952,7 @@ def resource_manifests(index: int, item: object, problems: list[str]) -> list[tu
         documents, yaml_problems = load_yaml_documents(text, file)
         problems.extend(f"{path}.file: {p}" for p in yaml_problems)
         if not documents and not yaml_problems:
-            problems.append(f"{path}.file: no CustomResourceDefinition in {file}")
+            problems.append(f"{path}.file: no {what} in {file}")
         if len(documents) == 1:
             return [(documents[0], f"{path} ({file})")]
         return [(doc, f"{path} ({file}, document {j + 1})") for j, doc in enumerate(documents)]
@@ -762,10 +962,14 @@ def resource_manifests(index: int, item: object, problems: list[str]) -> list[tu
         return [(item, path)]
     got = "keys " + ", ".join(map(str, item)) if isinstance(item, dict) else _describe(item)
     problems.append(
-        f"{path}: expected `file: PATH`, `inline: {{...}}` or a CustomResourceDefinition "
-        f"manifest, got {got}"
+        f"{path}: expected `file: PATH`, `inline: {{...}}` or a {what} manifest, got {got}"
     )
     return []
+
+
+def resource_manifests(index: int, item: object, problems: list[str]) -> list[tuple[object, str]]:
+    """The CRD manifests one `resources` entry declares, each with the `where` naming it."""
+    return _manifests(item, f"resources[{index}]", "CustomResourceDefinition", problems)
 
 
 def _resources(value: object, problems: list[str]) -> list[ResourceDefinition]:
@@ -813,19 +1017,7 @@ def unimplemented(config: ServerConfig) -> list[str]:
     line each: serving with them would silently ignore them (for authorization: fail open),
     so kext refuses to start instead."""
     problems = []
-    if config.authorization.mode == "Delegated":
-        problems.append("authorization.mode: Delegated (SubjectAccessReview) is not implemented "
-                        "in this version of kext; use AlwaysAllow")
-    if config.authentication.token_review.enabled:
-        problems.append("authentication.tokenReview.enabled: TokenReview authentication is not "
-                        "implemented in this version of kext")
-    if config.authentication.from_cluster:
-        problems.append("authentication.fromCluster: reading extension-apiserver-authentication "
-                        "is not implemented in this version of kext; set the CA files instead")
-    if config.admission.hooks:
-        problems.append("admission.hooks: the admission chain is not implemented in this "
-                        "version of kext; use per-resource hooks (the kext.io/hooks annotation)")
-    if config.admission.webhooks:
-        problems.append("admission.webhooks: admission webhooks are not implemented in this "
-                        "version of kext")
+    for policy in config.admission.policies:
+        problems.append(f"{policy.source}: {policy.manifest['kind']}: admission policies are "
+                        "not implemented in this version of kext")
     return problems

@@ -1,7 +1,9 @@
 """Shared fixtures: one real etcd for the whole session, a fresh key prefix per test, and an
-`Etcd3Store` on that etcd. Async tests and fixtures run on pytest-asyncio (one event loop per
-test): mark a module with `pytestmark = pytest.mark.asyncio`. The session header says which
-etcd binary the tests run (tests/etcd.py: `KEXT_TEST_ETCD` picks another).
+`Etcd3Store` on that etcd; the kube-apiserver stand-in (tests/kube_apiserver.py) and a
+Twisted asyncio reactor on the test's own event loop for clients of it. Async tests and
+fixtures run on pytest-asyncio (one event loop per test): mark a module with
+`pytestmark = pytest.mark.asyncio`. The session header says which etcd binary the tests run
+(tests/etcd.py: `KEXT_TEST_ETCD` picks another).
 
 Integration tests (a real etcd or kext process) carry the `integration` marker, so the unit
 tests run alone with `-m "not integration"` (the README's test command runs them first, with
@@ -13,6 +15,7 @@ through request.getfixturevalue, which the fixture closure does not show)."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,9 +24,11 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
 from kext.storage.etcd3 import Etcd3Store, EtcdClient
 from tests.etcd import EtcdServer, TLSFiles, etcd_description, scratch_dir
+from tests.kube_apiserver import KubeAPIServer
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -113,3 +118,29 @@ def make_etcd() -> Iterator[Callable[..., EtcdServer]]:
     for server, directory in servers:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def kube_apiserver(tmp_path: Path) -> Iterator[KubeAPIServer]:
+    """A running kube-apiserver stand-in, stopped after the test."""
+    server = KubeAPIServer(tmp_path / "kube-apiserver")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture
+async def reactor() -> AsyncIterator[Any]:
+    """An asyncio reactor running on this test's loop (its thread pool started for name
+    resolution, as reactor.run() would); built, not installed: each test has its own loop."""
+    loop = asyncio.get_running_loop()
+    built = AsyncioSelectorReactor(loop)
+    pool = built.getThreadPool()
+    pool.start()
+    try:
+        yield built
+    finally:
+        pool.stop()
+        built.removeAll()

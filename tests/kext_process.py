@@ -101,7 +101,10 @@ def write_config(workdir: Path, port: int, etcd_endpoint: str, **overrides: Any)
         "resources": [{"file": str(p)} for p in RESOURCES],
     }
     for key, value in overrides.items():
-        config[key] = value
+        if key in ("serving", "storage") and isinstance(value, dict):
+            config[key] = {**config[key], **value}  # a section's other keys stay
+        else:
+            config[key] = value
     path = workdir / "server.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -697,8 +697,10 @@ class _Handler(BaseHTTPRequestHandler):
                          f"{attrs.verb} is not supported by the kube-apiserver stand-in")
             return
         if attrs.name:
+            # a Namespace's own attributes name it as their namespace; it is stored without
+            namespace = attrs.namespace if resource.namespaced else ""
             with owner._store.cond:
-                obj = owner._store.objects.get((resource, attrs.namespace, attrs.name))
+                obj = owner._store.objects.get((resource, namespace, attrs.name))
                 obj = copy.deepcopy(obj) if obj else None
             if obj is None:
                 self._status(404, "NotFound", f'{_qualified(resource)} "{attrs.name}" not found',

@@ -14,6 +14,7 @@ import yaml
 
 from kext.config import (
     ConfigError,
+    HookConfig,
     ServerConfig,
     load_config,
     parse_config,
@@ -99,12 +100,12 @@ def test_camel_case_keys_fill_snake_case_fields(tmp_path: Path) -> None:
     assert config.authorization.mode == "Delegated"
     assert config.authorization.cache_unauthorized_ttl_seconds == 0.5
     assert config.authorization.cache_authorized_ttl_seconds == 10.0
-    assert config.admission.hooks == ["mypkg.hooks:default_widget"]
+    assert config.admission.hooks == [HookConfig("mypkg.hooks:default_widget")]
     [webhook] = config.admission.webhooks
     assert (webhook.name, webhook.failure_policy, webhook.timeout_seconds) == (
         "policy.example.com",
         "Ignore",
-        5.0,
+        5,
     )
     assert config.resources == []
 
@@ -279,38 +280,42 @@ BAD = [
         "admission.hooks[0]: expected \"package.module:callable\", got 'mypkg.hooks'",
     ),
     ("admission: {webhooks: [{url: 'https://w:9443/'}]}", "admission.webhooks[0].name: required"),
-    ("admission: {webhooks: [{name: w}]}", "admission.webhooks[0].url: required"),
+    ("admission: {webhooks: [{name: w.example.com}]}", "admission.webhooks[0].url: required"),
     (
         "admission: {webhooks: [hook]}",
         "admission.webhooks[0]: expected a mapping with name and url, got 'hook'",
     ),
     (
-        "admission: {webhooks: [{name: w, url: 'http://w:9443/'}]}",
+        "admission: {webhooks: [{name: w.example.com, url: 'http://w:9443/'}]}",
         "admission.webhooks[0].url: expected an https:// URL like https://host:9443/validate, got 'http://w:9443/'",
     ),
     (
-        "admission: {webhooks: [{name: w, url: 'https://w/', failurePolicy: Retry}]}",
-        "admission.webhooks[0].failurePolicy: expected Fail or Ignore, got 'Retry'",
+        "admission: {webhooks: [{name: w.example.com, url: 'https://w/', failurePolicy: Retry}]}",
+        'admission.webhooks[0].failurePolicy: Unsupported value: "Retry": supported values: "Fail", "Ignore"',
     ),
     (
-        "admission: {webhooks: [{name: w, url: 'https://w/', timeoutSeconds: 31}]}",
-        "admission.webhooks[0].timeoutSeconds: expected a number between 1 and 30, got 31",
+        "admission: {webhooks: [{name: w.example.com, url: 'https://w/', timeoutSeconds: 31}]}",
+        "admission.webhooks[0].timeoutSeconds: Invalid value: 31: the timeout value must be between 1 and 30 seconds",
     ),
     (
-        "admission: {webhooks: [{name: w, url: 'https://w/', type: Both}]}",
+        "admission: {webhooks: [{name: w.example.com, url: 'https://w/', type: Both}]}",
         "admission.webhooks[0].type: expected Mutating or Validating, got 'Both'",
     ),
     (
-        "admission: {webhooks: [{name: w, url: 'https://w/', caFile: nope.pem}]}",
+        "admission: {webhooks: [{name: w.example.com, url: 'https://w/', caFile: nope.pem}]}",
         "admission.webhooks[0].caFile: no such file: nope.pem",
     ),
     (
-        "admission: {webhooks: [{name: w, url: 'https://a/'}, {name: w, url: 'https://b/'}]}",
-        "admission.webhooks[1].name: 'w' is already used by admission.webhooks[0]",
+        "admission: {webhooks: [{name: w.example.com, url: 'https://a/'}, {name: w.example.com, url: 'https://b/'}]}",
+        "admission.webhooks[1].name: 'w.example.com' is already used by admission.webhooks[0]",
     ),
     (
-        "admission: {webhooks: [{name: w, url: 'https://w/', rules: []}]}",
-        "admission.webhooks[0].rules: unknown key",
+        "admission: {webhooks: [{name: w.example.com, url: 'https://w/', sideEfects: None}]}",
+        "admission.webhooks[0].sideEfects: unknown field (did you mean sideEffects?)",
+    ),
+    (
+        "admission: {webhooks: [{name: w, url: 'https://w/'}]}",
+        'admission.webhooks[0].name: Invalid value: "w": should be a domain with at least three segments separated by dots',
     ),
     ("servng: {}", "servng: unknown key (did you mean serving?)"),
     ("resources: {file: x.yaml}", "resources: expected a list, got a mapping"),
@@ -521,17 +526,65 @@ def test_usage_lists_the_commands() -> None:
     assert "check" in result.stdout and "certs" in result.stdout
 
 
-def test_settings_not_carried_out_yet_refuse_to_start(tmp_path: Path) -> None:
-    """Delegated authorization would otherwise fail open: kext says so and exits 2."""
+def test_delegation_to_the_cluster_is_accepted_with_a_way_to_reach_it(tmp_path: Path) -> None:
+    """Delegated authorization, TokenReview and fromCluster need only kubernetes.*: kext check
+    accepts them (reaching the cluster is start-up's business)."""
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
     path = _write(tmp_path, f"kubernetes: {{kubeconfig: {kubeconfig}}}\n"
-                            "authorization: {mode: Delegated}\n")
+                            "authorization: {mode: Delegated}\n"
+                            "authentication: {fromCluster: true, tokenReview: {enabled: true}}\n")
     result = _kext("check", "--config", path)
-    assert result.returncode == 2
-    assert result.stderr.splitlines() == [
-        "authorization.mode: Delegated (SubjectAccessReview) is not implemented in this "
-        "version of kext; use AlwaysAllow"
-    ]
-    served = _kext("--config", path)
-    assert served.returncode == 2 and "authorization.mode: Delegated" in served.stderr
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+# --- audit, logging and shutdown ------------------------------------------------------------
+
+AUDIT_POLICY = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: Metadata}]\n"
+
+BAD_OPERATIONS = [
+    ("audit: {policyFile: nope.yaml, logPath: '-'}", "audit.policyFile: no such file: nope.yaml"),
+    ("audit: {policyFile: POLICY}", 'audit.logPath: required when audit.policyFile is set (a file, or "-" for standard output)'),
+    ("audit: {logPath: audit.log}", "audit.policyFile: required when audit.logPath is set: the policy decides what is audited"),
+    ("audit: {policyFile: POLICY, logPath: LOGDIR}", "audit.logPath: is a directory, expected a file: LOGDIR"),
+    ("audit: {policyFile: POLICY, logPath: '-', maxSizeMB: 0}", "audit.maxSizeMB: expected an integer of at least 1, got 0"),
+    ("audit: {policyFile: POLICY, logPath: '-', maxBackups: -1}", "audit.maxBackups: expected an integer of at least 0, got -1"),
+    ("audit: {policyFile: POLICY, logPath: '-', maxSizeMb: 3}", "audit.maxSizeMb: unknown key (did you mean maxSizeMB?)"),
+    ("audit: {policyFile: BADPOLICY, logPath: '-'}", 'audit.policyFile: BADPOLICY: rules[0].level: Unsupported value: "Loud": supported values: "None", "Metadata", "Request", "RequestResponse"'),
+    ("logging: {format: xml}", "logging.format: expected text or json, got 'xml'"),
+    ("logging: {level: verbose}", "logging.level: expected debug, info, warning or error, got 'verbose'"),
+    ("serving: {shutdownDelayDuration: soon}", "serving.shutdownDelayDuration: expected a duration like 10s or 1m, got 'soon'"),
+]
+
+
+@pytest.mark.parametrize(("body", "problem"), BAD_OPERATIONS, ids=[b for b, _ in BAD_OPERATIONS])
+def test_a_bad_audit_logging_or_shutdown_key_is_one_line(tmp_path: Path, body: str,
+                                                          problem: str) -> None:
+    policy, bad = tmp_path / "policy.yaml", tmp_path / "bad-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    bad.write_text(AUDIT_POLICY.replace("Metadata", "Loud"))
+    (tmp_path / "logs").mkdir()
+    names = {"BADPOLICY": str(bad), "POLICY": str(policy), "LOGDIR": str(tmp_path / "logs")}
+    for name, value in names.items():
+        body, problem = body.replace(name, value), problem.replace(name, value)
+    assert _problems(tmp_path, body + "\n") == [problem]
+
+
+def test_audit_logging_and_shutdown_keys(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    config = load_config(_write(tmp_path, f"""\
+        serving: {{shutdownDelayDuration: 250ms}}
+        audit: {{policyFile: {policy}, logPath: {tmp_path}/audit/audit.log, maxSizeMB: 5,
+                 maxBackups: 0}}
+        logging: {{format: json, level: debug}}
+        """))
+    assert config.serving.shutdown_delay_seconds == 0.25
+    assert (config.audit.policy_file, config.audit.max_size_mb, config.audit.max_backups) == (
+        str(policy), 5, 0)
+    assert config.audit.log_path == f"{tmp_path}/audit/audit.log"  # its directory is made later
+    assert (config.logging.format, config.logging.level) == ("json", "debug")
+    defaults = load_config(_write(tmp_path, ""))
+    assert defaults.audit.policy_file == "" and defaults.audit.max_size_mb == 100
+    assert defaults.audit.max_backups == 10 and defaults.serving.shutdown_delay_seconds == 1.0
+    assert (defaults.logging.format, defaults.logging.level) == ("text", "info")

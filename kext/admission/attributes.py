@@ -7,8 +7,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
+import orjson
+
 from kext.auth.user import UserInfo
-from kext.registry.rest import RequestContext, options_object
+from kext.registry.rest import RequestContext, Warnings, options_object
 
 Object = dict[str, Any]
 
@@ -33,11 +35,24 @@ class GroupVersionResource(NamedTuple):
     resource: str
 
 
+class ReinvocationContext:
+    """What the mutating plugins of one admission attempt share to decide on a second round
+    (cf. admission.ReinvocationContext): a plugin that changed the object asks for it
+    (should_reinvoke); in the second round is_reinvoke is set; values keep each plugin's own
+    state between rounds, under its key."""
+
+    def __init__(self) -> None:
+        self.is_reinvoke = False
+        self.should_reinvoke = False
+        self.values: dict[str, Any] = {}
+
+
 @dataclass(frozen=True)
 class Attributes:
     """One request as admission sees it. object is what is being written (None on delete),
     old_object what is stored (None on create); options the meta.k8s.io/v1 CreateOptions,
-    UpdateOptions or DeleteOptions of the operation."""
+    UpdateOptions or DeleteOptions of the operation. warnings and annotations are the
+    request's (kube's warning recorder and audit annotations): a plugin adds to them."""
 
     operation: Operation
     kind: GroupVersionKind
@@ -50,6 +65,13 @@ class Attributes:
     dry_run: bool = False
     options: Object = field(default_factory=dict)
     user: UserInfo | None = None
+    warnings: Warnings = field(default_factory=Warnings, compare=False, repr=False)
+    annotations: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    reinvocation: ReinvocationContext | None = field(default=None, compare=False, repr=False)
+
+    def add_annotation(self, key: str, value: str) -> None:
+        """Record an audit annotation; the first value of a key is kept, as kube keeps it."""
+        self.annotations.setdefault(key, value)
 
 
 def request_attributes(ctx: RequestContext, operation: Operation, kind: GroupVersionKind,
@@ -60,6 +82,7 @@ def request_attributes(ctx: RequestContext, operation: Operation, kind: GroupVer
         operation=operation, kind=kind, resource=resource, subresource=ctx.subresource,
         name=name, namespace=ctx.namespace, dry_run=ctx.dry_run,
         options=operation_options(operation, ctx.options), user=ctx.user,
+        warnings=ctx.warnings, annotations=ctx.audit_annotations,
     )
 
 
@@ -88,3 +111,10 @@ def operation_options(operation: Operation, options: Object) -> Object:
         wanted, dryRun=options.get("dryRun"), fieldManager=options.get("fieldManager"),
         fieldValidation=options.get("fieldValidation"),
     )
+
+
+def copy_object(obj: Object) -> Object:
+    """A deep copy of a JSON object (through orjson: several times faster than
+    copy.deepcopy on API objects)."""
+    copied: Object = orjson.loads(orjson.dumps(obj))
+    return copied

@@ -9,6 +9,8 @@ Kinds (the annotation's keys):
 - status(obj, old) -> None: compute fields (e.g. `.status`) in place after validation (a
   strategy concern: kext.registry.strategy runs them as its Canonicalize step).
 `old` is None on create. A hook may be a coroutine function.
+- conversion(obj, desired_api_version) -> obj: one per resource, the converter between its
+  versions (not an admission plugin: kext.registry.conversion documents its contract).
 """
 
 from __future__ import annotations
@@ -93,7 +95,9 @@ class Validation:
                 if isinstance(message, Cause):
                     causes.append(message)
                 else:
-                    causes.append(Cause("FieldValueInvalid", str(message)))
+                    # a message about the whole object, worded as kube words a validation
+                    # rule of the root schema (its nil field path printed as "<nil>")
+                    causes.append(errors.field_invalid("<nil>", "object", str(message)))
         if causes:
             name = (obj.get("metadata") or {}).get("name") or attributes.name
             raise errors.invalid(attributes.kind.group, attributes.kind.kind, name, causes)

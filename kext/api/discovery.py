@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import enum
-import functools
 import hashlib
 import json
 import platform
@@ -30,6 +29,7 @@ from typing import Any
 
 from kext.api.accept import JSON, MediaRange, negotiate_media_type
 from kext.api.resource import ResourceDefinition, Version
+from kext.api.versions import sort_versions
 
 APIDISCOVERY_GROUP = "apidiscovery.k8s.io"
 APIGROUPDISCOVERYLIST = "APIGroupDiscoveryList"
@@ -37,6 +37,9 @@ APIGROUPDISCOVERYLIST = "APIGroupDiscoveryList"
 # Verbs apiextensions-apiserver lists for a CRD and for its status subresource, in its order.
 RESOURCE_VERBS = ("delete", "deletecollection", "get", "list", "patch", "create", "update", "watch")
 STATUS_VERBS = ("get", "patch", "update")
+SCALE_VERBS = ("get", "patch", "update")
+# The kind every `/scale` answers with.
+SCALE_KIND = {"group": "autoscaling", "version": "v1", "kind": "Scale"}
 
 # The kube version kext reports in /version: the API level it follows. kubectl warns when its
 # own minor version is more than one away from the server's.
@@ -106,40 +109,6 @@ def etag_for(body: bytes) -> str:
 
 # --- versions -----------------------------------------------------------------------------
 
-_KUBE_VERSION_RE = re.compile(r"^v([0-9]+)(?:(alpha|beta)([0-9]+))?$")
-_STAGE = {"alpha": 0, "beta": 1, "": 2}
-
-
-def _parse_kube_version(name: str) -> tuple[int, int, int] | None:
-    m = _KUBE_VERSION_RE.match(name)
-    if m is None:
-        return None
-    return _STAGE[m.group(2) or ""], int(m.group(1)), int(m.group(3) or 0)
-
-
-def compare_versions(a: str, b: str) -> int:
-    """Kube-aware version comparison (apimachinery `CompareKubeAwareVersionStrings`).
-
-    Positive when a has the higher priority: GA > beta > alpha, then higher major, then higher
-    minor (v2 > v1 > v1beta2 > v1beta1 > v1alpha1); versions not of that shape sort after those
-    that are, alphabetically among themselves.
-    """
-    if a == b:
-        return 0
-    pa, pb = _parse_kube_version(a), _parse_kube_version(b)
-    if pa is None and pb is None:
-        return -1 if a > b else 1
-    if pa is None:
-        return -1
-    if pb is None:
-        return 1
-    return -1 if pa < pb else 1
-
-
-def sort_versions(names: Iterable[str]) -> list[str]:
-    """Version names by kube priority, highest first; the first is the preferred version."""
-    return sorted(set(names), key=functools.cmp_to_key(compare_versions), reverse=True)
-
 
 def storage_version_hash(group: str, version: str, kind: str) -> str:
     """`storageVersionHash`: base64 of the first 8 bytes of sha256("<group>/<version>/<kind>")."""
@@ -191,8 +160,9 @@ def api_group_list(resources: Sequence[ResourceDefinition]) -> dict[str, Any]:
 def _api_resource_list(
     group: str, version: str, pairs: Iterable[tuple[ResourceDefinition, Version]]
 ) -> dict[str, Any]:
-    """An `APIResourceList`: each resource followed by its `<plural>/status` entry when it has
-    the status subresource, as apiextensions-apiserver lists them."""
+    """An `APIResourceList`: each resource followed by its `<plural>/status` and
+    `<plural>/scale` entries when it has those subresources, as apiextensions-apiserver lists
+    them (the scale one with the autoscaling/v1 Scale kind)."""
     listed: list[dict[str, Any]] = []
     for rd, v in pairs:
         entry: dict[str, Any] = {
@@ -220,6 +190,16 @@ def _api_resource_list(
                     "verbs": list(STATUS_VERBS),
                 }
             )
+        if v.scale is not None:
+            listed.append(
+                {
+                    "name": f"{rd.plural}/scale",
+                    "singularName": "",
+                    "namespaced": rd.namespaced,
+                    **SCALE_KIND,
+                    "verbs": list(SCALE_VERBS),
+                }
+            )
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",
@@ -244,14 +224,21 @@ def _resource_discovery(rd: ResourceDefinition, v: Version) -> dict[str, Any]:
         out["shortNames"] = list(rd.short_names)
     if rd.categories:
         out["categories"] = list(rd.categories)
+    subresources = []
     if v.status_subresource:
-        out["subresources"] = [
+        subresources.append(
             {
                 "subresource": "status",
                 "responseKind": dict(response_kind),
                 "verbs": list(STATUS_VERBS),
             }
-        ]
+        )
+    if v.scale is not None:
+        subresources.append(
+            {"subresource": "scale", "responseKind": dict(SCALE_KIND), "verbs": list(SCALE_VERBS)}
+        )
+    if subresources:
+        out["subresources"] = subresources
     return out
 
 

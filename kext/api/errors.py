@@ -54,6 +54,8 @@ class StatusError(Exception):
             "reason": self.reason,
             "code": self.code,
         }
+        if not self.reason:  # StatusReasonUnknown: omitted, as Go's omitempty does
+            del body["reason"]
         details: dict[str, Any] = {}
         if self.name:
             details["name"] = self.name

@@ -36,6 +36,8 @@ STATUS = META + "Status"
 DELETE_OPTIONS = META + "DeleteOptions"
 PATCH = META + "Patch"
 RAW_EXTENSION = "io.k8s.apimachinery.pkg.runtime.RawExtension"
+AUTOSCALING = "io.k8s.api.autoscaling.v1."
+SCALE = AUTOSCALING + "Scale"
 
 V2_PREFIX = "#/definitions/"
 V3_PREFIX = "#/components/schemas/"
@@ -579,6 +581,45 @@ def meta_definitions(*, v2: bool) -> dict[str, dict[str, Any]]:
     }
 
 
+def scale_definitions(*, v2: bool) -> dict[str, dict[str, Any]]:
+    """autoscaling/v1 Scale and its parts: what `/scale` reads and writes."""
+    spec, status = AUTOSCALING + "ScaleSpec", AUTOSCALING + "ScaleStatus"
+    return {
+        SCALE: {
+            "description": "Scale is the scaling state of a resource, read and written through "
+            "its scale subresource.",
+            "properties": {
+                **_type_meta(),
+                "metadata": _ref_property(OBJECT_META, OBJECT_METADATA_DOC, v2),
+                "spec": _ref_property(spec, "The desired scale.", v2),
+                "status": _ref_property(status, "The observed scale; read-only.", v2),
+            },
+            "type": "object",
+            "x-kubernetes-group-version-kind": [_gvk("autoscaling", "v1", "Scale")],
+        },
+        spec: {
+            "description": "ScaleSpec holds the desired number of replicas.",
+            "properties": {
+                "replicas": _integer("The desired number of replicas.", "int32"),
+            },
+            "type": "object",
+        },
+        status: {
+            "description": "ScaleStatus holds the observed number of replicas and the label "
+            "selector of what is counted.",
+            "properties": {
+                "replicas": _integer("The observed number of replicas.", "int32"),
+                "selector": _string(
+                    "The label selector, in the query-parameter syntax, of the pods (or other "
+                    "objects) the replicas count; what a HorizontalPodAutoscaler reads."
+                ),
+            },
+            "required": ["replicas"],
+            "type": "object",
+        },
+    }
+
+
 # --- paths ----------------------------------------------------------------------------------
 
 # Query parameters of the options kube adds to each action, name -> (type, description).
@@ -757,7 +798,7 @@ def _route(
     else:
         description = f"{verb}{of}{article}{kind}"
     namespaced = "Namespaced" if rd.namespaced else ""
-    kind_def = definition_name(rd.group, version.name, kind)
+    kind_def = SCALE if sub == "scale" else definition_name(rd.group, version.name, kind)
     if action == "list":
         response = definition_name(rd.group, version.name, rd.list_kind)
     elif action in ("delete", "deletecollection"):
@@ -798,12 +839,14 @@ def _routes(rd: ResourceDefinition, version: Version) -> dict[str, list[_Route]]
         _route(rd, version, "delete", "delete", "delete"),
         _route(rd, version, "patch", "patch", "patch"),
     ]
-    if version.status_subresource:
-        paths[f"{root}/{{name}}/status"] = [
-            _route(rd, version, "get", "get", "read", "status"),
-            _route(rd, version, "put", "put", "replace", "status"),
-            _route(rd, version, "patch", "patch", "patch", "status"),
-        ]
+    for sub, declared in (("status", version.status_subresource),
+                          ("scale", version.scale is not None)):
+        if declared:
+            paths[f"{root}/{{name}}/{sub}"] = [
+                _route(rd, version, "get", "get", "read", sub),
+                _route(rd, version, "put", "put", "replace", sub),
+                _route(rd, version, "patch", "patch", "patch", sub),
+            ]
     return paths
 
 
@@ -929,6 +972,8 @@ def build_openapi_v2(resources: Sequence[ResourceDefinition]) -> dict[str, Any]:
     for rd, v in _served(resources):
         paths.update(_resource_paths(rd, v, True))
         definitions.update(_resource_definitions(rd, v, True))
+        if v.scale is not None:
+            definitions.update(scale_definitions(v2=True))
     return {"swagger": "2.0", "info": dict(INFO), "paths": paths, "definitions": definitions}
 
 
@@ -948,6 +993,8 @@ def _openapi_v3(served: Iterable[tuple[ResourceDefinition, Version]]) -> dict[st
     for rd, v in served:
         paths.update(_resource_paths(rd, v, False))
         schemas.update(_resource_definitions(rd, v, False))
+        if v.scale is not None:
+            schemas.update(scale_definitions(v2=False))
     return {
         "openapi": "3.0.0",
         "info": dict(INFO),

@@ -3,22 +3,29 @@ that serving needs, read once at start-up."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
+from cryptography import x509
 
 from kext.api import meta
 from kext.api.errors import (
     Cause,
     field_duplicate,
+    field_forbidden,
     field_invalid,
     field_not_supported,
     field_required,
     field_too_many,
 )
-from kext.api.schema import structural_problems
+from kext.api.schema import Schema, structural_problems
+from kext.api.versions import compare_versions
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,16 @@ class PrinterColumn:
 
 
 @dataclass(frozen=True)
+class ScaleSubresource:
+    """`subresources.scale`: where a custom resource keeps what an autoscaling/v1 Scale shows
+    (jsonPaths as written, e.g. `.spec.replicas`; label_selector_path "" when not set)."""
+
+    spec_replicas_path: str
+    status_replicas_path: str
+    label_selector_path: str = ""
+
+
+@dataclass(frozen=True)
 class Version:
     """One entry of `spec.versions`."""
 
@@ -42,10 +59,51 @@ class Version:
     storage: bool
     schema: dict[str, Any]  # openAPIV3Schema
     status_subresource: bool = False
+    scale: ScaleSubresource | None = None
     printer_columns: tuple[PrinterColumn, ...] = ()
     selectable_fields: tuple[str, ...] = ()  # jsonPaths, e.g. ".spec.color"
     deprecated: bool = False
     deprecation_warning: str = ""
+    # The schema compiled once, its validation rules with it (None: no schema was given).
+    compiled: Schema | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ServiceReference:
+    """`clientConfig.service`: a webhook reached as `https://<name>.<namespace>.svc:<port><path>`."""
+
+    namespace: str
+    name: str
+    path: str = ""
+    port: int = 443
+
+
+@dataclass(frozen=True)
+class WebhookClientConfig:
+    """`spec.conversion.webhook.clientConfig`: a URL or a Service, and the PEM CA bundle the
+    webhook's serving certificate verifies against (empty: the system's trust store)."""
+
+    url: str = ""
+    service: ServiceReference | None = None
+    ca_bundle: bytes = b""
+
+    @property
+    def address(self) -> str:
+        """The URL kext posts to (a Service as its cluster DNS name, as kube resolves it)."""
+        if self.service is None:
+            return self.url
+        s = self.service
+        return f"https://{s.name}.{s.namespace}.svc:{s.port}{s.path}"
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """`spec.conversion`: strategy None (apiVersion rewritten) or Webhook, with the webhook's
+    client config and the ConversionReview versions it understands, in its order."""
+
+    strategy: str = "None"
+    webhook: WebhookClientConfig | None = None
+    review_versions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,8 +119,10 @@ class ResourceDefinition:
     versions: tuple[Version, ...]
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
-    # Python hooks by import path ("package.module:callable"), see kext.admission.hooks.
+    # Python hooks by import path ("package.module:callable"), see kext.admission.hooks;
+    # "conversion" holds at most one, the converter (see kext.registry.conversion).
     hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    conversion: Conversion = field(default_factory=Conversion)
 
     @property
     def name(self) -> str:
@@ -81,12 +141,35 @@ class ResourceDefinition:
         """The served version called name, or None."""
         return next((v for v in self.versions if v.name == name and v.served), None)
 
+    def api_version(self, version: str) -> str:
+        """`<group>/<version>`."""
+        return f"{self.group}/{version}"
+
+    def deprecation_warning(self, version: Version) -> str:
+        """The Warning every request to a deprecated version carries ("" when it is not):
+        its deprecationWarning, or kube's default text naming the preferred served,
+        non-deprecated version of higher priority (`g/v1beta1 Widget is deprecated; use
+        g/v1 Widget`)."""
+        if not version.deprecated:
+            return ""
+        if version.deprecation_warning:
+            return version.deprecation_warning
+        text = f"{self.group}/{version.name} {self.kind} is deprecated"
+        newer = [v.name for v in self.versions if v.served and not v.deprecated
+                 and compare_versions(version.name, v.name) < 0]
+        if not newer:
+            return text
+        best = max(newer, key=functools.cmp_to_key(compare_versions))
+        return f"{text}; use {self.group}/{best} {self.kind}"
+
 
 # -- reading a CustomResourceDefinition manifest
 
 CRD_API_VERSION = "apiextensions.k8s.io/v1"
 HOOKS_ANNOTATION = "kext.io/hooks"
-HOOK_KINDS = ("defaulting", "validation", "status")
+HOOK_KINDS = ("defaulting", "validation", "status", "conversion")
+CONVERSION_STRATEGIES = ("None", "Webhook")
+CONVERSION_REVIEW_VERSIONS = ("v1", "v1beta1")  # what kext (and kube) can speak, in kube's order
 PRINTER_COLUMN_TYPES = ("boolean", "date", "integer", "number", "string")
 PRINTER_COLUMN_FORMATS = ("byte", "date", "date-time", "double", "float", "int32", "int64",
                           "password")
@@ -105,7 +188,8 @@ def parse_crd(manifest: object, where: str) -> tuple[ResourceDefinition | None, 
     `resources[0].spec.names.plural: Required value`), checking what kube-apiserver checks
     when it accepts a CRD, including that every version's schema is structural. Python hooks
     are read from the `kext.io/hooks` annotation: a YAML/JSON mapping of defaulting,
-    validation and status to lists of "package.module:callable".
+    validation and status to lists of "package.module:callable", and conversion to one
+    "package.module:callable" (the version converter, see kext.registry.conversion).
     """
     causes: list[Cause] = []
     definition = _parse(manifest, causes)
@@ -190,11 +274,11 @@ def _parse(manifest: object, causes: list[Cause]) -> ResourceDefinition | None:
     if spec.get("preserveUnknownFields") not in (None, False):
         causes.append(field_invalid("spec.preserveUnknownFields", spec["preserveUnknownFields"],
                                     "must be false"))
-    conversion = _mapping(spec.get("conversion"), "spec.conversion", causes, required=False)
-    strategy = conversion.get("strategy", "None")
-    if strategy != "None":
-        # kext serves every version from the same stored object: no conversion webhooks.
-        causes.append(field_not_supported("spec.conversion.strategy", strategy, ["None"]))
+    conversion = _conversion(spec.get("conversion"), causes)
+    if hooks.get("conversion") and conversion.strategy == "Webhook":
+        causes.append(field_invalid(
+            f"metadata.annotations[{HOOKS_ANNOTATION}].conversion", hooks["conversion"][0],
+            "a conversion hook needs spec.conversion.strategy None: the hook is the converter"))
 
     versions = _versions(spec.get("versions"), causes)
     if causes:
@@ -203,6 +287,7 @@ def _parse(manifest: object, causes: list[Cause]) -> ResourceDefinition | None:
         group=group, plural=plural, singular=singular, kind=kind, list_kind=list_kind,
         namespaced=scope == "Namespaced", versions=tuple(versions),
         short_names=tuple(short_names), categories=tuple(categories), hooks=hooks,
+        conversion=conversion,
     )
 
 
@@ -266,6 +351,13 @@ def _hooks(metadata: dict[str, Any], causes: list[Cause]) -> dict[str, tuple[str
         if kind not in HOOK_KINDS:
             causes.append(field_not_supported(f"{path}.{kind}", kind, HOOK_KINDS))
             continue
+        if kind == "conversion":
+            if isinstance(paths, str):
+                paths = [paths]
+            if not isinstance(paths, list) or len(paths) != 1:
+                causes.append(field_invalid(f"{path}.{kind}", paths,
+                                            'must be one "package.module:callable"'))
+                continue
         if not isinstance(paths, list):
             causes.append(field_invalid(f"{path}.{kind}", paths,
                                         'must be a list of "package.module:callable"'))
@@ -331,13 +423,20 @@ def _version(item: dict[str, Any], at: str, causes: list[Cause]) -> Version | No
 
     schema_holder = _mapping(item.get("schema"), f"{at}.schema", causes, required=False)
     schema = schema_holder.get("openAPIV3Schema")
-    causes.extend(structural_problems(schema, f"{at}.schema.openAPIV3Schema"))
+    schema_problems = structural_problems(schema, f"{at}.schema.openAPIV3Schema")
+    causes.extend(schema_problems)
+    compiled = None
+    if not schema_problems and isinstance(schema, dict):
+        # Rules compile only on a schema kube accepts; what does not compile is a CRD error.
+        compiled = Schema(schema)
+        causes.extend(compiled.rule_problems(f"{at}.schema.openAPIV3Schema"))
 
     subresources = _mapping(item.get("subresources"), f"{at}.subresources", causes,
                             required=False)
     status = subresources.get("status")
     if status is not None and not isinstance(status, dict):
         causes.append(field_invalid(f"{at}.subresources.status", status, "must be an object"))
+    scale = _scale(subresources.get("scale"), f"{at}.subresources", causes)
     columns = _printer_columns(item.get("additionalPrinterColumns"),
                                f"{at}.additionalPrinterColumns", causes)
     selectable = _selectable_fields(item.get("selectableFields"), schema,
@@ -347,9 +446,9 @@ def _version(item: dict[str, Any], at: str, causes: list[Cause]) -> Version | No
     return Version(
         name=name, served=served, storage=storage,
         schema=schema if isinstance(schema, dict) else {},
-        status_subresource=status is not None, printer_columns=tuple(columns),
+        status_subresource=status is not None, scale=scale, printer_columns=tuple(columns),
         selectable_fields=tuple(selectable), deprecated=deprecated,
-        deprecation_warning=warning,
+        deprecation_warning=warning, compiled=compiled,
     )
 
 
@@ -443,3 +542,175 @@ def _selectable_problem(json_path: str, schema: object) -> str:
         return ("must point to a field of type string, boolean or integer. Enum string fields "
                 "and strings with formats are allowed.")
     return ""
+
+
+def _scale(value: object, at: str, causes: list[Cause]) -> ScaleSubresource | None:
+    """`subresources.scale`, checked as ValidateCustomResourceDefinitionSubresources does."""
+    if value is None:
+        return None
+    scale = _mapping(value, f"{at}.scale", causes)
+    paths: dict[str, str] = {}
+    for key, under in (("specReplicasPath", (".spec.",)), ("statusReplicasPath", (".status.",)),
+                       ("labelSelectorPath", (".spec.", ".status."))):
+        where = f"{at}.scale.{key}"
+        json_path = meta.string_field(scale, key, f"{at}.scale", causes)
+        paths[key] = json_path
+        if not json_path:
+            if key != "labelSelectorPath":
+                causes.append(field_required(where))
+            continue
+        if not json_path.startswith("."):
+            causes.append(field_invalid(where, json_path,
+                                        "must be a simple json path starting with ."))
+        elif not json_path.startswith(under):
+            causes.append(field_invalid(
+                where, json_path, "should be a json path under "
+                + (" or ".join(u.rstrip(".") for u in under) if len(under) == 1
+                   else "either .spec or .status")))
+    return ScaleSubresource(paths["specReplicasPath"], paths["statusReplicasPath"],
+                            paths["labelSelectorPath"])
+
+
+def _conversion(value: object, causes: list[Cause]) -> Conversion:
+    """`spec.conversion`, checked as validateCustomResourceConversion does (field paths as
+    apiextensions.k8s.io/v1 spells them)."""
+    path = "spec.conversion"
+    conversion = _mapping(value, path, causes, required=False)
+    strategy = conversion.get("strategy", "None")
+    if strategy not in CONVERSION_STRATEGIES:
+        causes.append(field_not_supported(f"{path}.strategy", strategy, CONVERSION_STRATEGIES))
+        return Conversion()
+    webhook = _mapping(conversion.get("webhook"), f"{path}.webhook", causes, required=False)
+    if strategy != "Webhook":
+        if webhook:
+            causes.append(field_forbidden(f"{path}.webhook",
+                                          "should not be set when strategy is not set to Webhook"))
+        return Conversion()
+    if not webhook:
+        causes.append(field_required(f"{path}.webhook", "required when strategy is set to Webhook"))
+        return Conversion()
+    client = _webhook_client_config(webhook.get("clientConfig"), f"{path}.webhook.clientConfig",
+                                    causes)
+    versions = _review_versions(webhook.get("conversionReviewVersions"),
+                                f"{path}.webhook.conversionReviewVersions", causes)
+    return Conversion("Webhook", client, tuple(versions))
+
+
+def _webhook_client_config(value: object, path: str, causes: list[Cause]) -> WebhookClientConfig:
+    config = _mapping(value, path, causes)
+    url = meta.string_field(config, "url", path, causes)
+    service_raw = config.get("service")
+    service: ServiceReference | None = None
+    if bool(url) == (service_raw is not None):
+        causes.append(field_required(path, "exactly one of url or service is required"))
+    elif url:
+        causes.extend(_url_problems(url, f"{path}.url"))
+    else:
+        service = _service(service_raw, f"{path}.service", causes)
+    ca_bundle = b""
+    raw_ca = config.get("caBundle")
+    if raw_ca is not None:
+        ca_bundle = _ca_bundle(raw_ca, f"{path}.caBundle", causes)
+    return WebhookClientConfig(url, service, ca_bundle)
+
+
+_FORM = "; desired format: https://host[/path]"
+
+
+def _url_problems(url: str, path: str) -> list[Cause]:
+    """ValidateWebhookURL with https forced."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        return [field_required(path, f"url must be a valid URL: {exc}{_FORM}")]
+    problems = []
+    if parts.scheme != "https":
+        problems.append(field_invalid(path, parts.scheme,
+                                      f"'https' is the only allowed URL scheme{_FORM}"))
+    if not parts.netloc:
+        problems.append(field_invalid(path, parts.netloc, f"host must be specified{_FORM}"))
+    if "@" in parts.netloc:
+        problems.append(field_invalid(path, parts.netloc.rpartition("@")[0],
+                                      "user information is not permitted in the URL"))
+    if parts.fragment:
+        problems.append(field_invalid(path, parts.fragment,
+                                      "fragments are not permitted in the URL"))
+    if parts.query:
+        problems.append(field_invalid(path, parts.query,
+                                      "query parameters are not permitted in the URL"))
+    return problems
+
+
+def _service(value: object, path: str, causes: list[Cause]) -> ServiceReference | None:
+    """ValidateWebhookService."""
+    service = _mapping(value, path, causes)
+    name = meta.string_field(service, "name", path, causes)
+    namespace = meta.string_field(service, "namespace", path, causes)
+    if not name:
+        causes.append(field_required(f"{path}.name"))
+    if not namespace:
+        causes.append(field_required(f"{path}.namespace"))
+    port = service.get("port", 443)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        causes.append(field_invalid(f"{path}.port", port,
+                                    "port is not valid: must be between 1 and 65535, inclusive"))
+        port = 443
+    url_path = meta.string_field(service, "path", path, causes)
+    if url_path not in ("", "/"):
+        if not url_path.startswith("/"):
+            causes.append(field_invalid(f"{path}.path", url_path, "must start with a '/'"))
+        steps = url_path[1:].removesuffix("/").split("/")
+        for i, step in enumerate(steps):
+            if not step:
+                causes.append(field_invalid(f"{path}.path", url_path,
+                                            f"segment[{i}] may not be empty"))
+                continue
+            for problem in meta.is_dns1123_subdomain(step):
+                causes.append(field_invalid(f"{path}.path", url_path,
+                                            f"segment[{i}]: {problem}"))
+    if not name or not namespace:
+        return None
+    return ServiceReference(namespace, name, url_path, port)
+
+
+def _ca_bundle(value: object, path: str, causes: list[Cause]) -> bytes:
+    """caBundle: base64 of PEM certificates (as every []byte field of a manifest)."""
+    if not isinstance(value, str):
+        causes.append(field_invalid(path, value, "must be a base64-encoded string"))
+        return b""
+    try:
+        pem = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        causes.append(field_invalid(path, value, "illegal base64 data"))
+        return b""
+    if not pem.strip():
+        return b""  # as kube: a whitespace-only bundle is no bundle
+    try:
+        x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        causes.append(field_invalid(path, value, "unable to load root certificates: unable to "
+                                                 "parse bytes as PEM block"))
+        return b""
+    return pem
+
+
+def _review_versions(value: object, path: str, causes: list[Cause]) -> list[str]:
+    """validateConversionReviewVersions."""
+    if value is None or value == []:
+        causes.append(field_required(path))
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        causes.append(field_invalid(path, value, "must be a list of strings"))
+        return []
+    seen: set[str] = set()
+    for i, version in enumerate(value):
+        if version in seen:
+            causes.append(field_invalid(f"{path}[{i}]", version, "duplicate version"))
+            continue
+        seen.add(version)
+        for problem in meta.is_dns1035_label(version):
+            causes.append(field_invalid(f"{path}[{i}]", version, problem))
+    if not seen & set(CONVERSION_REVIEW_VERSIONS):
+        causes.append(field_invalid(path, value, "must include at least one of "
+                                    + ", ".join(CONVERSION_REVIEW_VERSIONS)))
+    return list(dict.fromkeys(value))

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
+from kext import cel
 from kext.api import meta
 from kext.api.errors import (
     Cause,
@@ -228,14 +229,14 @@ class Node:
     """One schema node, with everything a write needs precomputed."""
 
     __slots__ = (
-        "additional", "additional_allows", "all_of", "any_of", "default", "defaulted",
-        "embedded", "enum", "enum_keys", "enum_shown", "exclusive_maximum",
-        "exclusive_minimum", "format", "format_check", "has_additional", "has_default",
-        "int_or_string", "items", "list_map_keys", "list_type", "map_type", "max_items",
-        "max_length",
+        "additional", "additional_allows", "all_of", "any_of", "cel_inside", "cel_self",
+        "default", "defaulted", "embedded", "enum", "enum_keys", "enum_shown",
+        "exclusive_maximum", "exclusive_minimum", "format", "format_check", "has_additional",
+        "has_default", "int_or_string", "items", "list_map_keys", "list_type", "map_type",
+        "max_items", "max_length",
         "max_properties", "maximum", "min_items", "min_length", "min_properties", "minimum",
         "multiple_of", "not_", "nullable", "one_of", "pattern", "pattern_source", "preserve",
-        "properties", "required", "type", "type_label", "unique_items",
+        "properties", "required", "rules", "type", "type_label", "unique_items",
     )
 
     def __init__(self, d: object) -> None:
@@ -306,6 +307,10 @@ class Node:
         self.list_map_keys: tuple[str, ...] = tuple(keys) if isinstance(keys, list) else ()
         map_type = s.get("x-kubernetes-map-type")
         self.map_type: str = map_type if map_type == "atomic" else ""
+        # x-kubernetes-validations, compiled by Schema once the whole tree is known.
+        self.rules: tuple[_Rule, ...] = ()
+        self.cel_self: Callable[[Any], Any] | None = None
+        self.cel_inside = False
         # Properties that carry a default, looked up on every defaulting pass.
         self.defaulted: tuple[tuple[str, Node], ...] = tuple(
             (k, p) for k, p in (self.properties or {}).items() if p.default is not _NO_DEFAULT
@@ -346,8 +351,18 @@ class Schema:
         self.root = Node(self.source)
         # The resource root always behaves as an embedded resource (apiVersion, kind, metadata).
         self.root.embedded = True
-        # x-kubernetes-validations (CEL) rules are accepted but not evaluated by kext.
-        self.cel_rules = _count_cel_rules(self.source)
+        # x-kubernetes-validations: every rule compiled now; what did not compile is kept
+        # as CRD problems (`rule_problems`), with paths below the schema.
+        self._rule_problems: list[Cause] = []
+        self.cel_rules, self._rules_within_budget = _compile_rules(
+            self.root, self.source, self._rule_problems)
+
+    def rule_problems(self, path: str) -> list[Cause]:
+        """Why kube-apiserver would refuse this schema's validation rules (they do not
+        compile, cost too much, use oldSelf where no old value can be found...), at `path`
+        (the openAPIV3Schema's field path)."""
+        return [Cause(c.reason, c.message.replace(_SCHEMA_PATH, path), path + c.field)
+                for c in self._rule_problems]
 
     def prune(self, obj: Object) -> list[str]:
         """Drop every field the schema does not declare (unless under
@@ -365,29 +380,572 @@ class Schema:
         also inside defaulted values and inside objects present in the input."""
         _default(obj, self.root)
 
-    def validate(self, obj: Object) -> list[Cause]:
+    def validate(self, obj: Object, old: Object | None = None) -> list[Cause]:
         """Every schema violation (metadata's ObjectMeta rules are meta.py's), each a Cause with
         kube's reason, field path and message; embedded-resource and list-type
-        (set/map uniqueness) violations come last, as in kube-apiserver."""
+        (set/map uniqueness) violations come next, as in kube-apiserver, then the
+        x-kubernetes-validations rules that failed.
+
+        `old` is the stored object on update: transition rules (`oldSelf`) run against it, and
+        validation ratchets as kube 1.33 does: a violation in a part of the object that the
+        update left unchanged is not reported."""
         errs: list[Cause] = []
         extra: list[Cause] = []
         lists: list[Cause] = []
         _validate(self.root, obj, "", errs, extra, lists, True)
         errs.extend(extra)
         errs.extend(lists)
+        if old is not None and errs:
+            errs = [c for c in errs if not _ratchets(self.root, c.field, obj, old)]
+        if self.root.cel_inside:
+            # When every rule together cannot cost more than a request may spend (the
+            # estimates are upper bounds), there is nothing to count.
+            run = _RuleRun(counted=not self._rules_within_budget)
+            root_correlation = _Correlation(obj, old) if old is not None else None
+            _validate_rules(self.root, obj, old, "", run, root_correlation, True)
+            errs.extend(run.errs)
         return errs
 
 
-def _count_cel_rules(schema: Any) -> int:
-    if isinstance(schema, dict):
-        rules = schema.get("x-kubernetes-validations")
-        own = len(rules) if isinstance(rules, list) else 0
-        return own + sum(_count_cel_rules(v) for k, v in schema.items()
-                         if k not in ("default", "enum", "example", "x-kubernetes-validations"))
-    if isinstance(schema, list):
-        return sum(_count_cel_rules(v) for v in schema)
-    return 0
+# -- x-kubernetes-validations: CEL rules (apiextensions-apiserver pkg/apiserver/schema/cel)
 
+# Where the schema's own path goes in a problem's message (known only to rule_problems).
+_SCHEMA_PATH = "\x00schema\x00"
+_REASONS = ("FieldValueDuplicate", "FieldValueForbidden", "FieldValueInvalid",
+            "FieldValueRequired")
+_MAX_MESSAGE_BYTES = 5 * 1024  # MaxEvaluatedMessageExpressionSizeBytes
+_CHEAP_RULE = 100  # at most this estimated cost: charged as estimated, not measured
+
+
+class _Rule:
+    """One compiled `x-kubernetes-validations` entry."""
+
+    __slots__ = ("cost", "env", "field_path", "message", "message_program",
+                 "optional_old_self", "program", "reason", "rule", "uses_old_self")
+
+    def __init__(self, env: cel.Environment, spec: dict[str, Any], program: cel.Program,
+                 message_program: cel.Program | None, field_path: str, cost: int) -> None:
+        self.env = env
+        self.rule = str(spec.get("rule", "")).strip()
+        self.message = str(spec.get("message") or "").strip()
+        reason = spec.get("reason")
+        self.reason = reason if reason in _REASONS else "FieldValueInvalid"
+        self.field_path = field_path
+        self.optional_old_self = spec.get("optionalOldSelf") is True
+        self.program = program
+        self.message_program = message_program
+        self.uses_old_self = program.uses_old_self
+        self.cost = cost
+
+    @property
+    def error_string(self) -> str:
+        """ruleErrorString: the message, or the rule when there is none."""
+        return self.message or self.rule
+
+
+def _compile_rules(root: Node, source: dict[str, Any], problems: list[Cause]
+                   ) -> tuple[int, bool]:
+    """Compile every rule of the tree into its node; returns how many compiled, and whether
+    all of them together fit one request's cost budget."""
+    pending: list[_Pending] = []
+    _find_rules(root, source, "", [], "", pending)
+    if not pending:
+        return 0, True
+    env = cel.Environment()
+    types = [env.declare(raw, root=resource) for _, raw, _, _, _, resource in pending]
+    env.seal()
+    total = 0
+    expensive: list[tuple[str, int]] = []
+    compiled = 0
+    for (node, raw, at, ancestors, uncorrelatable, resource), self_type in zip(
+            pending, types, strict=True):
+        rules: list[_Rule] = []
+        times = cel.cardinality(ancestors)
+        sizer = cel.schema_sizer(raw)
+        for i, spec in enumerate(raw.get("x-kubernetes-validations") or ()):
+            rule_at = f"{at}.x-kubernetes-validations[{i}]"
+            before = len(problems)
+            rule = _compile_rule(env, spec, self_type, raw, rule_at, problems, sizer)
+            if rule is None:
+                continue
+            cost = rule.cost * times
+            if rule.message_program is not None:
+                message_cost = cel.estimated_cost(rule.message_program, sizer) * times
+                total += message_cost
+                if message_cost > cel.STATIC_ESTIMATED_COST_LIMIT:
+                    problems.append(field_forbidden(f"{rule_at}.messageExpression", _cost_message(
+                        "estimated messageExpression cost", message_cost,
+                        cel.STATIC_ESTIMATED_COST_LIMIT)))
+            total += cost
+            if cost >= cel.STATIC_ESTIMATED_CRD_COST_LIMIT // 100:
+                expensive.append((f"{rule_at}.rule", cost))
+            if cost > cel.STATIC_ESTIMATED_COST_LIMIT:
+                problems.append(field_forbidden(f"{rule_at}.rule", _cost_message(
+                    "estimated rule cost", cost, cel.STATIC_ESTIMATED_COST_LIMIT)))
+            if rule.uses_old_self and uncorrelatable:
+                problems.append(field_invalid(
+                    f"{rule_at}.rule", rule.rule, "oldSelf cannot be used on the uncorrelatable "
+                    f"portion of the schema within {_SCHEMA_PATH}{uncorrelatable}"))
+            if len(problems) == before:
+                rules.append(rule)
+        node.rules = tuple(rules)
+        node.cel_self = cel.converter(raw, embedded=resource)
+        compiled += len(rules)
+    within_budget = total <= cel.RUNTIME_COST_BUDGET and all(
+        r.cost <= cel.PER_CALL_LIMIT for node, *_ in pending for r in node.rules)
+    if total > cel.STATIC_ESTIMATED_CRD_COST_LIMIT:
+        for path, _ in sorted(expensive, key=lambda e: -e[1]):
+            problems.append(field_forbidden(
+                path, "contributed to estimated rule cost total exceeding cost limit for entire "
+                "OpenAPIv3 schema"))
+        problems.append(field_forbidden("", _cost_message(
+            "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema",
+            total, cel.STATIC_ESTIMATED_CRD_COST_LIMIT)))
+    _mark_inside(root)
+    return compiled, within_budget
+
+
+# A node with rules: the node, its schema, its path in the CRD, the lists and maps above it,
+# the first list above it whose items cannot be matched with the old object's, and whether
+# `self` is a resource (the root, or an embedded resource).
+_Pending = tuple[Node, dict[str, Any], str, list[dict[str, Any]], str, bool]
+
+
+def _find_rules(node: Node, raw: dict[str, Any], at: str, ancestors: list[dict[str, Any]],
+                uncorrelatable: str, out: list[_Pending]) -> None:
+    rules = raw.get("x-kubernetes-validations")
+    resource = at == "" or node.embedded
+    if isinstance(rules, list) and rules:
+        out.append((node, raw, at, ancestors, uncorrelatable, resource))
+    props = raw.get("properties")
+    if node.properties and isinstance(props, dict):
+        for k, child in node.properties.items():
+            if isinstance(props.get(k), dict):
+                _find_rules(child, props[k], f"{at}.properties[{k}]", ancestors,
+                            uncorrelatable, out)
+    additional = raw.get("additionalProperties")
+    if node.additional is not None and isinstance(additional, dict):
+        _find_rules(node.additional, additional, f"{at}.additionalProperties",
+                    [*ancestors, raw], uncorrelatable, out)
+    items = raw.get("items")
+    if node.items is not None and isinstance(items, dict):
+        below = f"{at}.items"
+        if not uncorrelatable and node.list_type != "map":
+            uncorrelatable = below
+        _find_rules(node.items, items, below, [*ancestors, raw], uncorrelatable, out)
+    branches = [b for b in raw.get("allOf") or () if isinstance(b, dict)]
+    for i, (branch, raw_branch) in enumerate(zip(node.all_of, branches, strict=False)):
+        rules = raw_branch.get("x-kubernetes-validations")
+        if isinstance(rules, list) and rules:
+            # A branch's rules see the node's value, typed by the node's schema.
+            merged = dict(raw, **{"x-kubernetes-validations": rules})
+            merged.pop("allOf", None)
+            out.append((branch, merged, f"{at}.allOf[{i}]", ancestors, uncorrelatable,
+                        resource))
+
+
+def _mark_inside(node: Node) -> bool:
+    inside = bool(node.rules)
+    for child in (node.properties or {}).values():
+        inside = _mark_inside(child) or inside
+    for below in (node.additional, node.items):
+        if below is not None:
+            inside = _mark_inside(below) or inside
+    for branch in node.all_of:
+        inside = _mark_inside(branch) or inside
+    node.cel_inside = inside
+    return inside
+
+
+def _compile_rule(env: cel.Environment, spec: Any, self_type: str, raw: dict[str, Any],
+                  at: str, problems: list[Cause], sizer: cel.Sizer) -> _Rule | None:
+    if not isinstance(spec, dict):
+        return None
+    rule = str(spec.get("rule") or "").strip()
+    if not rule:
+        return None
+    optional_old_self = spec.get("optionalOldSelf") is True
+    try:
+        program = env.compile(rule, self_type, optional_old_self=optional_old_self)
+    except cel.CompileError as exc:
+        problems.append(Cause("FieldValueInvalid", f"Invalid value: {_go_rule(spec)}: {exc}",
+                              f"{at}.rule"))
+        return None
+    if not program.uses_old_self and "optionalOldSelf" in spec:
+        problems.append(field_invalid(f"{at}.optionalOldSelf", optional_old_self,
+                                      "may not be set if oldSelf is not used in rule"))
+    message_program = None
+    expression = str(spec.get("messageExpression") or "").strip()
+    if expression:
+        try:
+            message_program = env.compile(expression, self_type, result="string",
+                                          optional_old_self=optional_old_self)
+        except cel.CompileError as exc:
+            detail = str(exc)
+            detail = ("messageExpression " + detail if detail.startswith("compilation")
+                      else "messageExpression must evaluate to a string")
+            problems.append(Cause("FieldValueInvalid", f"Invalid value: {_go_rule(spec)}: "
+                                  f"{detail}", f"{at}.messageExpression"))
+            return None
+    field_path = ""
+    if spec.get("fieldPath"):
+        found = _rule_field_path(str(spec["fieldPath"]).strip(), raw)
+        if found is None:
+            problems.append(field_invalid(f"{at}.fieldPath", spec["fieldPath"],
+                                          "must be a valid path"))
+            return None
+        field_path = found
+    return _Rule(env, spec, program, message_program, field_path,
+                 cel.estimated_cost(program, sizer))
+
+
+def _go_rule(spec: dict[str, Any]) -> str:
+    """A ValidationRule as Go's %#v prints it, as kube quotes it in compile errors."""
+    reason = spec.get("reason")
+    optional = spec.get("optionalOldSelf")
+    return (
+        f"apiextensions.ValidationRule{{Rule:{go_quote(str(spec.get('rule', '')))}, "
+        f"Message:{go_quote(str(spec.get('message') or ''))}, "
+        f"MessageExpression:{go_quote(str(spec.get('messageExpression') or ''))}, "
+        "Reason:(*apiextensions.FieldValueErrorReason)"
+        + (f"({go_quote(str(reason))})" if reason else "(nil)")
+        + f", FieldPath:{go_quote(str(spec.get('fieldPath') or ''))}, OptionalOldSelf:(*bool)"
+        + (f"({'true' if optional else 'false'})" if optional is not None else "(nil)") + "}")
+
+
+def _cost_message(name: str, cost: int, limit: int) -> str:
+    factor = cost / limit
+    if factor > 100:
+        shown = "more than 100x"
+    elif factor < 1.5:
+        shown = f"{factor:f}x"
+    else:
+        shown = f"{factor:.1f}x"
+    return (f"{name} exceeds budget by factor of {shown} (try simplifying the rule, or adding "
+            "maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)")
+
+
+_PATH_TOKEN = re.compile(r"\.([^.\[\]]+)|\['((?:[^'\\]|\\.)*)'\]")
+
+
+def _rule_field_path(field_path: str, raw: dict[str, Any]) -> str | None:
+    """A rule's fieldPath (`.spec.x`, `['a.b']`) as a field path suffix (`.spec.x`, `[key]`
+    for a map key), or None when it does not name a field of the schema (ValidFieldPath)."""
+    out = []
+    node: Any = raw
+    pos = 0
+    while pos < len(field_path):
+        m = _PATH_TOKEN.match(field_path, pos)
+        if m is None or not isinstance(node, dict):
+            return None
+        name = m.group(1) if m.group(1) is not None else re.sub(r"\\(.)", r"\1", m.group(2))
+        props = node.get("properties")
+        if isinstance(props, dict) and props:
+            if name not in props:
+                return None
+            node = props[name]
+            out.append(f".{name}")
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+            out.append(f"[{name}]")
+        else:
+            return None
+        pos = m.end()
+    return "".join(out)
+
+
+def rule_problems_of_shape(rules: Any, path: str) -> list[Cause]:
+    """The checks kube makes of each rule before compiling it (validation.go)."""
+    errs: list[Cause] = []
+    for i, rule in enumerate(rules):
+        at = f"{path}.x-kubernetes-validations[{i}]"
+        text = str(rule.get("rule") or "").strip()
+        message = rule.get("message")
+        trimmed = str(message or "").strip()
+        if not text:
+            errs.append(field_required(f"{at}.rule", "rule is not specified"))
+        elif message and not trimmed:
+            errs.append(field_invalid(f"{at}.message", message, "must be non-empty if specified"))
+        elif "\n" in trimmed or "\r" in trimmed:
+            errs.append(field_invalid(f"{at}.message", message, "must not contain line breaks"))
+        elif ("\n" in text or "\r" in text) and not trimmed:
+            errs.append(field_required(f"{at}.message",
+                                       "message must be specified if rule contains line breaks"))
+        expression = rule.get("messageExpression")
+        if expression is not None and expression != "" and not str(expression).strip():
+            errs.append(field_required(f"{at}.messageExpression",
+                                       "messageExpression must be non-empty if specified"))
+        reason = rule.get("reason")
+        if reason is not None and reason not in _REASONS:
+            errs.append(field_not_supported(f"{at}.reason", reason, _REASONS))
+        field_path = rule.get("fieldPath")
+        if field_path is not None and field_path != "":
+            if not str(field_path).strip():
+                errs.append(field_invalid(f"{at}.fieldPath", field_path,
+                                          "must be non-empty if specified"))
+            elif "\n" in str(field_path):
+                errs.append(field_invalid(f"{at}.fieldPath", field_path,
+                                          "must not contain line breaks"))
+    return errs
+
+
+# -- evaluating rules
+
+
+class _Correlation:
+    """A value and the old value it corresponds to (kube's CorrelatedObject); whether they
+    are equal is worked out once, when a ratcheting decision needs it."""
+
+    __slots__ = ("_equal", "new", "old")
+
+    def __init__(self, new: Any, old: Any) -> None:
+        self.new = new
+        self.old = old
+        self._equal: bool | None = None
+
+    def equal(self) -> bool:
+        if self._equal is None:
+            self._equal = _deep_equal(self.new, self.old)
+        return self._equal
+
+
+def _deep_equal(a: Any, b: Any) -> bool:
+    # Go's reflect.DeepEqual on decoded JSON: 1 and 1.0 differ, key order does not matter.
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(_deep_equal(v, b[k]) for k, v in a.items())
+    if type(a) is list:
+        return len(a) == len(b) and all(_deep_equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+class _RuleRun:
+    """One request's evaluation of the rules: the errors so far and the cost budget left."""
+
+    __slots__ = ("budget", "counted", "errs", "stopped")
+
+    def __init__(self, counted: bool = True) -> None:
+        self.counted = counted
+        self.budget = cel.RUNTIME_COST_BUDGET
+        self.errs: list[Cause] = []
+        self.stopped = False
+
+
+def _validate_rules(s: Node, value: Any, old: Any, path: str, run: _RuleRun,
+                    correlation: _Correlation | None, root: bool = False) -> None:
+    if value is None or run.stopped or not s.cel_inside:
+        return
+    if s.rules:
+        _run_rules(s, value, old, path, run, correlation, root)
+        if run.stopped:
+            return
+    for branch in s.all_of:
+        if branch.rules:
+            # allOf errors are not ratcheted (kube passes no correlation to them).
+            _run_rules(branch, value, old, path, run, None, root, cel_self=s.cel_self or
+                       branch.cel_self)
+            if run.stopped:
+                return
+    if type(value) is dict:
+        props = s.properties
+        if props is not None:
+            old_map = old if type(old) is dict else None
+            for k, child in props.items():
+                if k in value and child.cel_inside:
+                    child_old = old_map.get(k) if old_map is not None else None
+                    child_corr = correlation
+                    if root and k in ("apiVersion", "kind"):
+                        child_corr = None
+                    elif old_map is not None and k in old_map and correlation is not None:
+                        child_corr = _Correlation(value[k], old_map[k])
+                    _validate_rules(child, value[k], child_old, _child(path, k), run,
+                                    child_corr)
+                    if run.stopped:
+                        return
+        additional = s.additional
+        if additional is not None and additional.cel_inside:
+            old_map = old if type(old) is dict else None
+            for k, v in value.items():
+                if props is not None and k in props:
+                    continue
+                child_old = old_map.get(k) if old_map is not None else None
+                child_corr = correlation
+                if old_map is not None and k in old_map and correlation is not None:
+                    child_corr = _Correlation(v, old_map[k])
+                _validate_rules(additional, v, child_old, f"{path}[{k}]", run, child_corr)
+                if run.stopped:
+                    return
+    elif type(value) is list and s.items is not None and s.items.cel_inside:
+        old_items = _correlated_items(s, value, old)
+        for i, v in enumerate(value):
+            child_old = old_items[i] if old_items is not None else None
+            child_corr = correlation
+            if child_old is not None and correlation is not None:
+                child_corr = _Correlation(v, child_old)
+            _validate_rules(s.items, v, child_old, f"{path}[{i}]", run, child_corr)
+            if run.stopped:
+                return
+
+
+def _correlated_items(s: Node, value: list[Any], old: Any) -> list[Any] | None:
+    """The old item each new item corresponds to: by key in a list-type map, else none."""
+    if s.list_type != "map" or type(old) is not list or not s.list_map_keys:
+        return None
+    keys = s.list_map_keys
+
+    def key(item: Any) -> Any:
+        return tuple(go_json(item.get(k)) for k in keys) if type(item) is dict else None
+
+    by_key = {key(item): item for item in old}
+    return [by_key.get(key(item)) for item in value]
+
+
+def _run_rules(s: Node, value: Any, old: Any, path: str, run: _RuleRun,
+               correlation: _Correlation | None, root: bool,
+               cel_self: Callable[[Any], Any] | None = None) -> None:
+    at = path or "<nil>"
+    shown_type = "" if s.int_or_string else s.type
+    convert = cel_self or s.cel_self
+    if run.budget <= 0:
+        run.errs.append(field_invalid(at, shown_type, _OUT_OF_BUDGET))
+        run.stopped = True
+        return
+    activation = None
+    for rule in s.rules:
+        if rule.uses_old_self and old is None and not rule.optional_old_self:
+            continue  # transition rules need an old value
+        if activation is None:
+            activation = _activation(rule.env, value, old, convert)
+        if not run.counted:
+            cost = 0
+        elif rule.cost <= _CHEAP_RULE:
+            cost = rule.cost
+        else:
+            cost = cel.estimated_cost(rule.program, cel.value_sizer(value))
+        if cost > cel.PER_CALL_LIMIT:
+            run.errs.append(field_invalid(at, shown_type, (
+                "'operation cancelled: actual cost limit exceeded': no further validation rules "
+                f"will be run due to call cost exceeds limit for rule: {rule.error_string}")))
+            run.stopped = True
+            return
+        if cost > run.budget:
+            run.errs.append(field_invalid(at, shown_type, _OUT_OF_BUDGET))
+            run.stopped = True
+            return
+        run.budget -= cost
+        try:
+            result = rule.program.evaluate(activation)
+        except cel.EvaluationError as exc:
+            if str(exc).startswith("no such overload"):
+                detail = (f"'{exc}': call arguments did not match a supported operator, "
+                          f"function or macro signature for rule: {rule.error_string}")
+            else:
+                detail = f"{exc} evaluating rule: {rule.error_string}"
+            run.errs.append(field_invalid(at, shown_type, detail))
+            continue
+        if result is True:
+            continue
+        if not rule.uses_old_self and correlation is not None and correlation.equal():
+            continue  # ratcheting: the value is unchanged, and already broke this rule
+        detail = _rule_message(rule, activation, run)
+        if run.stopped:
+            return
+        field_at = path + rule.field_path if rule.field_path else at
+        if field_at.startswith("."):
+            field_at = field_at[1:]
+        run.errs.append(_rule_error(rule.reason, field_at, value, detail,
+                                    s.type in ("object", "array")))
+
+
+_OUT_OF_BUDGET = ("validation failed due to running out of cost budget, no further validation "
+                  "rules will be run")
+
+
+def _activation(env: cel.Environment, value: Any, old: Any,
+                convert: Callable[[Any], Any] | None) -> Any:
+    if convert is not None:
+        value = convert(value)
+        old = convert(old) if old is not None else None
+    return env.activation(value, old, old is not None)
+
+
+def _rule_message(rule: _Rule, activation: Any, run: _RuleRun) -> str:
+    default = rule.message or f"failed rule: {rule.rule}"
+    program = rule.message_program
+    if program is None:
+        return default
+    if program.uses_old_self and not rule.uses_old_self:
+        return default
+    cost = min(cel.estimated_cost(program, lambda _: 0), cel.PER_CALL_LIMIT) \
+        if run.counted else 0
+    if cost > run.budget:
+        run.errs.append(field_invalid("", "", "messageExpression evaluation failed due to "
+                                      "running out of cost budget, no further validation rules "
+                                      "will be run"))
+        run.stopped = True
+        return default
+    run.budget -= cost
+    try:
+        message = program.evaluate(activation)
+    except cel.EvaluationError:
+        return default
+    text = message.strip() if isinstance(message, str) else ""
+    if not text or "\n" in text or len(text.encode()) > _MAX_MESSAGE_BYTES:
+        return default
+    return text
+
+
+def _rule_error(reason: str, path: str, value: Any, detail: str, omit_value: bool) -> Cause:
+    if reason == "FieldValueForbidden":
+        return field_forbidden(path, detail)
+    if reason == "FieldValueRequired":
+        return field_required(path, detail)
+    if reason == "FieldValueDuplicate":
+        if omit_value:
+            return Cause("FieldValueDuplicate", "Duplicate value", path)
+        return field_duplicate(path, value)
+    if omit_value:
+        return Cause("FieldValueInvalid", f"Invalid value: {detail}", path)
+    return field_invalid(path, value, detail)
+
+
+# -- ratcheting of schema errors (apiextensions-apiserver pkg/apiserver/validation/ratcheting)
+
+_SEGMENT = re.compile(r"([^.\[\]]+)|\[([^\]]*)\]")
+
+
+def _ratchets(root: Node, field: str, new: Any, old: Any) -> bool:
+    """Whether a schema error at `field` is forgiven on update: the deepest part of the
+    object above it that can be matched with the old object is unchanged."""
+    if field == "<nil>":
+        return False
+    node: Node | None = root
+    pair = _Correlation(new, old)
+    segments = [m.group(1) if m.group(1) is not None else m.group(2)
+                for m in _SEGMENT.finditer(field)]
+    for i, segment in enumerate(segments):
+        if node is None:
+            break
+        a, b = pair.new, pair.old
+        if i == 0 and segment in ("apiVersion", "kind"):
+            return False
+        if type(a) is dict and type(b) is dict:
+            if segment not in a or segment not in b:
+                break
+            sub = (node.properties or {}).get(segment) or node.additional
+            if sub is None:
+                break
+            node, pair = sub, _Correlation(a[segment], b[segment])
+        elif type(a) is list and segment.isdigit():
+            items = _correlated_items(node, a, b)
+            index = int(segment)
+            if items is None or index >= len(items) or items[index] is None:
+                break
+            node, pair = node.items, _Correlation(a[index], items[index])
+        else:
+            break
+    return pair.equal()
 
 # -- prune
 
@@ -950,9 +1508,11 @@ def _check_values(s: dict[str, Any], path: str, errs: list[Cause]) -> None:
                     f"must be a valid regular expression, but isn't: {exc}"))
     rules = s.get("x-kubernetes-validations")
     if rules is not None and (not isinstance(rules, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("rule"), str) for r in rules)):
+            isinstance(r, dict) and isinstance(r.get("rule", ""), str) for r in rules)):
         errs.append(field_invalid(f"{path}.x-kubernetes-validations", rules,
                                   "must be a list of objects with a rule"))
+    elif rules:
+        errs.extend(rule_problems_of_shape(rules, path))
 
 
 def _check_structure(s: dict[str, Any], path: str, level: str, errs: list[Cause],

@@ -604,9 +604,9 @@ def _unavailable(server: str, error: BaseException) -> KubeUnavailable:
     for reason in reasons:
         if isinstance(reason, SSL.Error) or type(reason).__name__ == "VerificationError":
             return _TLSFailure(f"TLS with {server} failed: {_reason(reason)} (is the cluster's "
-                               "CA certificate the one configured?)")
-    return KubeUnavailable(f"cannot reach kube-apiserver at {server}: "
-                           f"{'; '.join(_reason(r) for r in reasons)}")
+                               "CA certificate the one configured?)", _reason(reason), tls=True)
+    why = "; ".join(_reason(r) for r in reasons)
+    return KubeUnavailable(f"cannot reach kube-apiserver at {server}: {why}", why)
 
 
 def _reason(error: BaseException) -> str:

@@ -34,7 +34,14 @@ class KubeError(Exception):
 
 
 class KubeUnavailable(KubeError):
-    """No answer: connection refused or reset, TLS verification failed, or no response."""
+    """No answer: connection refused or reset, TLS verification failed, or no response.
+    `why` is the cause alone (e.g. "connection refused"), for callers that word the failure
+    themselves; `tls` says the TLS handshake failed."""
+
+    def __init__(self, message: str, why: str = "", tls: bool = False) -> None:
+        super().__init__(message)
+        self.why = why or message
+        self.tls = tls
 
 
 class KubeTimeout(KubeUnavailable, TimeoutError):

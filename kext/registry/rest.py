@@ -6,7 +6,7 @@ caller's (kext.admission builds them for a request)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,44 @@ from kext.auth.user import UserInfo
 Object = dict[str, Any]
 
 OPTIONS_API_VERSION = "meta.k8s.io/v1"
+
+# kube's warning recorder (endpoints/filters/warning.go): past this many characters in all,
+# each warning is cut to TRUNCATE_ITEM_RUNES.
+TRUNCATE_AT_TOTAL_RUNES = 4 * 1024
+TRUNCATE_ITEM_RUNES = 256
+
+
+class Warnings:
+    """The warnings of one request (cf. kube's warning recorder): each text once, in the
+    order added, cut short as kube cuts them when they grow too long. Admission adds to it;
+    the response sends them as `Warning` headers."""
+
+    def __init__(self) -> None:
+        self._texts: dict[str, None] = {}
+
+    def add(self, text: str) -> None:
+        if text:
+            self._texts.setdefault(text)
+
+    def __bool__(self) -> bool:
+        return bool(self._texts)
+
+    def __iter__(self) -> Iterator[str]:
+        sent: list[str] = []
+        written, truncating = 0, False
+        for text in self._texts:
+            if truncating:
+                if written >= TRUNCATE_AT_TOTAL_RUNES:
+                    break  # as kube: once truncating and full, later warnings are dropped
+                text = text[:TRUNCATE_ITEM_RUNES]
+            elif written + len(text) > TRUNCATE_AT_TOTAL_RUNES:
+                truncating = True  # replay what was sent, each cut short, and this one
+                sent = [t[:TRUNCATE_ITEM_RUNES] for t in (*sent, text)]
+                written = sum(len(t) for t in sent)
+                continue
+            sent.append(text)
+            written += len(text)
+        return iter(sent)
 
 
 @dataclass(frozen=True)
@@ -31,6 +69,11 @@ class RequestContext:
     # The request's meta.k8s.io/v1 CreateOptions, UpdateOptions, PatchOptions or
     # DeleteOptions as the client sent them (an AdmissionReview carries them).
     options: Object = field(default_factory=dict)
+    # What admission adds to the request (shared by every attempt and every object of it):
+    # warnings for the response, and audit annotations (a webhook's auditAnnotations) for
+    # the audit event.
+    warnings: Warnings = field(default_factory=Warnings)
+    audit_annotations: dict[str, str] = field(default_factory=dict)
 
 
 # Called with the object being written and the stored one (None on create); changes the

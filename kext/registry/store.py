@@ -6,6 +6,7 @@ policy and knows nothing of HTTP or webhooks."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -14,9 +15,12 @@ from typing import Any
 
 from kext.api import errors, meta
 from kext.api.errors import Cause
-from kext.api.resource import ResourceDefinition
+from kext.api.resource import ResourceDefinition, ScaleSubresource
 from kext.api.selectors import FieldSelector, LabelSelector, field_set
+from kext.registry import scale as scales
+from kext.registry.conversion import Converter, new_converter
 from kext.registry.fieldmanager import FieldManager
+from kext.registry.fieldmanager.managedfields import set_managed
 from kext.registry.rest import ADMIT_NOTHING, Admission, RequestContext, ValidateDeleteFunc
 from kext.registry.storeerr import MODIFIED, interpret
 from kext.registry.strategy import Strategies, Strategy, crd_strategies
@@ -27,6 +31,9 @@ Object = dict[str, Any]
 
 # Turns the current object (None when absent) into the object the client wants stored.
 UpdatedObject = Callable[[Object | None], Awaitable[Object]]
+# Turns the current Scale of an object into the Scale the client wants (a PUT's body, a patch
+# applied to it).
+UpdatedScale = Callable[[Object], Awaitable[Object]]
 
 VALID_PROPAGATION = ("Orphan", "Background", "Foreground")
 
@@ -69,10 +76,13 @@ def resource_root(prefix: str, definition: ResourceDefinition) -> str:
 
 class Store:
     """CRUD for one declared resource over a storage.Interface, with the resource's
-    strategies (the CustomResource ones unless it brings its own)."""
+    strategies (the CustomResource ones unless it brings its own) and its converter (None
+    conversion unless it brings another): objects are stored in the storage version and
+    read and written in any served version."""
 
     def __init__(self, definition: ResourceDefinition, storage: Interface, prefix: str,
-                 strategies: Strategies | None = None) -> None:
+                 strategies: Strategies | None = None,
+                 converter: Converter | None = None) -> None:
         self.definition = definition
         self.storage = storage
         self.group = definition.group
@@ -80,7 +90,13 @@ class Store:
         self.kind = definition.kind
         self.namespaced = definition.namespaced
         self._root = resource_root(prefix, definition)
-        self._storage_api_version = f"{self.group}/{definition.storage_version.name}"
+        self._storage_version = definition.storage_version.name
+        self.converter = converter if converter is not None else new_converter(definition)
+        # where each version keeps its spec replicas, for managedFields through /scale
+        self._replicas_paths = {
+            definition.api_version(v.name): v.scale.spec_replicas_path
+            for v in definition.versions if v.scale is not None
+        }
         self.strategies = strategies if strategies is not None else crd_strategies(definition)
         self._field_managers = {
             # the strategy's compiled schema: one compilation per version serves both
@@ -102,15 +118,38 @@ class Store:
     def _api_version(self, version: str) -> str:
         return f"{self.group}/{version}"
 
-    def to_version(self, obj: Object, version: str) -> Object:
-        """The object as the requested version presents it (versions share one schema
-        family; conversion is the identity with apiVersion rewritten, as CRDs' None strategy)."""
-        api_version = self._api_version(version)
-        if obj.get("apiVersion") == api_version:
+    async def to_version(self, obj: Object, version: str) -> Object:
+        """obj as version presents it, through the resource's converter (obj itself when it
+        is in that version; 500 when conversion fails)."""
+        return await self.converter.convert(obj, version)
+
+    async def _to_storage(self, obj: Object) -> Object:
+        return await self.converter.convert(obj, self._storage_version)
+
+    def event_object_now(self, event: WatchEvent, version: str) -> Object | None:
+        """A watch event's object in version when that needs no wait (converted before, or
+        by None conversion), else None: the watch path's fast case."""
+        memo = event.converted.get(version)
+        if memo is not None:
+            return memo if isinstance(memo, dict) else None
+        obj = self.converter.convert_now(event.object, version)
+        if obj is not None:
+            event.converted[version] = obj
+        return obj
+
+    async def event_object(self, event: WatchEvent, version: str) -> Object:
+        """A watch event's object in version, converted once per event and version however
+        many watchers want it (the event keeps the conversion for the others)."""
+        obj = self.event_object_now(event, version)
+        if obj is not None:
             return obj
-        out = dict(obj)
-        out["apiVersion"] = api_version
-        return out
+        task = event.converted.get(version)
+        if task is None:
+            task = asyncio.ensure_future(self.to_version(event.object, version))
+            event.converted[version] = task
+        # one watcher going away must not cancel the conversion the others wait for
+        converted: Object = await asyncio.shield(task)
+        return converted
 
     def _error(self, exc: storage_errors.StorageError, name: str) -> errors.StatusError:
         return interpret(exc, self.group, self.resource, name)
@@ -127,7 +166,7 @@ class Store:
             )
         except storage_errors.StorageError as exc:
             raise self._error(exc, name) from None
-        return self.to_version(obj, version)
+        return await self.to_version(obj, version)
 
     async def get_list(self, namespace: str, version: str, selection: Selection,
                    options: ListOptions) -> Object:
@@ -150,7 +189,7 @@ class Store:
             "kind": self.definition.list_kind,
             "metadata": meta.list_meta(result.resource_version, result.continue_token,
                                        remaining),
-            "items": [self.to_version(o, version) for o in result.items],
+            "items": await self.converter.convert_list(result.items, version),
         }
 
     def predicate(self, selection: Selection) -> Callable[[Object], bool] | None:
@@ -212,10 +251,7 @@ class Store:
         if not isinstance(metadata, dict):
             raise errors.bad_request("metadata must be an object")
         meta.ensure_namespace(metadata, ctx.namespace, self.namespaced)
-        if metadata.get("resourceVersion"):
-            raise errors.internal_error(
-                "resourceVersion should not be set on objects to be created"
-            )
+        _check_create_resource_version(metadata)
         warnings = self._unknown_fields(strategy.prune_and_default(obj), ctx)
         if not applied:
             self._field_managers[version].update(None, obj, ctx.field_manager, meta.now())
@@ -235,15 +271,15 @@ class Store:
         if admission.validate is not None:
             # as kube: validation gets a copy, so it cannot change what is stored
             await admission.validate(copy.deepcopy(obj), None)
-        obj["apiVersion"] = self._storage_api_version
         name = metadata["name"]
+        obj = await self._to_storage(obj)
         key = self.key(ctx.namespace, name)
         if ctx.dry_run:
             # as kube's DryRunnableStorage: nothing is written, but a taken name is reported
             try:
                 await self.storage.get(key)
             except storage_errors.KeyNotFoundError:
-                return Result(self.to_version(obj, version), warnings)
+                return Result(await self.to_version(obj, version), warnings)
             except storage_errors.StorageError as exc:
                 raise self._error(exc, name) from None
             raise errors.already_exists(self.group, self.resource, name)
@@ -251,7 +287,7 @@ class Store:
             stored = await self.storage.create(key, obj)
         except storage_errors.StorageError as exc:
             raise self._error(exc, name) from None
-        return Result(self.to_version(stored, version), warnings)
+        return Result(await self.to_version(stored, version), warnings)
 
     # -- update (PUT and PATCH share it; the caller supplies how the new object is made)
 
@@ -273,7 +309,7 @@ class Store:
             nonlocal finalized
             if current is None:
                 raise errors.not_found(self.group, self.resource, name)
-            old = self.to_version(current, version)
+            old = await self.to_version(current, version)
             new = await updated(copy.deepcopy(old))
             self._check_type_meta(new, version)
             warnings.clear()  # a retried update reports what its last attempt found
@@ -303,7 +339,7 @@ class Store:
             await strategy.canonicalize(new, old)
             if admission.validate is not None:
                 await admission.validate(copy.deepcopy(new), copy.deepcopy(old))
-            new["apiVersion"] = self._storage_api_version
+            new = await self._to_storage(new)
             finalized = bool(
                 new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers")
             )
@@ -315,14 +351,14 @@ class Store:
         try:
             stored = await self.storage.guaranteed_update(key, try_update)
         except _DryRun as dry:
-            return Result(self.to_version(dry.object, version), warnings)
+            return Result(await self.to_version(dry.object, version), warnings)
         except storage_errors.StorageError as exc:
             raise self._error(exc, name) from None
         if finalized:
             # The last finalizer went away on an object being deleted: delete it now.
             deleted = await self._delete_now(key, name)
-            return Result(self.to_version(deleted, version), warnings, deleted=True)
-        return Result(self.to_version(stored, version), warnings)
+            return Result(await self.to_version(deleted, version), warnings, deleted=True)
+        return Result(await self.to_version(stored, version), warnings)
 
     # -- server-side apply
 
@@ -369,6 +405,99 @@ class Store:
         result.created = True
         return result
 
+    # -- the scale subresource (cf. apiextensions' ScaleREST)
+
+    def _scale(self, version: str) -> ScaleSubresource:
+        scale = self.definition.version(version)
+        if scale is None or scale.scale is None:
+            raise errors.path_not_found(f"{self.resource}/scale")
+        return scale.scale
+
+    async def get_scale(self, namespace: str, name: str, version: str,
+                        resource_version: str = "") -> Object:
+        """The object's autoscaling/v1 Scale; 500 when its spec replicas field does not
+        exist or a scale field holds the wrong type."""
+        scale = self._scale(version)
+        obj = await self.get(namespace, name, version, resource_version)
+        try:
+            scale_obj, found = scales.scale_from_custom_resource(obj, scale)
+        except scales.AccessorError as exc:
+            raise errors.StatusError(500, "", str(exc)) from None
+        if not found:
+            raise errors.internal_error(
+                f"the spec replicas field {errors.go_quote(scale.spec_replicas_path)} does not "
+                "exist")
+        return scale_obj
+
+    async def update_scale(self, ctx: RequestContext, name: str, version: str,
+                           updated: UpdatedScale, admission: Admission = ADMIT_NOTHING, *,
+                           applied: bool = False) -> Result:
+        """Update the object through its Scale (ctx.subresource "scale"): updated turns the
+        current Scale into the wanted one; then only the spec replicas field of the object
+        changes (a resourceVersion on the Scale is the precondition). Admission sees Scales,
+        as kube's does: mutation on the Scale before it is applied to the object, validation
+        on the Scales of the object about to be stored and of the stored one. applied=True
+        when updated is a server-side apply on the Scale (whose managedFields it keeps; they
+        are carried back to the object's)."""
+        scale = self._scale(version)
+        api_version = self._api_version(version)
+
+        async def to_object(current: Object | None) -> Object:
+            if current is None:
+                raise errors.not_found(self.group, self.resource, name)
+            obj = current
+            old_scale, found = self._scale_of(obj, scale)
+            if not found:
+                # signals that the object had no replicas (kube's invalidSpecReplicas)
+                old_scale["spec"]["replicas"] = scales.INVALID_SPEC_REPLICAS
+            if applied:
+                managed = scales.to_subresource(obj, self._replicas_paths)
+                set_managed(old_scale["metadata"], managed)
+            new_scale = scales.check_scale(await updated(copy.deepcopy(old_scale)))
+            sent_name = new_scale["metadata"].get("name")
+            if sent_name and sent_name != name:
+                raise errors.bad_request(
+                    f"the name of the object ({sent_name}) does not match the name on the URL "
+                    f"({name})")
+            if admission.mutate is not None:
+                replaced = await admission.mutate(new_scale, old_scale)
+                if replaced is not None:
+                    new_scale = scales.check_scale(replaced)
+            replicas = scales.spec_replicas(new_scale)
+            if replicas == scales.INVALID_SPEC_REPLICAS:
+                raise errors.bad_request(
+                    f"the spec replicas field {errors.go_quote(scale.spec_replicas_path)} "
+                    "cannot be empty")
+            scales.set_nested(obj, scale.spec_replicas_path, replicas)
+            requested_rv = new_scale["metadata"].get("resourceVersion")
+            if requested_rv:
+                obj["metadata"]["resourceVersion"] = requested_rv
+            if applied:
+                scales.to_parent(obj, new_scale, self._replicas_paths, api_version)
+            return obj
+
+        validate = None
+        if admission.validate is not None:
+            check = admission.validate
+
+            async def validate(new: Object, old: Object | None) -> None:
+                new_scale, _ = self._scale_of(new, scale)
+                old_scale = self._scale_of(old, scale)[0] if old else None
+                await check(new_scale, old_scale)
+
+        result = await self.update(ctx, name, version, to_object, Admission(None, validate),
+                                   applied=applied)
+        result.object, _ = self._scale_of(result.object, scale)
+        return result
+
+    @staticmethod
+    def _scale_of(obj: Object, scale: ScaleSubresource) -> tuple[Object, bool]:
+        """The Scale of an object being written (400, as kube's, when a field is wrong)."""
+        try:
+            return scales.scale_from_custom_resource(obj, scale)
+        except scales.AccessorError as exc:
+            raise errors.bad_request(str(exc)) from None
+
     # -- delete
 
     async def delete(self, ctx: RequestContext, name: str, version: str,
@@ -391,7 +520,7 @@ class Store:
             if current["metadata"].get("finalizers"):
                 raise _Finalizing()
             if validate is not None:
-                await validate(self.to_version(copy.deepcopy(current), version))
+                await validate(await self.to_version(copy.deepcopy(current), version))
             if ctx.dry_run:
                 raise _DryRun(current)
 
@@ -401,10 +530,10 @@ class Store:
         except _Finalizing:
             return await self._mark_deleting(ctx, key, name, version, options, validate)
         except _DryRun as dry:
-            return Result(self.to_version(dry.object, version), deleted=True)
+            return Result(await self.to_version(dry.object, version), deleted=True)
         except storage_errors.StorageError as exc:
             raise self._error(exc, name) from None
-        return Result(self.to_version(deleted, version), deleted=True)
+        return Result(await self.to_version(deleted, version), deleted=True)
 
     async def _mark_deleting(self, ctx: RequestContext, key: str, name: str, version: str,
                              options: DeleteOptions,
@@ -413,7 +542,7 @@ class Store:
             if current is None:
                 raise errors.not_found(self.group, self.resource, name)
             if validate is not None:
-                await validate(self.to_version(copy.deepcopy(current), version))
+                await validate(await self.to_version(copy.deepcopy(current), version))
             metadata = current["metadata"]
             if not metadata.get("deletionTimestamp"):
                 metadata["deletionTimestamp"] = meta.now()
@@ -432,7 +561,7 @@ class Store:
             marked = dry.object
         except storage_errors.StorageError as exc:
             raise self._error(exc, name) from None
-        return Result(self.to_version(marked, version), deleted=False)
+        return Result(await self.to_version(marked, version), deleted=False)
 
     async def _delete_now(self, key: str, name: str) -> Object:
         async def still_deletable(obj: Object) -> None:
@@ -535,3 +664,14 @@ def _keep_system_fields(metadata: dict[str, Any], old: dict[str, Any]) -> None:
             metadata.pop(key, None)
     # resourceVersion stays as the client sent it: CustomResources allow no unconditional
     # update, so validation rejects an empty one (patches carry the current one).
+
+
+def _check_create_resource_version(metadata: dict[str, Any]) -> None:
+    """As kube's etcd3 Create: a resourceVersion that parses (ParseUint) to non-zero is
+    refused with a 500 of no reason (storage.ErrResourceVersionSetOnCreate, which no error
+    interpreter maps); any other is dropped (PrepareObjectForStorage)."""
+    rv = metadata.pop("resourceVersion", None)
+    if (isinstance(rv, str) and rv.isascii() and rv.isdigit() and len(rv) <= 20
+            and 0 < int(rv) < 2**64):
+        raise errors.StatusError(
+            500, "", "resourceVersion should not be set on objects to be created")

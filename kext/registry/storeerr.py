@@ -36,6 +36,16 @@ def interpret(exc: storage_errors.StorageError, group: str, resource: str,
         return errors.internal_error(f"unable to transform or decode {what}")
     if isinstance(exc, storage_errors.InvalidObjectError):
         return errors.bad_request(str(exc))
+    if isinstance(exc, storage_errors.RequestTooLargeError):
+        # kube answers etcd's refusal as it comes (ErrorToAPIStatus: 500, no reason): the
+        # object is too big for etcd, which is up; no Retry-After, as a retry fails the same
+        return errors.StatusError(500, "", str(exc))
+    if isinstance(exc, storage_errors.OutcomeUnknownError):
+        # kube answers a write whose answer was lost with the gRPC error itself (500, no
+        # reason, no Retry-After): never 503, which clients read as "not applied" and retry
+        log.warning("%s", exc)
+        what = f"{resource}.{group} {name}" if name else f"the {resource}.{group}"
+        return errors.StatusError(500, "", f"{exc}: get {what} to see whether it was")
     if isinstance(exc, storage_errors.UnavailableError):
         err = errors.service_unavailable(f"storage is unavailable: {exc}")
         err.retry_after_seconds = 2

@@ -1,7 +1,8 @@
 """The strategy of a declared resource: what the generic store does differently per resource
 (cf. apiextensions-apiserver pkg/registry/customresource/strategy.go). One instance per
-(resource, version); the status variant only lets `.status` change. A resource may bring its
-own strategies to the Store; `crd_strategies` builds the CustomResource ones."""
+(resource, version); the status variant only lets `.status` change, the scale variant only the
+spec replicas field. A resource may bring its own strategies to the Store; `crd_strategies`
+builds the CustomResource ones."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Any
 
 from kext.api import errors, meta
 from kext.api.errors import Cause
-from kext.api.resource import ResourceDefinition, Version
+from kext.api.resource import ResourceDefinition, ScaleSubresource, Version
 from kext.api.schema import Schema
+from kext.registry import scale as scale_fields
 
 Object = dict[str, Any]
 
@@ -32,7 +34,8 @@ class Strategy:
         self.version = version
         self.namespaced = definition.namespaced
         self.has_status = version.status_subresource
-        self.schema = Schema(version.schema)
+        # compiled once, when the CRD was parsed (rules included)
+        self.schema = version.compiled or Schema(version.schema)
         self.status_hooks = tuple(status_hooks)
 
     # -- decoding: what the apiextensions decoder does to every incoming object
@@ -54,7 +57,16 @@ class Strategy:
     def validate(self, obj: Object) -> list[Cause]:
         causes = meta.validate_object_meta_create(obj, self.namespaced)
         causes.extend(self.schema.validate(obj))
+        causes.extend(self._scale_causes(obj))
         return causes
+
+    def _scale_causes(self, obj: Object) -> list[Cause]:
+        """With a scale subresource, its fields must hold what a Scale can show (kube's
+        ValidateScaleSpec and ValidateScaleStatus, on every write)."""
+        scale = self.version.scale
+        if scale is None:
+            return []
+        return scale_fields.validate_scale_fields(obj, scale)
 
     # -- update
 
@@ -72,7 +84,8 @@ class Strategy:
 
     def validate_update(self, new: Object, old: Object) -> list[Cause]:
         causes = meta.validate_object_meta_update(new, old)
-        causes.extend(self.schema.validate(new))
+        causes.extend(self.schema.validate(new, old))  # old: transition rules, ratcheting
+        causes.extend(self._scale_causes(new))
         return causes
 
     # -- after validation
@@ -112,21 +125,56 @@ class StatusStrategy(Strategy):
             new["metadata"]["managedFields"] = managed
 
 
-class Strategies:
-    """The strategies of one resource: one per served version, and the `/status` one of each
-    version with a status subresource."""
+class ScaleStrategy(Strategy):
+    """Updates through `/scale` (cf. kube's ScaleREST, which updates the main object through
+    the main strategy after copying only the replicas into it): of what a write brings, only
+    the spec replicas field, managedFields and the resourceVersion precondition are kept;
+    everything else is the stored object's. Then the main strategy's rules apply (status
+    kept, generation bumped: the spec changed). Shares the main strategy's schema and hooks."""
 
-    def __init__(self, main: Mapping[str, Strategy], status: Mapping[str, Strategy]) -> None:
+    def __init__(self, main: Strategy, scale: ScaleSubresource) -> None:
+        self.definition = main.definition
+        self.version = main.version
+        self.namespaced = main.namespaced
+        self.has_status = main.has_status
+        self.schema = main.schema
+        self.status_hooks = main.status_hooks
+        self.scale = scale
+
+    def prepare_for_update(self, new: Object, old: Object) -> None:
+        found, replicas = scale_fields.nested(new, self.scale.spec_replicas_path)
+        metadata = new.get("metadata", {})
+        managed = metadata.get("managedFields")
+        resource_version = metadata.get("resourceVersion")
+        new.clear()
+        new.update(copy.deepcopy(old))
+        if found:
+            scale_fields.set_nested(new, self.scale.spec_replicas_path, replicas)
+        if managed is not None:
+            new["metadata"]["managedFields"] = managed
+        if resource_version:
+            new["metadata"]["resourceVersion"] = resource_version
+        super().prepare_for_update(new, old)
+
+
+class Strategies:
+    """The strategies of one resource: one per served version, and the `/status` and
+    `/scale` ones of each version with those subresources."""
+
+    def __init__(self, main: Mapping[str, Strategy], status: Mapping[str, Strategy],
+                 scale: Mapping[str, Strategy] | None = None) -> None:
         self.main = dict(main)
         self.status = dict(status)
+        self.scale = dict(scale or {})
 
     def get(self, version: str, subresource: str = "") -> Strategy:
-        """The strategy of a write to version (through subresource); 404 for a `/status`
-        the version does not have."""
-        if subresource == "status":
-            strategy = self.status.get(version)
+        """The strategy of a write to version (through subresource); 404 for a `/status` or
+        `/scale` the version does not have."""
+        if subresource in ("status", "scale"):
+            strategy = (self.status if subresource == "status" else self.scale).get(version)
             if strategy is None:
-                raise errors.path_not_found(f"{self.main[version].definition.plural}/status")
+                raise errors.path_not_found(
+                    f"{self.main[version].definition.plural}/{subresource}")
             return strategy
         return self.main[version]
 
@@ -138,7 +186,9 @@ def crd_strategies(definition: ResourceDefinition,
     main = {v.name: Strategy(definition, v, status_hooks) for v in definition.served_versions}
     status = {v.name: StatusStrategy(main[v.name])
               for v in definition.served_versions if v.status_subresource}
-    return Strategies(main, status)
+    scale = {v.name: ScaleStrategy(main[v.name], v.scale)
+             for v in definition.served_versions if v.scale is not None}
+    return Strategies(main, status, scale)
 
 
 def _spec_changed(new: Object, old: Object, *, ignore_status: bool) -> bool:

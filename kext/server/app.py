@@ -1,13 +1,16 @@
 """Run kext: the process-level parts first (kext/server/process.py: serving certificates,
 embedded etcd, the listening socket), then one API server built from the completed config
-(kext/server/config.py) serving on that socket, until SIGTERM/SIGINT; then the server stops,
-and the process-level parts after it."""
+(kext/server/config.py) serving on that socket, until SIGTERM/SIGINT; then the server stops
+gracefully (APIServer.stop), and the process-level parts after it (embedded etcd last). A
+second SIGTERM/SIGINT while stopping exits at once (as kube-apiserver does)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
+import os
+import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -16,17 +19,24 @@ from typing import Any, cast
 
 from twisted.internet import task
 from twisted.internet.defer import Deferred
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from kext.admission.hooks import load_hooks
+from kext.admission.hooks import load_hook, load_hooks
+from kext.admission.plugins import AdmissionPlugins
+from kext.api.resource import ResourceDefinition
+from kext.audit import AuditLog, load_policy
 from kext.config import ServerConfig
+from kext.httpclient import WebhookClient
 from kext.metrics import Metrics
+from kext.registry.conversion import Converter, ConverterHook, new_converter
 from kext.registry.store import Store, resource_root
+from kext.registry.storedversions import StoredVersionsError, update_stored_versions
 from kext.registry.strategy import crd_strategies
 from kext.server import filters, http, metadata_paths
 from kext.server.config import CompletedConfig, new_config
+from kext.server.connections import ServingConnections
 from kext.server.handlers import watch
 from kext.server.healthz import Check, HealthEndpoint, ping
+from kext.server.logs import configure_logging
 from kext.server.process import Process, ServingCertificates
 from kext.server.request import APIRequest, Handler, Response
 from kext.server.routes import Router
@@ -37,8 +47,10 @@ from kext.storage.interface import Interface
 
 log = logging.getLogger("kext")
 
-# How long SIGTERM waits for in-flight (non-watch) requests before closing storage.
-SHUTDOWN_DRAIN_SECONDS = 10.0
+# How long shutdown waits for watch streams to be written to their end, and then for
+# connections to flush and close.
+STREAMS_END_SECONDS = 5.0
+CONNECTIONS_CLOSE_SECONDS = 5.0
 
 
 @dataclass
@@ -47,9 +59,12 @@ class Serving:
     order."""
 
     port: Any = None  # twisted's IListeningPort
+    connections: ServingConnections | None = None
     storage: EtcdClient | None = None
     caches: list[Cacher] = field(default_factory=list)
+    audit_log: AuditLog | None = None
     closers: list[Callable[[], object]] = field(default_factory=list)
+    webhook_clients: list[WebhookClient] = field(default_factory=list)
 
 
 class APIServer:
@@ -66,20 +81,27 @@ class APIServer:
         self.config = config
         self.metrics = Metrics()
         self.metrics_exposition = metrics_exposition
-        self.authenticator = config.new_authenticator()
-        self.authorizer = config.new_authorizer()
+        self.kube = config.new_kube_client()
+        self.security = config.new_security(self.metrics, self.kube)
+        self.authenticator = self.security.authenticator
+        self.authorizer = self.security.authorizer
         self.inflight = filters.InFlight(config.max_requests_inflight,
                                          config.max_mutating_requests_inflight, self.metrics)
         self.serving = Serving()
-        self.shutting_down = False
+        self.shutting_down = False  # readyz fails from the moment shutdown begins
+        self.not_accepting = False  # the listener is closed: new requests get 429
         self.handler: Handler | None = None
         self.stores: list[Store] = []
+        self.admission = AdmissionPlugins.from_config(config.admission, self.metrics.admission,
+                                                      self.kube)
 
     async def prepare_run(self) -> None:
-        """Connect to etcd and build the server on it (cf. New and PrepareRun)."""
+        """Start following the cluster's authentication settings, connect to etcd and build the
+        server on it (cf. New and PrepareRun)."""
+        await self.security.start()
         client = await connect(self.config.etcd)
         self.serving.storage = client
-        await self.build(Etcd3Store(client))
+        await self.build(Etcd3Store(client, observer=self.metrics.etcd))
 
     async def build(self, storage: Interface, *,
                     block_timeout: float = DEFAULT_BLOCK_TIMEOUT) -> None:
@@ -87,14 +109,29 @@ class APIServer:
         router and the filter chain together. Reads wait at most block_timeout seconds for a
         cache to be ready or to reach a revision."""
         cfg = self.config
+        served: dict[tuple[str, str, str], frozenset[str]] = {}
         for definition in cfg.resources:
-            cache = Cacher(storage, resource_root(cfg.storage_prefix, definition),
-                           bookmark_interval=cfg.bookmark_interval, block_timeout=block_timeout)
+            self.metrics.etcd.add_resource(cfg.storage_prefix, definition.group,
+                                           definition.plural)
+            for version in definition.served_versions:
+                served[(definition.group, version.name, definition.plural)] = frozenset(
+                    {""} | ({"status"} if version.status_subresource else set())
+                    | ({"scale"} if version.scale is not None else set()))
+            root = resource_root(cfg.storage_prefix, definition)
+            cache = Cacher(storage, root, bookmark_interval=cfg.bookmark_interval,
+                           block_timeout=block_timeout)
             await cache.start()
             self.serving.caches.append(cache)
+            try:
+                stored = await update_stored_versions(storage, cache, cfg.storage_prefix, root,
+                                                      definition)
+            except StoredVersionsError as exc:
+                raise RuntimeError(str(exc)) from None
+            log.debug("%s: objects stored as %s", definition.name, ", ".join(stored))
             strategies = crd_strategies(definition,
                                         load_hooks(definition.hooks.get("status", ())))
-            self.stores.append(Store(definition, cache, cfg.storage_prefix, strategies))
+            self.stores.append(Store(definition, cache, cfg.storage_prefix, strategies,
+                                     self.new_converter(definition)))
             self.metrics.storage.add(definition.group, definition.storage_version.name,
                                      definition.kind, definition.plural, cache)
 
@@ -112,11 +149,44 @@ class APIServer:
                                       Check("watch-cache", self.cache_check),
                                       Check("shutdown", self.shutdown_check)]),
         ]
-        router = Router(self.stores, health, functools.partial(watch.watch, metrics=self.metrics))
+        self.admission.start()
+        router = Router(self.stores, health, functools.partial(watch.watch, metrics=self.metrics),
+                        self.admission)
         metadata_paths.install(router, cfg.resources)
         router.add_path("/metrics", self.serve_metrics)
         self.handler = filters.chain(router, self.authenticator, self.authorizer,
-                                     self.inflight, cfg.request_timeout_seconds, self.metrics)
+                                     self.inflight, cfg.request_timeout_seconds, self.metrics,
+                                     auditor=self.new_auditor(), served=served,
+                                     not_accepting=lambda: self.not_accepting)
+
+    def new_auditor(self) -> filters.Auditor | None:
+        """The audit policy and log, when audit.policyFile is set (the log's writer thread
+        starts here)."""
+        audit = self.config.audit
+        if not audit.policy_file:
+            return None
+        policy = load_policy(audit.policy_file)
+        errors = self.metrics.audit_errors
+        sink = AuditLog(audit.log_path, audit.max_size_mb, audit.max_backups,
+                        lambda plugin, n: errors.labels(plugin).inc(n))
+        sink.start()
+        self.serving.audit_log = sink
+        log.info("auditing to %s as %s says", "standard output" if audit.log_path == "-"
+                 else audit.log_path, audit.policy_file)
+        return filters.Auditor(policy, sink, self.metrics)
+
+    def new_converter(self, definition: ResourceDefinition) -> Converter:
+        """The resource's converter: its conversion hook (imported here: the registry imports
+        no user code), its webhook (with a pooled HTTPS client of this server's), or None."""
+        hooks = definition.hooks.get("conversion", ())
+        if hooks:
+            return new_converter(definition, hook=cast(ConverterHook, load_hook(hooks[0])))
+        webhook = definition.conversion.webhook
+        if definition.conversion.strategy == "Webhook" and webhook is not None:
+            client = WebhookClient(webhook.address, webhook.ca_bundle)
+            self.serving.webhook_clients.append(client)
+            return new_converter(definition, transport=client)
+        return new_converter(definition)
 
     def serve(self, listener: socket.socket) -> None:
         """Serve HTTPS on a listening socket (cf. Run). The port takes a descriptor of its
@@ -127,15 +197,17 @@ class APIServer:
         assert self.handler is not None, "prepare_run() comes first"
         reactor = cast(Any, _reactor)
         cfg = self.config
-        site = http.make_site(self.handler, cfg.max_request_body_bytes)
+        site = http.make_site(self.handler, cfg.max_request_body_bytes,
+                              cfg.read_header_timeout_seconds)
         tls = ReloadingContextFactory(cfg.serving.cert_file, cfg.serving.key_file,
-                                      list(cfg.serving.client_ca_files))
+                                      list(cfg.serving.client_ca_files),
+                                      self.security.cluster_client_cas)
         reload_loop = task.LoopingCall(tls.reload_if_changed)
         reload_loop.start(10.0, now=False)
         self.serving.closers.append(reload_loop.stop)
-        # what listenSSL does, on a socket that is already listening (the casts: mypy does
-        # not see zope's interface declarations)
-        https = TLSMemoryBIOFactory(cast(Any, tls), False, cast(Any, site))
+        # what listenSSL does, on a socket that is already listening
+        https = ServingConnections(tls, site, self.metrics.tls_handshake_errors.inc)
+        self.serving.connections = https
         self.serving.port = reactor.adoptStreamPort(listener.fileno(), listener.family, https)
 
     async def serve_metrics(self, request: APIRequest) -> Response:
@@ -152,39 +224,71 @@ class APIServer:
         return "the server is shutting down" if self.shutting_down else None
 
     async def stop(self) -> None:
-        """Stop listening, let in-flight requests finish (bounded), end watches cleanly, close
-        storage."""
+        """Shut down as kube-apiserver does on SIGTERM: readyz fails at once; after
+        serving.shutdownDelayDuration the listener closes and new requests on connections
+        still open get 429 (Retry-After); requests in flight finish (bounded by the request
+        timeout); the watch caches stop, which ends every watch with its stream's
+        terminating chunk; each connection closes once what was written to it is sent; the
+        audit log is written out; storage closes."""
+        cfg = self.config
         self.shutting_down = True
-        if self.serving.port is not None:
-            stopping = self.serving.port.stopListening()
+        serving = self.serving
+        if serving.port is not None and cfg.shutdown_delay_seconds > 0:
+            log.info("shutting down: /readyz fails from now, the listener closes in %gs",
+                     cfg.shutdown_delay_seconds)
+            await asyncio.sleep(cfg.shutdown_delay_seconds)
+        self.not_accepting = True
+        if serving.port is not None:
+            stopping = serving.port.stopListening()
             if isinstance(stopping, Deferred):
                 await stopping.asFuture(asyncio.get_running_loop())
-        if not await self.inflight.drained(SHUTDOWN_DRAIN_SECONDS):
-            log.warning("shutting down with requests still in flight after %ss",
-                        SHUTDOWN_DRAIN_SECONDS)
-        for close in self.serving.closers:
+        if not await self.inflight.drained(cfg.request_timeout_seconds):
+            log.warning("shutting down with requests still in flight after %gs",
+                        cfg.request_timeout_seconds)
+        for close in serving.closers:
             close()
-        for cache in self.serving.caches:
-            await cache.stop()  # ends every watch stream cleanly
-        if self.serving.storage is not None:
-            await self.serving.storage.close()
+        for cache in serving.caches:
+            await cache.stop()  # ends every watch
+        if not await self.inflight.streams_ended(STREAMS_END_SECONDS):
+            log.warning("%d watch streams did not end within %gs", self.inflight.streams,
+                        STREAMS_END_SECONDS)
+        # A stream's last chunk is written right after its end is counted: let that run.
+        await asyncio.sleep(0)
+        if serving.connections is not None:
+            await serving.connections.close(CONNECTIONS_CLOSE_SECONDS)
+        if serving.audit_log is not None:
+            await serving.audit_log.close()
+        await self.admission.close()
+        for client in serving.webhook_clients:
+            await client.close()
+        if serving.storage is not None:
+            await serving.storage.close()
+        await self.security.stop()
+        if self.kube is not None:
+            await self.kube.close()
+        log.info("API server stopped")
 
 
 def announce(options: ServerConfig, certificates: ServingCertificates) -> None:
-    """Tell the user where kext listens and how to reach it."""
+    """Tell the user where kext listens and how to reach it (on standard error when audit
+    events go to standard output)."""
+    out = sys.stderr if options.audit.log_path == "-" else sys.stdout
     url = certificates.url
     names = ", ".join(d.name for d in options.resources) or "no resources"
-    print(f"kext is serving {names} on {url}", flush=True)
+    print(f"kext is serving {names} on {url}", file=out, flush=True)
     if certificates.kubeconfig:
         first = options.resources[0].plural if options.resources else "widgets"
-        print(f"  try: kubectl --kubeconfig {certificates.kubeconfig} get {first}", flush=True)
-    print(f"  health: curl -k {url}/readyz?verbose", flush=True)
+        # absolute: the line works pasted into a shell in any directory
+        kubeconfig = os.path.abspath(certificates.kubeconfig)
+        print(f"  try: kubectl --kubeconfig {kubeconfig} get {first}", file=out, flush=True)
+    print(f"  health: curl -k {url}/readyz?verbose", file=out, flush=True)
 
 
 def run(options: ServerConfig) -> int:
     """Run kext until SIGTERM/SIGINT; returns the process exit code. With serving.workers
     above 1, this process is the supervisor of that many workers (kext/server/supervisor.py);
     otherwise it serves itself."""
+    configure_logging(options.logging)
     if options.serving.workers > 1:
         from kext.server.supervisor import supervise
 
@@ -239,5 +343,26 @@ def run_reactor(start: Callable[[], Awaitable[None]],
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(stop()))
     )
-    reactor.run()
+    install_stop_signals(loop, reactor.stop)
+    # our own handlers, not twisted's: twisted leaves SIGINT alone when the process started
+    # with it ignored (a script's `kext &`), so Ctrl-C or `kill -INT` would not stop kext
+    reactor.run(installSignalHandlers=False)
     return exit_code
+
+
+def install_stop_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], object]) -> None:
+    """SIGTERM and SIGINT call stop once, however the process was started (an inherited
+    SIG_IGN is overridden); the second one exits at once with code 1."""
+    signals: list[int] = []
+
+    def received(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if signals:
+            print(f"kext: {name} again: exiting without waiting", file=sys.stderr, flush=True)
+            os._exit(1)
+        signals.append(signum)
+        log.info("%s: stopping", name)
+        stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, received, signum)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,6 +13,7 @@ from OpenSSL import crypto
 from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.web import server
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.resource import Resource
 
 from kext.api import errors
@@ -94,7 +95,7 @@ class APIResource(Resource):
             _write(request, status_response(errors.internal_error("unexpected server error")))
 
     async def _serve(self, request: server.Request) -> None:
-        started = time.monotonic()
+        # (each request's log line is the filter chain's: kext.server.filters)
         api_request = _to_api_request(request)
         if isinstance(request, KextRequest) and request.body_too_large:
             response: Response | StreamResponse = status_response(
@@ -106,13 +107,6 @@ class APIResource(Resource):
             await _stream(request, response)
         else:
             _write(request, response)
-        user = api_request.user.name if api_request.user else ""
-        log.info(
-            "%s %s user=%s code=%s latency=%.1fms",
-            api_request.info.verb.upper() if api_request.info.is_resource_request
-            else api_request.method, request.uri.decode("latin-1"), user,
-            request.code, (time.monotonic() - started) * 1000,
-        )
 
 
 def _to_api_request(request: server.Request) -> APIRequest:
@@ -142,7 +136,13 @@ def _to_api_request(request: server.Request) -> APIRequest:
         peer_certificates=_peer_certificates(request),
         raw_headers=raw_headers,
         remote=getattr(peer, "host", ""),
+        uri=uri,
     )
+
+
+# Standard reason phrases for the HTTP/1.1 status line: twisted's table lacks some that kube
+# answers with (422 Unprocessable Entity, 429 Too Many Requests) and says "Unknown Status".
+_REASONS = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
 
 
 def _write(request: server.Request, response: Response) -> None:
@@ -157,7 +157,7 @@ def _write(request: server.Request, response: Response) -> None:
 
 def _start(request: server.Request, response: Response | StreamResponse) -> None:
     """Status code and headers (values UTF-8: Warning texts may name any field)."""
-    request.setResponseCode(response.code)
+    request.setResponseCode(response.code, _REASONS.get(response.code))
     request.setHeader(b"Content-Type", response.content_type.encode())
     for name, value in response.headers:
         request.responseHeaders.addRawHeader(name.encode(), value.encode())
@@ -229,14 +229,217 @@ class _FlowControl:
         await self._resume
 
 
-def make_site(handler: Handler, max_body_bytes: int) -> server.Site:
-    """A Site whose requests enforce the body limit and run every path through handler."""
+# -- the HTTP/1.1 connection, with Go's net/http limits (kube serves with MaxHeaderBytes 1 MiB
+# and ReadHeaderTimeout 32 s: apiserver pkg/server/secure_serving.go)
+
+MAX_HEADER_BYTES = 1 << 20
+# Go reads MaxHeaderBytes plus 4096 bytes of bufio slop before it answers 431
+# (net/http server.go initialReadLimitSize), and at most 500 header lines
+# (DefaultMaxHeaderValueCount).
+_HEADER_READ_LIMIT = MAX_HEADER_BYTES + 4096
+MAX_HEADER_LINES = 500
+READ_HEADER_TIMEOUT_SECONDS = 32.0
+IDLE_TIMEOUT_SECONDS = 90.0  # kube's http.Server IdleTimeout, between keep-alive requests
+# After refusing a request Go half-closes and waits 500 ms (closeWriteAndWait), so a client
+# still sending reads the answer instead of a reset.
+_LINGER_SECONDS = 0.5
+
+_TEXT = b"text/plain; charset=utf-8"
+
+
+class KextChannel(HTTPChannel):
+    """Twisted's HTTP/1.1 channel answering malformed or oversized requests as Go's server
+    does: request lines end at LF (a CR before it is dropped, a bare CR is refused); header
+    blocks past 1 MiB (+4 KiB) or 500 lines get 431; a Content-Length past the body limit
+    gets 413 at once, without waiting for the body; other framing errors get 400; each of
+    these with a body saying so and the connection closed. A connection that has not sent a
+    request's headers within read_header_timeout is closed without an answer, as is a
+    keep-alive connection idle for IDLE_TIMEOUT_SECONDS."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = _HEADER_READ_LIMIT
+    totalHeadersSize = _HEADER_READ_LIMIT
+    maxHeaders = MAX_HEADER_LINES
+    read_header_timeout = READ_HEADER_TIMEOUT_SECONDS
+    max_body_bytes = 3 * 1024 * 1024
+
+    _deadline: Any = None  # the IDelayedCall closing a connection that keeps us waiting
+    _in_headers = True
+    _header_bytes = 0
+    _refused = False
+    _closing: Any = None
+    _lost = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._set_deadline(self.read_header_timeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering after a refusal: what the client still sends is dropped
+        if self._in_headers and self._deadline_kind == "idle":
+            self._set_deadline(self.read_header_timeout)  # a request has begun
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> Any:
+        self._header_bytes += len(line) + 1
+        if self._header_bytes > _HEADER_READ_LIMIT:
+            return self._refuse_headers()
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        super().lineReceived(line)
+        return self._refused  # stops LineReceiver from reading on after a refusal
+
+    def lineLengthExceeded(self, line: bytes) -> Any:
+        return self._refuse_headers()
+
+    def headerReceived(self, line: bytes) -> bool:
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self._refuse_headers()
+            return False
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        value = value.strip(b" \t")
+        if name == b"content-length" and value.isdigit():
+            if int(value) >= 2**63:  # Go: not an int64, so not a length
+                self._respondToBadRequestAndDisconnect()
+                return False
+            if int(value) > self.max_body_bytes:
+                self._refuse_body()
+                return False
+        if name == b"transfer-encoding" and value.lower() not in (b"chunked", b"identity"):
+            self._refuse(b"501 Not Implemented", b"Unsupported transfer encoding")
+            return False
+        ok: bool = super().headerReceived(line)
+        return ok
+
+    def rawDataReceived(self, data: bytes) -> None:
+        super().rawDataReceived(data)
+        if self._refused or self._handlingRequest or not self.requests:
+            return
+        # A chunked body past the limit is refused as soon as it is (or a chunk announces
+        # it will be), as a Content-Length past it is.
+        decoder = self._transferDecoder
+        announced = getattr(decoder, "length", 0) if getattr(decoder, "state", "") == "BODY" \
+            else 0
+        if getattr(self.requests[-1], "body_too_large", False) or (
+                isinstance(announced, int) and announced > self.max_body_bytes):
+            self._refuse_body()
+
+    def allHeadersReceived(self) -> None:
+        self._clear_deadline()
+        self._in_headers = False
+        self._header_bytes = 0
+        request = self.requests[-1]
+        if self._version == b"HTTP/1.1" and not request.requestHeaders.hasHeader(b"host"):
+            self._refuse(b"400 Bad Request: missing required Host header")
+            return  # _refuse set a length: HTTPChannel waits for a body that is never read
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Any) -> None:
+        self._in_headers = True
+        self._set_deadline(IDLE_TIMEOUT_SECONDS, "idle")
+        super().requestDone(request)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self._lost = True
+        self._clear_deadline()
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
+        self._closing = None
+        super().connectionLost(reason)
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Twisted's one answer to a malformed request line, header, length or chunk
+        self._refuse(b"400 Bad Request")
+
+    # -- answers and deadlines
+
+    def _refuse_headers(self) -> bool:
+        self._refuse(b"431 Request Header Fields Too Large")
+        return True
+
+    def _refuse_body(self) -> None:
+        error = errors.request_entity_too_large(f"limit is {self.max_body_bytes}")
+        body = status_response(error).body
+        self._refuse(b"413 Request Entity Too Large", body, b"application/json")
+
+    def _refuse(self, status: bytes, body: bytes | None = None,
+                content_type: bytes = _TEXT) -> None:
+        """Answer status (with body, by default the status itself) and close, as Go's
+        server does for a request it cannot read."""
+        if self._refused:
+            return
+        self._refused = True
+        self._clear_deadline()
+        text = status if body is None else body
+        transport: Any = self.transport
+        transport.write(
+            b"HTTP/1.1 " + status + b"\r\nContent-Type: " + content_type
+            + b"\r\nContent-Length: " + str(len(text)).encode()
+            + b"\r\nConnection: close\r\n\r\n" + text)
+        self.clearLineBuffer()
+        self.length = 1  # nothing more is read: no request is dispatched
+        self._closing = self.callLater(_LINGER_SECONDS, self._close)
+
+    def _close(self) -> None:
+        # Closed outright: a TLS close would wait for the peer's close_notify, and a peer
+        # that never sends one would hold the connection (the answer went out 500 ms ago).
+        transport: Any = self.transport
+        if self._closing is not None and transport is not None and not self._lost:
+            transport.abortConnection()
+        self._closing = None
+
+    _deadline_kind = ""
+
+    def _set_deadline(self, seconds: float, kind: str = "header") -> None:
+        self._clear_deadline()
+        self._deadline_kind = kind
+        if seconds > 0:
+            self._deadline = self.callLater(seconds, self._deadline_passed)
+
+    def _clear_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+        self._deadline_kind = ""
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
+            return  # HTTP/2 took this connection over: its own channel times it out
+        log.info("closing a connection that sent no request headers in time")
+        self.timeoutConnection()
+
+
+class _Site(server.Site):
+    """A Site whose HTTP/1.1 connections are KextChannels (HTTP/2 by ALPN as Twisted's)."""
+
+    channel = KextChannel
+
+    def protocol(self) -> Any:
+        # Twisted picks HTTP/1.1 or HTTP/2 after the TLS handshake in its private
+        # _GenericHTTPChannelProtocol; this is the one place kext builds one.
+        return _GenericHTTPChannelProtocol(self.channel())
+
+
+def make_site(handler: Handler, max_body_bytes: int,
+              read_header_timeout: float = READ_HEADER_TIMEOUT_SECONDS) -> server.Site:
+    """A Site whose requests enforce the body limit, whose HTTP/1.1 connections enforce
+    Go's header limits and read_header_timeout, and which runs every path through
+    handler."""
 
     class _Request(KextRequest):
         pass
 
+    class _Channel(KextChannel):
+        pass
+
     _Request.max_body_bytes = max_body_bytes
-    site = server.Site(APIResource(handler), requestFactory=_Request)
+    _Channel.max_body_bytes = max_body_bytes
+    _Channel.read_header_timeout = read_header_timeout
+    site = _Site(APIResource(handler), requestFactory=_Request)
+    site.channel = _Channel
     site.displayTracebacks = False
     site.noisy = False
     return site

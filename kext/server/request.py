@@ -3,14 +3,15 @@ filters can be driven in memory."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import yaml
 
-from kext.api import errors
+from kext.api import errors, nesting, yamljson
 from kext.auth.user import UserInfo
 from kext.server.negotiation import Target
 from kext.server.request_info import RequestInfo
@@ -29,64 +30,90 @@ class APIRequest:
     raw_headers: list[tuple[str, str]] = field(default_factory=list)
     user: UserInfo | None = None
     remote: str = ""
+    uri: str = ""  # as sent: path and query
+    # set by the outermost filters: when the request arrived (time.time()), its audit ID,
+    # and the audit annotations later filters add (authorization's decision and reason)
+    received: float = 0.0
+    audit_id: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
 
     def param(self, name: str, default: str = "") -> str:
-        """The last value of a query parameter."""
+        """The first value of a query parameter: kube decodes a repeated parameter from its
+        first value (apimachinery pkg/runtime/conversion.go, Convert_Slice_string_To_*)."""
         values = self.query.get(name)
-        return values[-1] if values else default
+        return values[0] if values else default
 
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name.lower(), default)
 
     def json_body(self) -> Any:
-        """The body decoded from JSON or YAML by Content-Type; 400 when it does not parse."""
+        """The body decoded from JSON or YAML by Content-Type; 400 when it does not parse or
+        nests deeper than kube-apiserver's decoding allows of kext."""
         if not self.body:
             raise errors.bad_request("the request body is empty")
         content_type = self.header("content-type", "application/json").split(";")[0].strip()
         try:
-            if content_type in ("application/yaml", "application/apply-patch+yaml"):
-                decoded = yaml.load(self.body, Loader=_YAML_LOADER)
-                orjson.dumps(decoded)  # what YAML holds beyond JSON (binary...) is refused here
-                return decoded
-            return orjson.loads(self.body)
-        except (orjson.JSONDecodeError, orjson.JSONEncodeError, yaml.YAMLError) as exc:
+            if content_type in YAML_CONTENT_TYPES:
+                return decode_yaml(self.body)
+            return decode_json(self.body)
+        except BodyDecodeError as exc:
             raise errors.bad_request(f"the request body could not be decoded: {exc}") from None
 
 
-class _YAMLLoader(yaml.SafeLoader):
-    """Safe YAML as Kubernetes reads request bodies: timestamps stay strings (as in JSON),
-    mapping keys become strings, and aliases are refused (a few bytes of aliases can expand
-    into gigabytes: CVE-2019-11253)."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError("YAML aliases are not accepted in request bodies")
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-        # keys become strings before they meet in a dict: true and 1 (equal in Python) stay
-        # two keys, as sigs.k8s.io/yaml reads them
-        if isinstance(node, yaml.MappingNode):
-            self.flatten_mapping(node)
-        pairs = self.construct_pairs(node, deep=True)
-        return {k if isinstance(k, str) else _scalar_key(k): v for k, v in pairs}
+YAML_CONTENT_TYPES = ("application/yaml", "application/apply-patch+yaml")
+# An integer of 19 digits or more may lie outside int64 (kube decodes it as a float)
+_LONG_INTEGER = re.compile(rb"[0-9]{19}")
 
 
-def _scalar_key(key: Any) -> str:
-    if isinstance(key, bool):
-        return "true" if key else "false"
-    if key is None:
-        return "null"
-    if isinstance(key, int | float):
-        return str(key)
-    raise yaml.YAMLError(f"a mapping key must be a string, not {type(key).__name__}")
+class BodyDecodeError(ValueError):
+    """A request body that is not a JSON (or YAML) value kube would accept."""
 
 
-_YAMLLoader.yaml_implicit_resolvers = {
-    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in _YAMLLoader.yaml_implicit_resolvers.items()
-}
-_YAML_LOADER = _YAMLLoader
+def decode_json(body: bytes) -> Any:
+    """A JSON body as kube decodes it: at most nesting.MAX_DEPTH levels deep (its
+    managedFields a few more), integers past int64 as floats. BodyDecodeError otherwise."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):  # orjson's own limit (1024) is far past kext's
+            raise BodyDecodeError(f"exceeded max depth of {nesting.MAX_DEPTH}") from None
+        raise BodyDecodeError(str(exc)) from None
+    # Counting brackets is much cheaper than a walk: most bodies cannot be too deep.
+    if (body.count(b"{") + body.count(b"[") > nesting.MAX_DEPTH
+            or _LONG_INTEGER.search(body) is not None):
+        try:
+            nesting.check_object_depth(value)
+        except ValueError as exc:
+            raise BodyDecodeError(str(exc)) from None
+    return value
+
+
+def decode_yaml(body: bytes) -> Any:
+    """A YAML body as kube decodes it (YAMLToJSON: kext.api.yamljson). A body that is JSON,
+    as kubectl sends server-side apply patches, takes the fast path."""
+    if body.lstrip()[:1] in (b"{", b"["):
+        try:
+            return decode_json(body)
+        except BodyDecodeError:
+            pass  # not JSON after all (a YAML flow mapping): read it as YAML
+    try:
+        # managedFields may nest deeper (nesting.check_object_depth measures them apart)
+        value = yamljson.yaml_to_json(
+            body, nesting.MAX_DEPTH + nesting.MANAGED_FIELDS_EXTRA_DEPTH + 2, nesting.MAX_DEPTH)
+        return nesting.check_object_depth(value)
+    except yaml.YAMLError as exc:
+        raise BodyDecodeError(
+            f"error converting YAML to JSON: yaml: {_yaml_problem(exc)}") from None
+    except ValueError as exc:  # YAMLDecodeError and nesting's
+        raise BodyDecodeError(f"error converting YAML to JSON: {exc}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A parse error in one line: where and what (PyYAML's own text spans several)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}: " if mark is not None else ""
+    return f"{where}{problem}"
 
 
 @dataclass
@@ -118,11 +145,20 @@ def encode(obj: Any, target: Target | None = None) -> tuple[bytes, str]:
     return orjson.dumps(obj), "application/json"
 
 
+def warning_header(text: str) -> tuple[str, str]:
+    """A `Warning` response header as kube writes one: code 299, no agent, the text quoted."""
+    return "Warning", f"299 - {errors.go_quote(text)}"
+
+
 def object_response(code: int, obj: Any, target: Target | None = None,
-                    warnings: list[str] | None = None) -> Response:
+                    warnings: Iterable[str] = ()) -> Response:
     body, content_type = encode(obj, target)
-    headers = [("Warning", f"299 - {errors.go_quote(w)}") for w in (warnings or [])]
-    return Response(code, body, content_type, headers)
+    return Response(code, body, content_type, warning_headers(warnings))
+
+
+def warning_headers(warnings: Iterable[str]) -> list[tuple[str, str]]:
+    """`Warning` headers as kube writes them, one per warning."""
+    return [warning_header(w) for w in warnings]
 
 
 def status_response(error: errors.StatusError) -> Response:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kext.api.errors import StatusError
+from kext.api.selectors import parse_field_selector
+
 # A GET with ?watch=true (or under the deprecated /watch/ prefix) is a watch.
 _WATCH_TRUE = ("true", "1")
 
@@ -63,6 +66,23 @@ def parse_request_info(method: str, path: str, query: dict[str, list[str]]) -> R
             verb = "deletecollection"
     if verb == "list" and query.get("watch", [""])[-1].lower() in _WATCH_TRUE:
         verb = "watch"
+    if verb in ("list", "watch") and not name:
+        # A list or watch of one object by fieldSelector names it, for authorization (RBAC
+        # resourceNames) as kube's RequestInfoFactory does.
+        name = _selected_name(query.get("fieldSelector", [""])[-1])
     return RequestInfo(
         True, path, verb, group, version, namespace, resource, subresource, name
     )
+
+
+def _selected_name(field_selector: str) -> str:
+    """The name `metadata.name=<name>` in a field selector requires, if a valid path segment."""
+    if "metadata.name" not in field_selector:
+        return ""
+    try:
+        name = parse_field_selector(field_selector).requires_exact_match("metadata.name")
+    except StatusError:  # a selector the handler refuses later, in its own words
+        return ""
+    if not name or name in (".", "..") or "/" in name or "%" in name:
+        return ""
+    return name

@@ -4,14 +4,25 @@ requests dispatched to the handler of their verb."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from kext.admission.chain import Chain, resource_chain
+from kext.admission.chain import Chain
+from kext.admission.interfaces import ObjectInterfaces
+from kext.admission.plugins import AdmissionPlugins
 from kext.api import errors
+from kext.api.resource import Version
 from kext.registry.store import Store
-from kext.server.handlers import create, delete, get, patch, update
+from kext.server.handlers import create, delete, get, patch, scale, update
 from kext.server.handlers.scope import Scope
 from kext.server.healthz import HealthEndpoint
-from kext.server.request import AnyResponse, APIRequest
+from kext.server.request import (
+    AnyResponse,
+    APIRequest,
+    Response,
+    status_response,
+    warning_header,
+    warning_headers,
+)
 
 ResourceHandler = Callable[[APIRequest, Scope], Awaitable[AnyResponse]]
 PathHandler = Callable[[APIRequest], Awaitable[AnyResponse]]
@@ -27,18 +38,32 @@ VERBS: dict[str, ResourceHandler] = {
 }
 
 # Verbs each subresource path accepts.
-SUBRESOURCE_VERBS = {"status": ("get", "update", "patch")}
+SUBRESOURCE_VERBS = {"status": ("get", "update", "patch"), "scale": ("get", "update", "patch")}
+
+# The handlers of /scale: an autoscaling/v1 Scale in and out.
+SCALE_VERBS: dict[str, ResourceHandler] = {
+    "get": scale.get,
+    "update": scale.update,
+    "patch": scale.patch,
+}
 
 
 class Router:
     """Routes an authenticated request to its handler."""
 
     def __init__(self, stores: list[Store], health: list[HealthEndpoint],
-                 watch: ResourceHandler) -> None:
+                 watch: ResourceHandler, admission: AdmissionPlugins | None = None) -> None:
         self.stores = {(s.group, s.resource): s for s in stores}
+        admission = admission or AdmissionPlugins()
         # each resource's admission chain, its hooks loaded once
         self.chains: dict[tuple[str, str], Chain] = {
-            key: resource_chain(s.definition) for key, s in self.stores.items()
+            key: admission.chain(s.definition, object_interfaces(s))
+            for key, s in self.stores.items()
+        }
+        # the Warning of each deprecated version, worded once
+        self.warnings = {
+            (s.group, s.resource, v.name): s.definition.deprecation_warning(v)
+            for s in stores for v in s.definition.served_versions if v.deprecated
         }
         self.health = {f"/{h.name}": h for h in health}
         self.paths: dict[str, PathHandler] = {}
@@ -75,24 +100,67 @@ class Router:
         if info.namespace and not store.namespaced:
             raise errors.path_not_found(request.path)
         verb = info.verb
+        if verb == "watch" and request.method != "GET":
+            # the /watch/ paths are GET routes only: any other method is go-restful's 405
+            raise errors.StatusError(
+                405, "MethodNotAllowed",
+                "the server does not allow this method on the requested resource")
         if store.namespaced and not info.namespace and verb not in ("list", "watch"):
             # only list and watch span all namespaces (as kube's CustomResource handler)
             raise errors.path_not_found(request.path)
         if verb in ("update", "patch") and not info.name:
             raise errors.bad_request("name must be provided")
+        warning = self.warnings.get((store.group, store.resource, version.name))
+        if not warning:
+            return await self._dispatch(request, store, version)
+        # as kube: every request to a deprecated version carries its warning, errors too
+        try:
+            response = await self._dispatch(request, store, version)
+        except errors.StatusError as exc:
+            response = status_response(exc)
+        response.headers.append(warning_header(warning))
+        return response
+
+    async def _dispatch(self, request: APIRequest, store: Store,
+                        version: Version) -> AnyResponse:
+        info = request.info
+        verb = info.verb
+        handler = self.verbs.get(verb)
         if info.subresource:
             allowed = SUBRESOURCE_VERBS.get(info.subresource)
             if allowed is None or (info.subresource == "status"
-                                   and not version.status_subresource):
+                                   and not version.status_subresource) or (
+                    info.subresource == "scale" and version.scale is None):
                 raise errors.path_not_found(request.path)
             if verb not in allowed:
                 raise errors.method_not_supported(store.group, f"{store.resource}/"
                                                   f"{info.subresource}", verb)
-        handler = self.verbs.get(verb)
+            if info.subresource == "scale":
+                handler = SCALE_VERBS[verb]
         if handler is None:
             raise errors.method_not_supported(store.group, store.resource, verb)
         scope = Scope(store, version, info.namespace, info.name, info.subresource,
                       self.chains[(store.group, store.resource)])
-        return await handler(request, scope)
+        try:
+            response = await handler(request, scope)
+        except errors.StatusError as error:
+            if not scope.warnings:
+                raise
+            # what admission warned about reaches the client with the refusal too (kube's
+            # warning recorder writes its headers whatever the answer)
+            response = status_response(error)
+        if scope.warnings and isinstance(response, Response):
+            response.headers.extend(warning_headers(scope.warnings))
+        return response
+
+
+def object_interfaces(store: Store) -> ObjectInterfaces:
+    """What admission may ask of a resource, from its store: decoding (pruning and
+    defaulting as the strategy's decoder does) and conversion between served versions."""
+
+    def decode(obj: dict[str, Any], version: str) -> None:
+        store.strategy(version).prune_and_default(obj)
+
+    return ObjectInterfaces.of(store.definition, decode, store.to_version)
 
 

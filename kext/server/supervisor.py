@@ -38,7 +38,7 @@ from kext.server.app import announce
 from kext.server.channel import Channel
 from kext.server.config import new_config
 from kext.server.process import Process
-from kext.server.worker import worker_settings
+from kext.server.worker import WorkerSettings, worker_settings
 from kext.storage.embedded import die_with_parent
 
 log = logging.getLogger("kext")
@@ -145,9 +145,15 @@ class Supervisor:
             certificates = await self.process.start()
             listener = self.process.listen()
             config = new_config(self.options, certificates, self.process.etcd).complete()
-            level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-            self.workers = [Worker(i, worker_settings(config, i, count, level).to_json())
-                            for i in range(count)]
+            logs = self.options.logging
+            settings = [worker_settings(config, i, count, logs) for i in range(count)]
+            self.workers = [Worker(i, s.to_json()) for i, s in enumerate(settings)]
+            # What a worker will read must be what it was given (a config field JSON cannot
+            # carry would otherwise fail, or change, in every worker).
+            if WorkerSettings.from_json(self.workers[0].settings) != settings[0]:
+                raise ValueError("the configuration does not come back whole from the JSON a "
+                                 "worker reads: kext.server.worker cannot carry one of its "
+                                 "fields")
             for worker in self.workers:
                 await worker.start(listener, self)
         except Exception as exc:
@@ -174,8 +180,9 @@ class Supervisor:
             self.started = True
             announce(self.options, certificates)
             pids = ", ".join(str(w.pid) for w in self.workers)
+            out = sys.stderr if self.options.audit.log_path == "-" else sys.stdout
             print(f"  {count} workers (pids {pids}) on one port, supervised by pid "
-                  f"{os.getpid()}", flush=True)
+                  f"{os.getpid()}", file=out, flush=True)
             await self.stopping.wait()
         await self._stop(supervised)
         return 0

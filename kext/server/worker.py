@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import collections.abc
 import dataclasses
 import json
 import logging
@@ -21,14 +23,18 @@ import socket
 import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from kext.api import errors
+from kext.api.schema import Schema
+from kext.config import LoggingConfig
 from kext.metrics import exposition, parse_samples
 from kext.server.app import APIServer, run_reactor
 from kext.server.channel import Channel, ChannelClosed, RemoteError
 from kext.server.config import CompletedConfig
+from kext.server.logs import configure_logging
 from kext.server.request import AnyResponse, APIRequest, Handler
 
 log = logging.getLogger("kext")
@@ -43,24 +49,49 @@ ACCEPT_PAUSE = 0.001
 @dataclass(frozen=True)
 class WorkerSettings:
     """What the supervisor gives a worker: the config it is built from, which worker it is of
-    how many, and the log level."""
+    how many, and how it logs."""
 
     config: CompletedConfig
     index: int
     workers: int
-    log_level: str = "INFO"
+    logging: LoggingConfig
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        return json.dumps(_encode(self))
 
     @classmethod
     def from_json(cls, text: str) -> WorkerSettings:
         return _decode(cls, json.loads(text))
 
 
+# What is compiled from plain data travels as that data and is compiled again in the worker:
+# type -> (its data, how to build it from the data).
+_REBUILT: dict[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    Schema: (lambda schema: schema.source, Schema),  # a version's openAPIV3Schema, compiled
+    bytes: (lambda data: base64.b64encode(data).decode(), base64.b64decode),  # PEM bundles
+}
+
+
+def _encode(value: Any) -> Any:
+    """value as JSON data: dataclasses field by field, tuples as lists, _REBUILT types as
+    their data."""
+    rebuilt = _REBUILT.get(type(value))
+    if rebuilt is not None:
+        return rebuilt[0](value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    return value
+
+
 def _decode(hint: Any, value: Any) -> Any:
     """value (JSON data) as the type hint says: dataclasses by their fields' hints, tuples,
-    lists, dicts, optionals and plain values."""
+    lists, dicts, optionals, _REBUILT types and plain values."""
+    if hint in _REBUILT:
+        return _REBUILT[hint][1](value)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         hints = typing.get_type_hints(hint)
         return hint(**{f.name: _decode(hints[f.name], value[f.name])
@@ -77,7 +108,7 @@ def _decode(hint: Any, value: Any) -> Any:
         return tuple(_decode(a, v) for a, v in zip(args, value, strict=True))
     if origin is list:
         return [_decode(args[0], v) for v in value]
-    if origin is dict:
+    if origin in (dict, collections.abc.Mapping):
         return {k: _decode(args[1], v) for k, v in value.items()}
     if hint is float and isinstance(value, int):
         return float(value)
@@ -92,16 +123,29 @@ def inflight_share(limit: int, index: int, workers: int) -> int:
     return limit // workers + (1 if index < limit % workers else 0)
 
 
+def worker_audit_path(path: str, index: int) -> str:
+    """Where worker index writes audit.logPath: a file of its own beside it
+    (`audit.log` -> `audit-worker-1.log`), since each worker rotates its file by size on its
+    own; "" (no audit log) and "-" (standard output) stay."""
+    if path in ("", "-"):
+        return path
+    stem, ext = os.path.splitext(path)
+    return f"{stem}-worker-{index}{ext}"
+
+
 def worker_settings(config: CompletedConfig, index: int, workers: int,
-                    log_level: str) -> WorkerSettings:
-    """Settings of worker index of workers: config, with its share of the in-flight limits."""
+                    logs: LoggingConfig) -> WorkerSettings:
+    """Settings of worker index of workers: config, with its share of the in-flight limits
+    and an audit log file of its own (see worker_audit_path)."""
     share = dataclasses.replace(
         config,
         max_requests_inflight=inflight_share(config.max_requests_inflight, index, workers),
         max_mutating_requests_inflight=inflight_share(config.max_mutating_requests_inflight,
                                                       index, workers),
+        audit=dataclasses.replace(config.audit,
+                                  log_path=worker_audit_path(config.audit.log_path, index)),
     )
-    return WorkerSettings(share, index, workers, log_level)
+    return WorkerSettings(share, index, workers, logs)
 
 
 def with_worker_header(handler: Handler, index: int) -> Handler:
@@ -191,6 +235,18 @@ def serve(settings: WorkerSettings, listener: socket.socket, channel_socket: soc
     return run_reactor(start, stop)
 
 
+class WorkerField(logging.Filter):
+    """Adds worker=<index> to every log line's fields (text: after the message; JSON: a key)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.fields = {**(getattr(record, "fields", None) or {}), "worker": self.index}
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kext.server.worker",
                                      description="A kext worker, started by kext's supervisor.")
@@ -199,10 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channel-fd", type=int, required=True)
     args = parser.parse_args(argv)
     settings = WorkerSettings.from_json(sys.stdin.read())
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level, logging.INFO),
-        format=f"%(asctime)s %(levelname)s %(name)s[worker {args.index}]: %(message)s",
-    )
+    configure_logging(settings.logging)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(WorkerField(settings.index))
     listener = socket.socket(fileno=args.listen_fd)
     channel_socket = socket.socket(fileno=args.channel_fd)
     return serve(settings, listener, channel_socket)

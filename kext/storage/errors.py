@@ -42,6 +42,16 @@ class UnavailableError(StorageError):
     """etcd cannot be reached or did not answer in time."""
 
 
+class RequestTooLargeError(StorageError):
+    """etcd refused the request for its size (etcd's --max-request-bytes, 1.5 MiB by
+    default): the object is too big to store, and nothing is wrong with etcd."""
+
+
+class OutcomeUnknownError(UnavailableError):
+    """A write was sent and its answer lost (the connection broke, or the deadline passed):
+    etcd may or may not have applied it."""
+
+
 class InvalidObjectError(StorageError):
     """What the request asked for is malformed (a continue token, a resourceVersion)."""
 

@@ -12,6 +12,10 @@ the key's mod revision (optimistic concurrency, retried on conflict like Guarant
 Lists page through `Range` with `limit` at one pinned revision and hand out kube-apiserver's
 continue tokens. Watches are one gRPC stream each, resumed from the last revision seen when
 the stream breaks (etcd restart, leader loss), so no event is lost or delivered twice.
+
+An `Etcd3Store` may be given a `StoreObserver`: it is told of every etcd request (operation,
+key, duration, failure) and of what its watches receive, so the server can keep kube's etcd
+metrics without storage knowing of metrics.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aetcd
@@ -38,6 +43,8 @@ from kext.storage.errors import (
     InvalidObjectError,
     KeyExistsError,
     KeyNotFoundError,
+    OutcomeUnknownError,
+    RequestTooLargeError,
     StorageError,
     TooLargeResourceVersionError,
     UnavailableError,
@@ -66,6 +73,9 @@ from kext.storage.versioner import (
 
 log = logging.getLogger(__name__)
 MAX_RECEIVE_MESSAGE_BYTES = 128 * 1024 * 1024  # a page of large objects can exceed gRPC's 4 MiB
+
+# etcd's revisions are int64; a resourceVersion past that is ahead of any etcd.
+_MAX_REVISION = 2**63 - 1
 
 # The largest page the store asks etcd for while filling a filtered page (as kube-apiserver).
 _MAX_FETCH_LIMIT = 10000
@@ -107,6 +117,24 @@ _PERMANENT_WATCH_CODES = frozenset(
         grpc.StatusCode.FAILED_PRECONDITION,
     }
 )
+
+
+def _too_large(code: grpc.StatusCode, details: str) -> bool:
+    """Whether etcd (or gRPC on either side) refused a request for its size, as kube's
+    isTooLargeError reads etcd's errors (handlers/rest.go)."""
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return "request is too large" in details
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details
+
+
+def _maybe_sent(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether a failed call may have reached etcd. As etcd's client retries a mutation only
+    when no connection was there to send it on (isSafeRetryMutableRPC), only gRPC's "failed
+    to connect" and etcd's own refusals are known not to have been applied."""
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # "etcdserver: too many requests"
+        return False
+    return not (code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details)
 
 
 class _FutureRevisionError(StorageError):
@@ -302,6 +330,8 @@ class EtcdClient(aetcd.Client):
     def storage_error(self, exc: grpc.aio.AioRpcError, key: str) -> StorageError:
         """The StorageError for a failed etcd call on key."""
         code, details = exc.code(), exc.details() or ""
+        if _too_large(code, details):
+            return RequestTooLargeError(key, "etcdserver: request is too large")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return UnavailableError(
                 key, f"etcd at {self.endpoint} did not answer within {self.request_timeout:g}s"
@@ -331,10 +361,10 @@ class EtcdClient(aetcd.Client):
             return await self.kvstub.Txn(request, timeout=self.request_timeout)
         except grpc.aio.AioRpcError as exc:
             error = self.storage_error(exc, key)
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                error = UnavailableError(
-                    key, f"{error}; the write may or may not have been applied"
-                )
+            if isinstance(error, UnavailableError) and _maybe_sent(exc):
+                # etcd may have applied the write: a client must not read "not applied"
+                error = OutcomeUnknownError(
+                    key, f"{error}; the write may or may not have been applied")
             raise error from None
 
     async def kv_compact(self, revision: int, *, physical: bool = True) -> None:
@@ -389,17 +419,65 @@ def _prefix_end(prefix: bytes) -> bytes:
 # -- the store
 
 
+class StoreObserver(Protocol):
+    """What an Etcd3Store reports as it works (for metrics: the server's). Keys are full etcd
+    keys, or the prefix a list or watch covers. Called on the event loop; must not block."""
+
+    def etcd_request(self, operation: str, key: str, seconds: float, failed: bool) -> None:
+        """One etcd call done: operation as kube names it (get, create, update, delete, list,
+        listWithCount, getCurrentResourceVersion, compact)."""
+
+    def etcd_events(self, key: str, count: int) -> None:
+        """A watch of key received count events from etcd."""
+
+    def etcd_bookmark(self, key: str) -> None:
+        """A watch of key received a progress notification."""
+
+    def etcd_watch_started(self, key: str) -> None:
+        """A watch of key began (its first iteration)."""
+
+
 class Etcd3Store:
     """storage.Interface on etcd v3; keys are full etcd keys, values JSON objects."""
 
-    def __init__(self, client: EtcdClient) -> None:
+    def __init__(self, client: EtcdClient, observer: StoreObserver | None = None) -> None:
         self.client = client
+        self.observer = observer
+
+    async def _range(self, operation: str, request: Any, key: str) -> Any:
+        """KV.Range, reported to the observer."""
+        observer = self.observer
+        if observer is None:
+            return await self.client.kv_range(request, key=key)
+        started = time.monotonic()
+        try:
+            response = await self.client.kv_range(request, key=key)
+        except BaseException:
+            observer.etcd_request(operation, key, time.monotonic() - started, True)
+            raise
+        observer.etcd_request(operation, key, time.monotonic() - started, False)
+        return response
+
+    async def _txn(self, operation: str, request: Any, key: str) -> Any:
+        """KV.Txn, reported to the observer."""
+        observer = self.observer
+        if observer is None:
+            return await self.client.kv_txn(request, key=key)
+        started = time.monotonic()
+        try:
+            response = await self.client.kv_txn(request, key=key)
+        except BaseException:
+            observer.etcd_request(operation, key, time.monotonic() - started, True)
+            raise
+        observer.etcd_request(operation, key, time.monotonic() - started, False)
+        return response
 
     async def _get_kv(self, key: str, *, revision: int = 0, serializable: bool = False) -> Any:
         """The KeyValue at key (None when absent) and the response header."""
-        response = await self.client.kv_range(
+        response = await self._range(
+            "get",
             rpc.RangeRequest(key=key.encode(), revision=revision, serializable=serializable),
-            key=key,
+            key,
         )
         return (response.kvs[0] if response.kvs else None), response.header
 
@@ -421,7 +499,7 @@ class Etcd3Store:
             success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key_b,
                                                                value=encode_object(key, stored)))],
         )
-        response = await self.client.kv_txn(txn, key=key)
+        response = await self._txn("create", txn, key)
         if not response.succeeded:
             raise KeyExistsError(key, f"key exists: {key}")
         return with_resource_version(stored, response.header.revision)
@@ -445,6 +523,8 @@ class Etcd3Store:
                 minimum = n
             else:
                 revision = n
+        if revision > _MAX_REVISION:  # etcd's revisions are int64: this one is ahead of it
+            raise TooLargeResourceVersionError(key, revision, await self.current_revision())
         try:
             kv, header = await self._get_kv(key, revision=revision, serializable=serializable)
         except ExpiredError:
@@ -514,7 +594,7 @@ class Etcd3Store:
                 success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key_b))],
                 failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key_b))],
             )
-            response = await self.client.kv_txn(txn, key=key)
+            response = await self._txn("delete", txn, key)
             if response.succeeded:
                 current["metadata"]["resourceVersion"] = str(response.header.revision)
                 return current
@@ -560,7 +640,7 @@ class Etcd3Store:
                                                                    value=encode_object(key, new)))],
                 failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key_b))],
             )
-            response = await self.client.kv_txn(txn, key=key)
+            response = await self._txn("update", txn, key)
             if response.succeeded:
                 return with_resource_version(new, response.header.revision)
             log.debug("guaranteed update of %s conflicted, retrying", key)
@@ -614,6 +694,8 @@ class Etcd3Store:
                 )
             serializable = n == 0  # "0" = any revision will do
 
+        if revision > _MAX_REVISION:  # etcd's revisions are int64: this one is ahead of it
+            raise TooLargeResourceVersionError(key_prefix, revision, await self.current_revision())
         items: list[Object] = []
         last_key = b""
         fetch_limit = limit
@@ -626,7 +708,7 @@ class Etcd3Store:
                 serializable=serializable,
             )
             try:
-                response = await self.client.kv_range(request, key=key_prefix)
+                response = await self._range("list", request, key_prefix)
             except ExpiredError:
                 if continuing:
                     raise ExpiredError(
@@ -705,6 +787,9 @@ class Etcd3Store:
         recursive = options.recursive
         if recursive and not key_prefix.endswith("/"):
             key_prefix += "/"
+        observer = self.observer
+        if observer is not None:
+            observer.etcd_watch_started(key_prefix)
         key_b = key_prefix.encode()
         range_end = _prefix_end(key_b) if recursive else b""
         last = resource_version or 0  # the revision everything up to has been delivered
@@ -770,6 +855,8 @@ class Etcd3Store:
                         continue
                     if not response.events:
                         # A progress notification: nothing under the prefix up to this revision.
+                        if observer is not None:
+                            observer.etcd_bookmark(key_prefix)
                         if progress_notify and response.header.revision > last:
                             last = response.header.revision
                             yield WatchEvent(
@@ -780,6 +867,8 @@ class Etcd3Store:
                                 revision=last,
                             )
                         continue
+                    if observer is not None:
+                        observer.etcd_events(key_prefix, len(response.events))
                     for event in response.events:
                         watch_event = _watch_event(event, predicate)
                         if watch_event is not None:
@@ -841,7 +930,7 @@ class Etcd3Store:
             request = rpc.RangeRequest(
                 key=start, range_end=range_end, limit=page_size, revision=revision
             )
-            response = await self.client.kv_range(request, key=key_prefix)
+            response = await self._range("list", request, key_prefix)
             if revision == 0:
                 revision = int(response.header.revision)
             yield SnapshotPage(revision, [
@@ -872,7 +961,7 @@ class Etcd3Store:
             rpc.RequestOp(request_range=total),
             rpc.RequestOp(request_range=changed),
         ])
-        response = await self.client.kv_txn(txn, key=key_prefix)
+        response = await self._txn("getCurrentResourceVersion", txn, key_prefix)
         kvs = response.responses[1].response_range.kvs
         return WatchProgress(
             revision=int(response.header.revision),
@@ -887,8 +976,8 @@ class Etcd3Store:
 
     async def current_revision(self) -> int:
         """etcd's current revision (a quorum read)."""
-        response = await self.client.kv_range(
-            rpc.RangeRequest(key=b"\x00", count_only=True), key=""
+        response = await self._range(
+            "getCurrentResourceVersion", rpc.RangeRequest(key=b"\x00", count_only=True), ""
         )
         return int(response.header.revision)
 
@@ -897,16 +986,23 @@ class Etcd3Store:
         if not key_prefix.endswith("/"):
             key_prefix += "/"
         prefix_b = key_prefix.encode()
-        response = await self.client.kv_range(
+        response = await self._range(
+            "listWithCount",
             rpc.RangeRequest(key=prefix_b, range_end=_prefix_end(prefix_b), count_only=True),
-            key=key_prefix,
+            key_prefix,
         )
         return int(response.count)
 
     async def compact(self, revision: int) -> None:
         """Compact etcd's history up to revision (waits until applied). For tests and a
         compactor: reads and watches before revision then fail with ExpiredError."""
-        await self.client.kv_compact(revision, physical=True)
+        started, failed = time.monotonic(), True
+        try:
+            await self.client.kv_compact(revision, physical=True)
+            failed = False
+        finally:
+            if self.observer is not None:
+                self.observer.etcd_request("compact", "", time.monotonic() - started, failed)
 
 
 class _StreamBroken(Exception):

@@ -147,6 +147,9 @@ class WatchEvent:
     # Encodings of this event by representation, filled by the first watcher that needs one
     # and shared by every other: an event is serialized once, however many watch it.
     encoded: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+    # The object converted to other API versions by whoever reads the event (the registry),
+    # by version, likewise shared: converted once per version, not once per watcher.
+    converted: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class Interface(Protocol):

@@ -141,5 +141,6 @@ async def test_the_resources_hooks_default_and_validate_as_plugins() -> None:
     status = raised.value.status()
     assert (status["code"], status["reason"]) == (422, "Invalid")
     assert status["message"] == (
-        'Widget.example.kext.io "w" is invalid: [too big, spec.size: is odd]')
+        'Widget.example.kext.io "w" is invalid: [<nil>: Invalid value: "object": too big, '
+        "spec.size: is odd]")
     assert chain.delete_validation(request_attributes(PATCH, DELETE, KIND, RESOURCE)) is None

@@ -12,7 +12,7 @@ import pytest
 
 from kext.api import discovery
 from kext.api.discovery import DiscoveryDocuments, DiscoveryFormat, negotiate_discovery
-from kext.api.resource import ResourceDefinition, Version
+from kext.api.resource import ResourceDefinition, ScaleSubresource, Version
 
 GROUP = "example.kext.io"
 SCHEMA = {"type": "object", "properties": {"spec": {"type": "object"}}}
@@ -197,6 +197,26 @@ def test_no_status_entry_without_the_status_subresource() -> None:
     assert [r["name"] for r in doc["resources"]] == ["widgets"]
     (resource,) = discovery.aggregated_discovery([rd])["items"][0]["versions"][0]["resources"]
     assert "subresources" not in resource
+
+
+def test_the_scale_subresource_is_listed_with_the_scale_kind() -> None:
+    scaled = dataclasses.replace(version("v1alpha1", storage=True),
+                                 scale=ScaleSubresource(".spec.size", ".status.size"))
+    rd = widgets(scaled)
+    doc = resource_list_document([rd], GROUP, "v1alpha1")
+    assert doc is not None
+    assert [r["name"] for r in doc["resources"]] == ["widgets", "widgets/status", "widgets/scale"]
+    assert doc["resources"][2] == {
+        "name": "widgets/scale", "singularName": "", "namespaced": True,
+        "group": "autoscaling", "version": "v1", "kind": "Scale",
+        "verbs": ["get", "patch", "update"]}
+    parsed = deserialize(doc, "V1APIResourceList")
+    assert parsed.resources[2].group == "autoscaling"
+    (resource,) = discovery.aggregated_discovery([rd])["items"][0]["versions"][0]["resources"]
+    assert resource["subresources"][1] == {
+        "subresource": "scale",
+        "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
+        "verbs": ["get", "patch", "update"]}
 
 
 # --- aggregated discovery ---------------------------------------------------------------------

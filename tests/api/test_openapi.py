@@ -12,7 +12,7 @@ import pytest
 
 from kext.api import openapi
 from kext.api.openapi import OpenAPIDocuments
-from kext.api.resource import ResourceDefinition, Version
+from kext.api.resource import ResourceDefinition, ScaleSubresource, Version
 
 GROUP = "example.kext.io"
 WIDGET = "io.kext.example.v1alpha1.Widget"
@@ -460,6 +460,58 @@ def test_accepts_json(accept: str | None, ok: bool) -> None:
 def test_documents_validate() -> None:
     validation = pytest.importorskip("openapi_spec_validator.validation")
     docs = OpenAPIDocuments([widgets(), gadgets()])
+    v2 = json.loads(docs.v2.body)
+    assert [e.message for e in validation.OpenAPIV2SpecValidator(v2).iter_errors()] == []
+    for doc in docs.v3.values():
+        v3 = json.loads(doc.body)
+        assert [e.message for e in validation.OpenAPIV30SpecValidator(v3).iter_errors()] == []
+
+
+# --- the scale subresource ------------------------------------------------------------------
+
+
+def scaled_widgets() -> ResourceDefinition:
+    version = Version(name="v1alpha1", served=True, storage=True, schema=SCHEMA,
+                      status_subresource=True,
+                      scale=ScaleSubresource(".spec.size", ".status.size", ".status.selector"))
+    return widgets(version)
+
+
+@pytest.mark.parametrize("v2", [True, False])
+def test_scale_routes_read_and_write_an_autoscaling_scale(v2: bool) -> None:
+    doc = v2_doc(scaled_widgets()) if v2 else v3_doc(scaled_widgets())
+    root = "/apis/example.kext.io/v1alpha1/namespaces/{namespace}/widgets"
+    path = doc["paths"][f"{root}/{{name}}/scale"]
+    assert sorted(k for k in path if k != "parameters") == ["get", "patch", "put"]
+    assert path["get"]["operationId"] == "readExampleKextIoV1alpha1NamespacedWidgetScale"
+    assert path["get"]["description"] == "read scale of the specified Widget"
+    assert path["patch"]["operationId"] == "patchExampleKextIoV1alpha1NamespacedWidgetScale"
+    # as kube's CRD builder: the route's GVK is the resource's, its body and answer a Scale
+    assert path["put"]["x-kubernetes-group-version-kind"]["kind"] == "Widget"
+    scale = "io.k8s.api.autoscaling.v1.Scale"
+    prefix = "#/definitions/" if v2 else "#/components/schemas/"
+    answer = path["get"]["responses"]["200"]
+    ref = answer["schema"]["$ref"] if v2 else answer["content"]["application/json"]["schema"][
+        "$ref"]
+    assert ref == prefix + scale
+    definitions = doc["definitions"] if v2 else doc["components"]["schemas"]
+    assert definitions[scale]["x-kubernetes-group-version-kind"] == [
+        {"group": "autoscaling", "kind": "Scale", "version": "v1"}]
+    status = definitions["io.k8s.api.autoscaling.v1.ScaleStatus"]
+    assert status["properties"]["selector"]["type"] == "string"
+    assert status["required"] == ["replicas"]
+    for key, value in walk(doc):
+        if key == "$ref":
+            assert isinstance(resolve(doc, value), dict), value
+
+
+def test_no_scale_no_scale_definitions() -> None:
+    assert "io.k8s.api.autoscaling.v1.Scale" not in v2_doc(widgets())["definitions"]
+
+
+def test_scale_documents_validate() -> None:
+    validation = pytest.importorskip("openapi_spec_validator.validation")
+    docs = OpenAPIDocuments([scaled_widgets()])
     v2 = json.loads(docs.v2.body)
     assert [e.message for e in validation.OpenAPIV2SpecValidator(v2).iter_errors()] == []
     for doc in docs.v3.values():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kext.api.resource import parse_crd
+from kext.api.resource import ScaleSubresource, parse_crd
+from kext.certs import new_ca
 
 CRD: dict[str, Any] = yaml.safe_load("""
 apiVersion: apiextensions.k8s.io/v1
@@ -75,6 +77,7 @@ def edited(path: str, value: Any) -> dict[str, Any]:
 
 
 _DELETE = object()
+CA_PEM = new_ca("conversion-webhook-ca").cert_pem
 
 
 def test_a_good_crd() -> None:
@@ -165,7 +168,10 @@ def test_names_rules() -> None:
      '"pkg.mod": must be "package.module:callable"'),
     ("mutating: [a:b]",
      'resources[0].metadata.annotations[kext.io/hooks].mutating: Unsupported value: '
-     '"mutating": supported values: "defaulting", "validation", "status"'),
+     '"mutating": supported values: "defaulting", "validation", "status", "conversion"'),
+    ("conversion: [a:b, c:d]",
+     'resources[0].metadata.annotations[kext.io/hooks].conversion: Invalid value: '
+     '["a:b","c:d"]: must be one "package.module:callable"'),
     ("[a:b]", 'resources[0].metadata.annotations[kext.io/hooks]: Invalid value: "[a:b]": '
               'must be a mapping like {"validation": ["package.module:callable"]}'),
 ])
@@ -174,11 +180,113 @@ def test_hook_annotation_problems(hooks: str, problem: str) -> None:
     assert parse(crd) == [problem]
 
 
-def test_conversion_webhooks_are_not_supported() -> None:
-    crd = edited("spec.conversion", {"strategy": "Webhook"})
+def test_conversion_hook_and_webhook_settings_are_read() -> None:
+    crd = edited("metadata.annotations", {"kext.io/hooks": "conversion: widgets.convert:to"})
+    definition, problems = parse_crd(crd, "resources[0]")
+    assert definition is not None, problems
+    assert definition.hooks["conversion"] == ("widgets.convert:to",)
+    assert definition.conversion.strategy == "None"
+    ca = base64.b64encode(CA_PEM).decode()
+    crd = edited("spec.conversion", {"strategy": "Webhook", "webhook": {
+        "conversionReviewVersions": ["v2", "v1"],
+        "clientConfig": {"service": {"namespace": "ns", "name": "conv", "path": "/convert"},
+                         "caBundle": ca}}})
+    definition, problems = parse_crd(crd, "resources[0]")
+    assert definition is not None, problems
+    conversion = definition.conversion
+    assert conversion.strategy == "Webhook"
+    assert conversion.review_versions == ("v2", "v1")
+    assert conversion.webhook is not None
+    assert conversion.webhook.address == "https://conv.ns.svc:443/convert"
+    assert conversion.webhook.ca_bundle == CA_PEM
+
+
+@pytest.mark.parametrize(("conversion", "problem"), [
+    ({"strategy": "Magic"}, 'spec.conversion.strategy: Unsupported value: "Magic": supported '
+                            'values: "None", "Webhook"'),
+    ({"strategy": "Webhook"}, "spec.conversion.webhook: Required value: required when strategy "
+                              "is set to Webhook"),
+    ({"strategy": "None", "webhook": {"conversionReviewVersions": ["v1"]}},
+     "spec.conversion.webhook: Forbidden: should not be set when strategy is not set to Webhook"),
+    ({"strategy": "Webhook", "webhook": {"conversionReviewVersions": ["v1"],
+                                         "clientConfig": {}}},
+     "spec.conversion.webhook.clientConfig: Required value: exactly one of url or service is "
+     "required"),
+    ({"strategy": "Webhook", "webhook": {"conversionReviewVersions": ["v1"],
+                                         "clientConfig": {"url": "http://x/convert"}}},
+     'spec.conversion.webhook.clientConfig.url: Invalid value: "http": \'https\' is the only '
+     "allowed URL scheme; desired format: https://host[/path]"),
+    ({"strategy": "Webhook", "webhook": {"conversionReviewVersions": ["v3"],
+                                         "clientConfig": {"url": "https://x/convert"}}},
+     'spec.conversion.webhook.conversionReviewVersions: Invalid value: ["v3"]: must include at '
+     "least one of v1, v1beta1"),
+    ({"strategy": "Webhook", "webhook": {"clientConfig": {"url": "https://x/convert"}}},
+     "spec.conversion.webhook.conversionReviewVersions: Required value"),
+    ({"strategy": "Webhook", "webhook": {
+        "conversionReviewVersions": ["v1"],
+        "clientConfig": {"url": "https://x/c", "caBundle": base64.b64encode(b"junk").decode()}}},
+     'spec.conversion.webhook.clientConfig.caBundle: Invalid value: "anVuaw==": unable to load '
+     "root certificates: unable to parse bytes as PEM block"),
+])
+def test_conversion_problems(conversion: dict[str, Any], problem: str) -> None:
+    assert parse(edited("spec.conversion", conversion)) == [f"resources[0].{problem}"]
+
+
+def test_a_conversion_hook_excludes_a_webhook() -> None:
+    crd = edited("spec.conversion", {"strategy": "Webhook", "webhook": {
+        "conversionReviewVersions": ["v1"], "clientConfig": {"url": "https://x/convert"}}})
+    crd["metadata"]["annotations"] = {"kext.io/hooks": "conversion: [a.b:c]"}
     assert parse(crd) == [
-        'resources[0].spec.conversion.strategy: Unsupported value: "Webhook": '
-        'supported values: "None"']
+        'resources[0].metadata.annotations[kext.io/hooks].conversion: Invalid value: "a.b:c": '
+        "a conversion hook needs spec.conversion.strategy None: the hook is the converter"]
+
+
+def test_scale_subresource_is_read() -> None:
+    crd = edited("spec.versions.1.subresources", {"status": {}, "scale": {
+        "specReplicasPath": ".spec.size", "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector"}})
+    definition, problems = parse_crd(crd, "resources[0]")
+    assert definition is not None, problems
+    scale = definition.versions[1].scale
+    assert scale == ScaleSubresource(".spec.size", ".status.replicas", ".status.selector")
+    assert definition.versions[0].scale is None
+
+
+@pytest.mark.parametrize(("scale", "problems"), [
+    ({}, ["specReplicasPath: Required value", "statusReplicasPath: Required value"]),
+    ({"specReplicasPath": ".status.x", "statusReplicasPath": "status.y"},
+     ['specReplicasPath: Invalid value: ".status.x": should be a json path under .spec',
+      'statusReplicasPath: Invalid value: "status.y": must be a simple json path starting '
+      "with ."]),
+    ({"specReplicasPath": ".spec.r", "statusReplicasPath": ".status.r",
+      "labelSelectorPath": ".metadata.labels"},
+     ['labelSelectorPath: Invalid value: ".metadata.labels": should be a json path under '
+      "either .spec or .status"]),
+])
+def test_scale_problems(scale: dict[str, Any], problems: list[str]) -> None:
+    crd = edited("spec.versions.1.subresources", {"scale": scale})
+    at = "resources[0].spec.versions[1].subresources.scale."
+    assert parse(crd) == [at + p for p in problems]
+
+
+def test_deprecation_warning_defaults_to_kubes_text() -> None:
+    definition, _ = parse_crd(CRD, "resources[0]")
+    assert definition is not None
+    v1beta1, v1 = definition.versions
+    assert definition.deprecation_warning(v1beta1) == "use v1"
+    assert definition.deprecation_warning(v1) == ""
+    crd = edited("spec.versions.0.deprecationWarning", _DELETE)
+    definition, _ = parse_crd(crd, "resources[0]")
+    assert definition is not None
+    assert definition.deprecation_warning(definition.versions[0]) == (
+        "example.com/v1beta1 Widget is deprecated; use example.com/v1 Widget")
+    # no newer served version to point at: the sentence alone
+    crd = edited("spec.versions.1.served", False)
+    del crd["spec"]["versions"][0]["deprecationWarning"]
+    definition, _ = parse_crd(crd, "resources[0]")
+    assert definition is not None
+    assert definition.deprecation_warning(definition.versions[0]) == (
+        "example.com/v1beta1 Widget is deprecated")
 
 
 def test_not_a_mapping() -> None:

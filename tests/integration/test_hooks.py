@@ -47,3 +47,22 @@ def test_hooks_default_validate_and_compute_status(kext_with_hooks: KextProcess)
                                      "spec": {"size": 9, "color": "red"}})
     assert rejected.status_code == 422
     assert "red widgets may not be bigger than 5" in status_of(rejected)["message"]
+
+
+def test_a_hook_message_about_the_whole_object_reads_as_kubes(
+        kext_with_hooks: KextProcess) -> None:
+    manifest = ("apiVersion: example.kext.io/v1alpha1\nkind: Widget\nmetadata:\n  name: big\n"
+                "spec:\n  size: 9\n  color: red\n")
+    refused = kext_with_hooks.kubectl("create", "-n", "hooks", "-f", "-", input=manifest,
+                                      check=False)
+    assert refused.returncode == 1
+    # the message of a validation rule on the root of the schema, as kube words one
+    assert refused.stderr.strip() == (
+        'The Widget "big" is invalid: <nil>: Invalid value: "object": red widgets may not be '
+        "bigger than 5")
+    answer = kext_with_hooks.session().post(
+        f"{kext_with_hooks.url}/apis/example.kext.io/v1alpha1/namespaces/hooks/widgets",
+        json=yaml.safe_load(manifest))
+    assert status_of(answer)["message"] == (
+        'Widget.example.kext.io "big" is invalid: <nil>: Invalid value: "object": red widgets '
+        "may not be bigger than 5")

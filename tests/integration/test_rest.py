@@ -174,7 +174,7 @@ def test_patch_types(http: requests.Session, base: str) -> None:
 
 
 def test_yaml_body_and_size_limit(http: requests.Session, base: str) -> None:
-    created = http.post(base, data=yaml.safe_dump(widget("y")),
+    created = http.post(base, data=yaml.safe_dump(widget("yml")),
                         headers={"Content-Type": "application/yaml"})
     assert created.status_code == 201, created.text
     huge = widget("big", tags=["x" * 1024] * 4096)

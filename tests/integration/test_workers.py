@@ -285,9 +285,15 @@ async def test_sigterm_drains_every_worker_then_the_embedded_etcd_and_exits_0(
             if len(watches) == 2:
                 break
         assert sorted(watches) == ["0", "1"]
+        probes = pinned(kext, 0), pinned(kext, 1)
         kext.process.send_signal(signal.SIGTERM)
-        for watch in watches.values():  # each worker ends its watch: the stream closes
-            await asyncio.wait_for(watch.reader.read(), 30)
+        for probe in probes:  # every worker's readyz fails while it drains
+            verbose = await asyncio.to_thread(
+                wait_for, lambda p=probe: _not_ready(p, kext.url), 10, "readyz to fail")
+            assert "[-]shutdown failed" in verbose
+        for watch in watches.values():  # each stream ends with its last chunk, not a reset
+            rest = await asyncio.wait_for(watch.reader.read(), 30)
+            assert rest.endswith(b"0\r\n\r\n")
             watch.close()
         assert await asyncio.to_thread(kext.process.wait, 60) == 0
         assert all(not Path(f"/proc/{pid}").exists() or _zombie(pid)
@@ -299,9 +305,15 @@ async def test_sigterm_drains_every_worker_then_the_embedded_etcd_and_exits_0(
     log = kext.log()
     assert "stopping 2 workers" in log and "every worker has stopped" in log
     for index in (0, 1):
-        assert f"cacher[worker {index}]: watch cache of " in log
-    assert log.count("example.kext.io/widgets/: ending 1 watches") == 2
+        assert f"widgets/: ending 1 watches worker={index}" in log
+        assert f"API server stopped worker={index}" in log
     assert "Traceback" not in log
+
+
+def _not_ready(session: requests.Session, url: str) -> str:
+    """readyz?verbose's text when it fails, else ""."""
+    response = session.get(f"{url}/readyz?verbose", timeout=10)
+    return response.text if response.status_code != 200 else ""
 
 
 def _zombie(pid: int) -> bool:

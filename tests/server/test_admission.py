@@ -39,10 +39,12 @@ async def test_hooks_default_validate_and_compute_status(hooked: InMemoryServer)
     assert updated["status"] == {"phase": "Ready", "observedGeneration": 2}
     error = status(await hooked.request("POST", WIDGETS, widget("big", color="red", size=6)),
                    422, "Invalid")
-    assert error["message"] == ('Widget.example.kext.io "big" is invalid: red widgets may not '
-                                "be bigger than 5")
+    # a message about the whole object, as kube words a rule of the root schema
+    assert error["message"] == ('Widget.example.kext.io "big" is invalid: <nil>: Invalid value: '
+                                '"object": red widgets may not be bigger than 5')
     assert error["details"]["causes"] == [
-        {"reason": "FieldValueInvalid", "message": "red widgets may not be bigger than 5"}]
+        {"reason": "FieldValueInvalid", "field": "<nil>",
+         "message": 'Invalid value: "object": red widgets may not be bigger than 5'}]
     status(await hooked.request("PATCH", f"{WIDGETS}/w",
                                 {"spec": {"color": "red", "size": 9}}, headers=MERGE),
            422, "Invalid")

@@ -1,18 +1,23 @@
 """The filter chain in memory, built from a completed config as the server builds it:
 authentication (anonymous only on the always-allowed paths unless enabled), authorization
-(403 and 500 as kube-apiserver answers them), and metrics kept per server."""
+(403 and 500 as kube-apiserver answers them), metrics kept per server and labelled as kube
+labels them, requests turned away (429, 504, shutdown), audit stages and log lines."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from prometheus_client.parser import text_string_to_metric_families
 
+from kext.api import errors
+from kext.audit import AuditEvent
+from kext.audit.policy import parse_policy
 from kext.auth.authorization.authorizer import Attributes, Authorizer, Decision
 from kext.certs import KeyPair, issue_cert, new_ca
 from kext.config import EtcdConfig, ServerConfig
@@ -20,7 +25,7 @@ from kext.metrics import Metrics
 from kext.server import filters
 from kext.server.config import CompletedConfig, new_config
 from kext.server.process import ServingCertificates
-from kext.server.request import AnyResponse, APIRequest, Handler, Response
+from kext.server.request import AnyResponse, APIRequest, Handler, Response, StreamResponse
 from kext.server.request_info import parse_request_info
 from tests.registry.objects import widget
 from tests.server.inmemory import InMemoryServer, header
@@ -66,7 +71,7 @@ def request(path: str, client: KeyPair | None = None) -> APIRequest:
 
 def status(response: AnyResponse) -> dict[str, object]:
     assert isinstance(response, Response)
-    return json.loads(response.body)  # type: ignore[no-any-return]
+    return json.loads(response.body)
 
 
 async def test_without_credentials_only_health_is_served(tmp_path: Path) -> None:
@@ -317,7 +322,7 @@ async def test_request_metrics_name_kubes_verbs(server: InMemoryServer) -> None:
     await server.request("GET", "/apis/example.kext.io/v1alpha1/gadgets")
     verbs = {(s["verb"], s["dry_run"], s["subresource"], s["scope"], s["code"])
              for s, _ in samples(server.server.metrics, "apiserver_request_total")}
-    assert verbs == {("POST", "All", "", "namespace", "201"),
+    assert verbs == {("POST", "All", "", "resource", "201"),
                      ("APPLY", "", "", "resource", "201"),
                      ("GET", "", "status", "resource", "200"),
                      ("LIST", "", "", "cluster", "200")}
@@ -326,3 +331,229 @@ async def test_request_metrics_name_kubes_verbs(server: InMemoryServer) -> None:
 def body_bytes(response: AnyResponse) -> bytes:
     assert isinstance(response, Response)
     return response.body
+
+
+# -- what the chain records: terminations, audit stages, log lines
+
+
+class Recorder:
+    """An audit sink keeping what it is handed."""
+
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+
+    def process(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+
+def admin_request(ca: KeyPair, method: str = "GET", path: str = WIDGETS,
+                  **headers: str) -> APIRequest:
+    admin = issue_cert(ca, "kext-admin", ["system:masters"], client=True)
+    peer = [admin.cert.public_bytes(serialization.Encoding.DER)]
+    uri, path = path, path.partition("?")[0]
+    return APIRequest(method, path, {}, dict(headers), b"",
+                      parse_request_info(method, path, {}), peer_certificates=peer,
+                      remote="127.0.0.1", uri=uri)
+
+
+def terminations(metrics: Metrics) -> dict[tuple[str, str], float]:
+    return {(s[0]["verb"], s[0]["code"]): s[1]
+            for s in samples(metrics, "apiserver_request_terminations_total")}
+
+
+async def test_requests_turned_away_in_self_defense_are_counted(tmp_path: Path) -> None:
+    ca = new_ca("clients")
+    config = completed(tmp_path, ca)
+    metrics = Metrics()
+    release = asyncio.Event()
+
+    async def slow(request: APIRequest) -> AnyResponse:
+        await release.wait()
+        return Response(201)
+
+    inflight = filters.InFlight(10, 1, metrics)
+    chain = filters.chain(slow, config.new_authenticator(), config.new_authorizer(),
+                          inflight, 0.05, metrics)
+    first = asyncio.ensure_future(chain(admin_request(ca, "POST")))
+    while not inflight.counts["mutating"]:
+        await asyncio.sleep(0)
+    refused = await chain(admin_request(ca, "POST"))
+    assert refused.code == 429 and ("Retry-After", "1") in refused.headers
+    timed_out = await first  # past the 50 ms request timeout
+    assert timed_out.code == 504
+    assert terminations(metrics) == {("POST", "429"): 1, ("POST", "504"): 1}
+    totals = {s[0]["code"]: s[1] for s in samples(metrics, "apiserver_request_total")}
+    assert totals == {"429": 1, "504": 1}
+    release.set()
+
+
+async def test_shutdown_turns_new_requests_away_but_not_probes(tmp_path: Path) -> None:
+    ca = new_ca("clients")
+    config = completed(tmp_path, ca)
+    metrics = Metrics()
+    closed = False
+    chain = filters.chain(served, config.new_authenticator(), config.new_authorizer(),
+                          filters.InFlight(10, 10, metrics), 60, metrics,
+                          not_accepting=lambda: closed)
+    assert (await chain(admin_request(ca))).code == 200
+    closed = True
+    refused = await chain(admin_request(ca))
+    assert refused.code == 429
+    assert refused.body == b"The apiserver is shutting down, please try again later.\n"
+    assert ("Retry-After", "5") in refused.headers
+    assert (await chain(request("/readyz"))).code == 200
+
+
+async def test_every_response_carries_its_audit_id(tmp_path: Path) -> None:
+    ca = new_ca("clients")
+    chain = build(completed(tmp_path, ca), Metrics())
+    response = await chain(request(WIDGETS))  # refused: 401
+    generated = dict(response.headers)["Audit-ID"]
+    assert response.code == 401 and len(generated) == 36  # a UUID
+    given = await chain(admin_request(ca, **{"audit-id": "from-the-aggregator"}))
+    assert dict(given.headers)["Audit-ID"] == "from-the-aggregator"
+
+
+def audited(tmp_path: Path, handler: Handler, rules: list[dict[str, object]],
+            authorizer: Authorizer | None = None) -> tuple[Handler, Recorder, Metrics]:
+    config = completed(tmp_path, CA)
+    metrics = Metrics()
+    sink = Recorder()
+    policy = parse_policy({"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "rules": rules})
+    chain = filters.chain(handler, config.new_authenticator(),
+                          authorizer or config.new_authorizer(),
+                          filters.InFlight(10, 10, metrics), 60, metrics,
+                          auditor=filters.Auditor(policy, sink, metrics))
+    return chain, sink, metrics
+
+
+CA = new_ca("clients")
+
+
+async def test_audit_stages_follow_the_response(tmp_path: Path) -> None:
+    async def stream() -> AsyncIterator[bytes]:
+        yield b'{"type":"ADDED"}\n'
+
+    async def handler(request: APIRequest) -> AnyResponse:
+        if request.info.verb == "watch":
+            return StreamResponse(stream())
+        if request.info.name == "boom":
+            raise RuntimeError("a bug")
+        return Response(200, b'{"kind":"Widget"}')
+
+    chain, sink, metrics = audited(tmp_path, handler, [{"level": "Metadata"}])
+    assert (await chain(admin_request(CA))).code == 200
+    assert [e.stage for e in sink.events] == ["RequestReceived", "ResponseComplete"]
+    done = sink.events[-1]
+    assert done.annotations == {"authorization.k8s.io/decision": "allow",
+                                "authorization.k8s.io/reason": ""}
+    assert done.user is not None and done.user.name == "kext-admin"
+    assert done.source_ips == ["127.0.0.1"] and done.response_code == 200
+    sink.events.clear()
+
+    query = {"watch": ["true"]}
+    watch = await chain(APIRequest("GET", WIDGETS, query, {}, b"",
+                                   parse_request_info("GET", WIDGETS, query),
+                                   peer_certificates=admin_request(CA).peer_certificates))
+    assert isinstance(watch, StreamResponse)
+    assert [e.stage for e in sink.events] == ["RequestReceived", "ResponseStarted"]
+    assert [c async for c in watch.chunks] == [b'{"type":"ADDED"}\n']
+    assert [e.stage for e in sink.events][-1] == "ResponseComplete"
+    sink.events.clear()
+
+    failed = await chain(admin_request(CA, path=f"{WIDGETS}/boom"))
+    assert failed.code == 500
+    assert [e.stage for e in sink.events] == ["RequestReceived", "Panic"]
+    assert sink.events[-1].response_status == {
+        "metadata": {}, "status": "Failure", "message": "APIServer panic'd: a bug",
+        "reason": "InternalError", "code": 500}
+    levels = {s[0]["level"]: s[1] for s in samples(metrics, "apiserver_audit_level_total")}
+    assert levels == {"Metadata": 3}
+    assert samples(metrics, "apiserver_audit_event_total") == [({}, 7.0)]  # 2 + 3 + 2
+
+
+async def test_a_forbidden_request_is_audited_with_the_decision(tmp_path: Path) -> None:
+    chain, sink, _ = audited(tmp_path, served, [{"level": "Metadata"}], authorizer=Denying())
+    bob = issue_cert(CA, "bob", client=True)
+    assert (await chain(request(f"{WIDGETS}/w1", bob))).code == 403
+    done = sink.events[-1]
+    assert done.stage == "ResponseComplete" and done.response_code == 403
+    assert done.annotations == {"authorization.k8s.io/decision": "forbid",
+                                "authorization.k8s.io/reason": "no RBAC rule matched"}
+    assert done.response_status is not None and done.response_status["reason"] == "Forbidden"
+    sink.events.clear()
+    assert (await chain(request(WIDGETS))).code == 401  # nobody: one ResponseStarted event
+    assert [(e.stage, e.user, e.response_code) for e in sink.events] == [
+        ("ResponseStarted", None, 401)]
+
+
+async def test_request_lines_are_debug_but_server_errors_and_slow_requests_info(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def handler(request: APIRequest) -> AnyResponse:
+        if request.info.name == "slow":
+            request.received -= 2  # as if it had arrived two seconds ago
+        if request.info.name == "broken":
+            raise errors.service_unavailable("etcd is down")
+        return Response(200)
+
+    config = completed(tmp_path, CA)
+    metrics = Metrics()
+    chain = filters.chain(handler, config.new_authenticator(), config.new_authorizer(),
+                          filters.InFlight(10, 10, metrics), 60, metrics)
+    caplog.set_level(logging.DEBUG, logger="kext.httplog")
+    for name in ("fine", "slow", "broken"):
+        await chain(admin_request(CA, path=f"{WIDGETS}/{name}?access_token=s3cret",
+                                  **{"user-agent": "kubectl/v1.30"}))
+    records = [(r.levelname, r.fields["URI"], r.fields["resp"])
+               for r in caplog.records if r.name == "kext.httplog"]
+    assert [(level, code) for level, _, code in records] == [
+        ("DEBUG", 200), ("INFO", 200), ("INFO", 503)]
+    fields = caplog.records[0].fields
+    assert fields["verb"] == "GET" and fields["user"] == "kext-admin"
+    assert fields["userAgent"] == "kubectl/v1.30" and fields["srcIP"] == "127.0.0.1"
+    assert fields["audit-ID"] and fields["latency"].endswith(("s", "ms", "µs"))
+    assert "s3cret" not in caplog.text
+
+
+async def test_kubes_verb_scope_and_dry_run_labels() -> None:
+    names = ("verb", "dry_run", "group", "version", "resource", "subresource", "scope",
+             "component")
+
+    def labels(method: str, path: str, query: dict[str, list[str]] | None = None,
+               content_type: str = "") -> dict[str, str] | None:
+        q = query or {}
+        headers = {"content-type": content_type} if content_type else {}
+        r = APIRequest(method, path, q, headers, b"", parse_request_info(method, path, q))
+        found = filters.request_labels(r, {("example.kext.io", "v1alpha1", "widgets"):
+                                           frozenset({"", "status"})})
+        return None if found is None else dict(zip(names, found, strict=True))
+
+    def pick(method: str, path: str, *keys: str, **kwargs: object) -> tuple[str, ...]:
+        found = labels(method, path, **kwargs)
+        assert found is not None
+        return tuple(found[k] for k in keys)
+
+    cluster = "/apis/example.kext.io/v1alpha1/widgets"
+    assert labels("POST", WIDGETS) == {  # a create is resource-scoped, as in kube
+        "verb": "POST", "dry_run": "", "group": "example.kext.io", "version": "v1alpha1",
+        "resource": "widgets", "subresource": "", "scope": "resource", "component": "apiserver"}
+    assert pick("GET", WIDGETS, "verb", "scope") == ("LIST", "namespace")
+    assert pick("GET", cluster, "verb", "scope") == ("LIST", "cluster")
+    assert pick("HEAD", f"{WIDGETS}/w", "verb", "scope") == ("GET", "resource")
+    assert pick("GET", WIDGETS, "verb", query={"watch": ["1"]}) == ("WATCH",)
+    assert pick("GET", "/apis/example.kext.io/v1alpha1/watch/namespaces/ns/widgets",
+                "verb") == ("WATCH",)
+    assert pick("PATCH", f"{WIDGETS}/w", "verb",
+                content_type="application/apply-patch+yaml") == ("APPLY",)
+    assert pick("DELETE", WIDGETS, "verb", "scope") == ("DELETE", "namespace")
+    assert pick("POST", WIDGETS, "dry_run", query={"dryRun": ["All"]}) == ("All",)
+    assert pick("POST", WIDGETS, "dry_run", query={"dryRun": ["Some"]}) == ("invalid",)
+    assert pick("PUT", f"{WIDGETS}/w/status", "subresource") == ("status",)
+    assert pick("BREW", f"{WIDGETS}/w", "verb") == ("other",)
+    assert labels("GET", f"{WIDGETS}/w/scale") is None  # not served: not counted
+    assert labels("GET", "/apis/example.kext.io/v1alpha1/nothings") is None
+    assert pick("GET", "/healthz/", "verb", "subresource", "scope", "component") == (
+        "GET", "/healthz", "", "")
+    assert pick("GET", "/apis", "subresource", "component") == ("/apis", "apiserver")
+    assert labels("GET", "/metrics") is None and labels("GET", "/openapi/v2") is None

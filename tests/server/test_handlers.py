@@ -29,7 +29,7 @@ def status(response: Any, code: int, reason: str) -> dict[str, Any]:
     status = body(response)
     assert (status["kind"], status["apiVersion"], status["status"]) == ("Status", "v1",
                                                                         "Failure")
-    assert (status["code"], status["reason"]) == (code, reason)
+    assert (status["code"], status.get("reason", "")) == (code, reason)  # kube omits ""
     return status
 
 
@@ -125,7 +125,7 @@ async def test_yaml_in_and_out(server: InMemoryServer) -> None:
     error = status(await server.request("POST", WIDGETS, bomb,
                                         headers={"content-type": "application/yaml"}),
                    400, "BadRequest")
-    assert "YAML aliases are not accepted in request bodies" in error["message"]
+    assert "aliases are not accepted in request bodies" in error["message"]
 
 
 async def test_yaml_keys_become_strings_as_kube_reads_them(server: InMemoryServer) -> None:
@@ -146,7 +146,7 @@ async def test_yaml_keys_become_strings_as_kube_reads_them(server: InMemoryServe
     error = status(await server.request("POST", WIDGETS, nested,
                                         headers={"content-type": "application/yaml"}),
                    400, "BadRequest")
-    assert "a mapping key must be a string, not list" in error["message"]
+    assert "a mapping key must be a scalar" in error["message"]
 
 
 async def test_bodies_that_are_not_objects_are_400(server: InMemoryServer) -> None:
@@ -293,7 +293,8 @@ async def test_write_options_are_checked_on_their_kind(server: InMemoryServer) -
         ("DELETE", f"{WIDGETS}/w", "?dryRun=Nope", "DeleteOptions", "dryRun"),
     ]
     for method, path, query, kind, field in cases:
-        error = status(await server.request(method, path + query, widget()), 422, "Invalid")
+        sent = None if method == "DELETE" else widget()  # a delete's body is DeleteOptions
+        error = status(await server.request(method, path + query, sent), 422, "Invalid")
         assert error["details"]["kind"] == kind, (method, query)
         assert [c["field"] for c in error["details"]["causes"]] == [field]
     assert (await server.request("GET", f"{WIDGETS}/w")).code == 404

@@ -146,6 +146,6 @@ async def test_metrics_are_this_servers(server: InMemoryServer) -> None:
     assert response.content_type == "text/plain; version=0.0.4; charset=utf-8"
     text = response.body.decode()
     assert ('apiserver_request_total{code="201",component="apiserver",dry_run="",'
-            'group="example.kext.io",resource="widgets",scope="namespace",subresource="",'
+            'group="example.kext.io",resource="widgets",scope="resource",subresource="",'
             'verb="POST",version="v1alpha1"} 1.0') in text
     assert 'apiserver_storage_objects{resource="widgets.example.kext.io"} 1.0' in text

@@ -23,6 +23,18 @@ from kext.server.request_info import parse_request_info
          ("deletecollection", "ns", "widgets", "", "")),
         ("DELETE", "/apis/g.io/v1/namespaces/ns/widgets/a", {},
          ("delete", "ns", "widgets", "a", "")),
+        # a list or watch of one object by field selector names it, for authorization
+        ("GET", "/apis/g.io/v1/namespaces/ns/widgets",
+         {"fieldSelector": ["metadata.name=a"], "watch": ["1"]},
+         ("watch", "ns", "widgets", "a", "")),
+        ("GET", "/apis/g.io/v1/widgets", {"fieldSelector": ["spec.color=red,metadata.name==b"]},
+         ("list", "", "widgets", "b", "")),
+        ("GET", "/apis/g.io/v1/widgets", {"fieldSelector": ["metadata.name!=b"]},
+         ("list", "", "widgets", "", "")),
+        ("GET", "/apis/g.io/v1/widgets", {"fieldSelector": ["metadata.name=a/b"]},
+         ("list", "", "widgets", "", "")),
+        ("DELETE", "/apis/g.io/v1/widgets", {"fieldSelector": ["metadata.name=a"]},
+         ("deletecollection", "", "widgets", "", "")),
     ],
 )
 def test_resource_requests(method: str, path: str, query: dict[str, list[str]],

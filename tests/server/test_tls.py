@@ -1,5 +1,6 @@
 """The listener's TLS material: what a client receives in the handshake, before and after the
-serving files change (handshakes run in memory, client and server over memory BIOs)."""
+serving files change, and which client certificates it accepts as the cluster's CAs change
+(handshakes run in memory, client and server over memory BIOs)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from cryptography import x509
 from OpenSSL import SSL
 
+from kext.auth.ca import CABundle
 from kext.certs import KeyPair, PEMError, issue_cert, new_ca
 from kext.server.tls import ReloadingContextFactory
 
@@ -86,3 +88,51 @@ def test_a_bad_client_ca_bundle_stops_start_up_with_its_name(tmp_path: Path, ca:
     write(bundle, b"not a certificate\n", 1)
     with pytest.raises(PEMError, match=f"^{bundle}: no PEM certificate"):
         ReloadingContextFactory(str(cert_file), str(key_file), [str(bundle)])
+
+
+def handshake(server_context: SSL.Context, client: KeyPair | None) -> bool:
+    """Whether a client presenting client (or no certificate) completes the handshake."""
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    if client is not None:
+        context.use_certificate(client.cert)  # type: ignore[arg-type]
+        context.use_privatekey(client.key)  # type: ignore[arg-type]
+    near, far = SSL.Connection(context, None), SSL.Connection(server_context, None)
+    near.set_connect_state()
+    far.set_accept_state()
+    for _ in range(10):
+        try:
+            for side in (near, far):
+                with contextlib.suppress(SSL.WantReadError):
+                    side.do_handshake()
+            for sender, receiver in ((near, far), (far, near)):
+                with contextlib.suppress(SSL.WantReadError):
+                    receiver.bio_write(sender.bio_read(65536))
+            # TLS 1.3: the server verifies the client's certificate after the client is done
+            with contextlib.suppress(SSL.WantReadError, SSL.ZeroReturnError):
+                far.recv(1)
+        except SSL.Error:
+            return False
+        if far.get_state_string() == b"SSL negotiation finished successfully" and \
+                near.get_state_string() == b"SSL negotiation finished successfully":
+            return True
+    return False
+
+
+def test_client_cas_from_the_cluster_are_followed(tmp_path: Path, ca: KeyPair) -> None:
+    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
+    pair = issue_cert(ca, "kext")
+    write(cert_file, pair.cert_pem, 1)
+    write(key_file, pair.key_pem, 1)
+    old_ca, new_ca_ = new_ca("front-proxy"), new_ca("rotated front-proxy")
+    old_proxy = issue_cert(old_ca, "front-proxy-client", client=True)
+    new_proxy = issue_cert(new_ca_, "front-proxy-client", client=True)
+    cluster = CABundle("requestheader-client-ca-file")
+    tls = ReloadingContextFactory(str(cert_file), str(key_file), [], [cluster])
+    assert handshake(tls.getContext(), None)  # nothing to verify against yet
+    cluster.set([old_ca.cert])
+    assert handshake(tls.getContext(), old_proxy)
+    assert handshake(tls.getContext(), None)  # requested, never required
+    assert not handshake(tls.getContext(), new_proxy)
+    cluster.set([new_ca_.cert])
+    assert handshake(tls.getContext(), new_proxy)
+    assert not handshake(tls.getContext(), old_proxy)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kext.certs import new_ca
 from kext.config import ConfigError, available_cpus, load_config
 from kext.metrics import Metrics, WorkerSums, exposition, merge, parse_samples
 from kext.server.channel import Channel, ChannelClosed, RemoteError
@@ -26,6 +27,7 @@ from kext.server.worker import (
     WorkerSettings,
     inflight_share,
     with_worker_header,
+    worker_audit_path,
     worker_settings,
 )
 from kext.storage.settings import EtcdSettings
@@ -91,27 +93,86 @@ def test_the_inflight_limits_are_split_across_the_workers(limit: int, workers: i
 def test_a_workers_settings_come_back_from_json_as_they_were(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
-    options = _config(tmp_path, """\
-        serving: {workers: 3, maxRequestsInflight: 400, maxMutatingRequestsInflight: 200}
+    ca = tmp_path / "webhook-ca.crt"
+    ca.write_bytes(new_ca("webhook-ca").cert_pem)
+    options = _config(tmp_path, f"""\
+        serving: {{workers: 3, maxRequestsInflight: 400, maxMutatingRequestsInflight: 200}}
         authentication:
-          requestHeader: {clientCAFile: "", allowedNames: [front-proxy]}
+          requestHeader: {{clientCAFile: "", allowedNames: [front-proxy]}}
+        admission:
+          webhooks:
+            - name: policy.example.com
+              url: https://policy:9443/validate
+              caFile: {ca}
+              type: Validating
+              rules: [{{operations: [CREATE], apiGroups: [example.kext.io],
+                        apiVersions: ["*"], resources: [widgets]}}]
+              namespaceSelector:
+                matchExpressions: [{{key: team, operator: In, values: [a, b]}}]
+              matchConditions:
+                - {{name: not-admin, expression: "request.userInfo.username != 'admin'"}}
         resources:
           - file: config/resources/widgets.yaml
           - file: config/resources/gadgets.yaml
+          - inline:
+              apiVersion: apiextensions.k8s.io/v1
+              kind: CustomResourceDefinition
+              metadata: {{name: things.example.kext.io}}
+              spec:
+                group: example.kext.io
+                scope: Namespaced
+                names: {{plural: things, singular: thing, kind: Thing, listKind: ThingList}}
+                versions:
+                  - name: v1
+                    served: true
+                    storage: true
+                    schema:
+                      openAPIV3Schema:
+                        type: object
+                        properties:
+                          spec:
+                            type: object
+                            x-kubernetes-validations: [{{rule: "self.min <= self.max"}}]
+                            properties:
+                              min: {{type: integer}}
+                              max: {{type: integer}}
         """)
     certificates = ServingCertificates("/c/tls.crt", "/c/tls.key", ("/c/client-ca.crt",),
                                        "https://127.0.0.1:8443", "/c/kubeconfig")
     config = new_config(options, certificates,
                         EtcdSettings(endpoints=("http://127.0.0.1:2379",))).complete()
-    settings = [worker_settings(config, i, 3, "DEBUG") for i in range(3)]
+    settings = [worker_settings(config, i, 3, options.logging) for i in range(3)]
     for sent in settings:
         assert WorkerSettings.from_json(sent.to_json()) == sent
     received = WorkerSettings.from_json(settings[1].to_json())
     assert received.config.resources == config.resources  # schemas, columns, hooks
+    # each version's schema is compiled again in the worker, its CEL rules with it
+    for sent_definition, definition in zip(config.resources, received.config.resources,
+                                           strict=True):
+        for sent_version, version in zip(sent_definition.versions, definition.versions,
+                                         strict=True):
+            assert version.compiled is not None and sent_version.compiled is not None
+            assert version.compiled.source == sent_version.compiled.source
+            assert version.compiled.cel_rules == sent_version.compiled.cel_rules  # how many
+    assert received.config.resources[2].versions[0].compiled.cel_rules == 1  # type: ignore[union-attr]
+    assert received.config.admission == config.admission  # the webhook: CA, selector, CEL
+    assert received.config.admission.webhooks[0].ca_pem == ca.read_bytes()
     assert received.config.serving == certificates
     assert [s.config.max_requests_inflight for s in settings] == [134, 133, 133]
     assert [s.config.max_mutating_requests_inflight for s in settings] == [67, 67, 66]
     assert received.config.anonymous_paths == config.anonymous_paths
+    assert received.logging == options.logging
+
+
+@pytest.mark.parametrize(("path", "index", "expected"), [
+    ("var/audit.log", 1, "var/audit-worker-1.log"),
+    ("/var/log/kext/audit", 0, "/var/log/kext/audit-worker-0"),
+    ("-", 1, "-"),
+    ("", 1, ""),
+])
+def test_each_worker_writes_an_audit_file_of_its_own(path: str, index: int,
+                                                     expected: str) -> None:
+    assert worker_audit_path(path, index) == expected
 
 
 @pytest.mark.asyncio
@@ -196,6 +257,7 @@ class _Cache:
     def __init__(self, objects: int, watchers: int) -> None:
         self.object_count, self.watcher_count = objects, watchers
         self.etcd_watch_count, self.terminated_watchers = 1, 0
+        self.last_sync_resource_version, self.window = 7, 1024
 
 
 def _worker_metrics(requests: int, seconds: float, objects: int, watchers: int,

@@ -1,11 +1,14 @@
 """watch: a chunked stream of newline-delimited JSON watch events
-(cf. apiserver pkg/endpoints/handlers/watch.go). Events come from the watch cache; each is
-encoded once per representation and the same bytes go to every watcher that wants them."""
+(cf. apiserver pkg/endpoints/handlers/watch.go). Events come from the watch cache in the
+storage version; each is converted once per version and encoded once per representation, and
+the same bytes go to every watcher that wants them. A conversion that fails ends the stream
+(the client re-watches), as kube's watch ends when an event cannot be encoded."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from collections.abc import AsyncGenerator
@@ -17,9 +20,16 @@ from kext.api import errors
 from kext.api.table import parse_include_object, partial_object_metadata, table_convertor
 from kext.metrics import Metrics, WatchEventCounts
 from kext.registry.store import WatchEvent
-from kext.server.handlers.scope import INTEGER, Scope, parse_resource_version, selection
+from kext.server.handlers.scope import (
+    Scope,
+    parse_resource_version,
+    selection,
+    timeout_seconds,
+)
 from kext.server.negotiation import Representation, Target, negotiate
 from kext.server.request import APIRequest, StreamResponse
+
+log = logging.getLogger(__name__)
 
 # kube-apiserver picks a random timeout in [min, 2*min) so watches do not all end at once.
 MIN_REQUEST_TIMEOUT = 1800.0
@@ -59,11 +69,10 @@ async def watch(request: APIRequest, scope: Scope, metrics: Metrics) -> StreamRe
             "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
             "resourceVersionMatch",
         )
-    timeout_raw = request.param("timeoutSeconds")
-    if timeout_raw and not INTEGER.fullmatch(timeout_raw):
-        raise errors.bad_request(f"timeoutSeconds: invalid value {timeout_raw!r}")
-    timeout = float(timeout_raw or 0)
-    if timeout <= 0:  # as kube: no (or zero) timeout is a random one of 30-60 minutes
+    # As kube's handleWatch: none (or zero) is a random timeout of 30-60 minutes; a negative
+    # one has already passed, so the watch ends at once.
+    timeout = float(timeout_seconds(request) or 0)
+    if timeout == 0:
         timeout = MIN_REQUEST_TIMEOUT * (1 + random.random())
     resource_version = int(rv_raw) if rv_raw else None
     events = scope.store.watch(
@@ -128,7 +137,13 @@ async def _frames(first: asyncio.Task[WatchEvent], events: AsyncGenerator[WatchE
             return
         event = first.result()
         while True:
-            frame = encoder.encode(event)
+            frame = encoder.encode_now(event)
+            if frame is None:
+                try:
+                    frame = await encoder.encode(event)
+                except errors.StatusError as exc:
+                    log.warning("watch of %s ended: %s", encoder.api_version, exc.message)
+                    return
             recorder.record(len(frame))
             yield frame
             if state["expired"]:
@@ -172,23 +187,35 @@ class _Encoder:
                         f"{self.api_version}:{self.include_object}"
         self.headers_sent = False
 
-    def encode(self, event: WatchEvent) -> bytes:
+    def encode_now(self, event: WatchEvent) -> bytes | None:
+        """The event's frame when it needs no wait for a conversion (None otherwise)."""
         if event.type == "BOOKMARK":
             return self._bookmark(event)
+        if self.target.representation is not Representation.TABLE:
+            frame = event.encoded.get(self.memo_key)
+            if frame is not None:
+                return frame
+        obj = self.scope.store.event_object_now(event, self.scope.version.name)
+        return None if obj is None else self._frame(event, obj)
+
+    async def encode(self, event: WatchEvent) -> bytes:
+        """The event's frame, its object converted first (500 StatusError when that fails)."""
+        obj = await self.scope.store.event_object(event, self.scope.version.name)
+        return self._frame(event, obj)
+
+    def _frame(self, event: WatchEvent, obj: dict[str, Any]) -> bytes:
         if self.target.representation is Representation.TABLE:
             # Tables carry column headers on the first event only, so they are per watcher.
-            return self._table(event)
+            return self._table(event, obj)
         frame = event.encoded.get(self.memo_key)
         if frame is None:
-            obj = self.scope.store.to_version(event.object, self.scope.version.name)
             if self.target.representation is Representation.PARTIAL_OBJECT_METADATA:
                 obj = partial_object_metadata(obj, self.target.meta_version)
             frame = orjson.dumps({"type": event.type, "object": obj}) + b"\n"
             event.encoded[self.memo_key] = frame
         return frame
 
-    def _table(self, event: WatchEvent) -> bytes:
-        obj = self.scope.store.to_version(event.object, self.scope.version.name)
+    def _table(self, event: WatchEvent, obj: dict[str, Any]) -> bytes:
         table = table_convertor(self.scope.version).table(
             [obj], include_object=self.include_object, no_headers=self.headers_sent,
             meta_version=self.target.meta_version,

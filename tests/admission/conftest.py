@@ -1,5 +1,5 @@
-"""Fixtures for the kube client's tests: the kube-apiserver stand-in, and a Twisted asyncio
-reactor on the test's own event loop (built, not installed: each test has its own loop)."""
+"""Fixtures for admission's tests: the HTTPS webhook server, and a Twisted asyncio reactor on
+the test's own event loop (built, not installed: each test has its own loop)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ import pytest
 import pytest_asyncio
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
-from tests.kube_apiserver import KubeAPIServer
+from tests.webhook_server import WebhookServer
 
 
 @pytest.fixture
-def kube_apiserver(tmp_path: Path) -> Iterator[KubeAPIServer]:
-    """A running kube-apiserver stand-in, stopped after the test."""
-    server = KubeAPIServer(tmp_path / "kube-apiserver")
+def webhook_server(tmp_path: Path) -> Iterator[WebhookServer]:
+    server = WebhookServer(tmp_path / "webhook")
     server.start()
     try:
         yield server
@@ -30,8 +29,7 @@ def kube_apiserver(tmp_path: Path) -> Iterator[KubeAPIServer]:
 async def reactor() -> AsyncIterator[Any]:
     """An asyncio reactor running on this test's loop (its thread pool started for name
     resolution, as reactor.run() would)."""
-    loop = asyncio.get_running_loop()
-    built = AsyncioSelectorReactor(loop)
+    built = AsyncioSelectorReactor(asyncio.get_running_loop())
     pool = built.getThreadPool()
     pool.start()
     try:

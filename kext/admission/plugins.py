@@ -1,0 +1,121 @@
+"""A server's admission, built once from `admission` in server.yaml: the server-wide Python
+hooks, the webhooks (server.yaml's entries and configuration files, and with fromCluster the
+cluster's: kext.admission.cluster), one webhook client and the admission metrics.
+`chain(definition, interfaces)` puts a resource's chain together in kube's order:
+
+- mutating: NamespaceLifecycle (with fromCluster), the server-wide mutating hooks, the
+  resource's defaulting hooks, the mutating webhooks (reinvoked as their reinvocationPolicy
+  says);
+- (the store validates against the schema in between);
+- validating: the server-wide validating hooks, the resource's validation hooks, the
+  ValidatingAdmissionPolicies (`policies`, a slot for the CEL plugin), the validating webhooks
+  (called concurrently).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from kext.admission.chain import Chain, MutatingPlugin, ValidatingPlugin, resource_plugins
+from kext.admission.cluster import ClusterAdmission, CompositeWebhooks, NamespaceLifecycle
+from kext.admission.interfaces import ObjectInterfaces
+from kext.admission.pyhooks import PythonHook
+from kext.admission.webhook.call import Caller, StaticWebhooks, WebhookSource
+from kext.admission.webhook.client import WebhookClient
+from kext.admission.webhook.conditions import MatchConditions
+from kext.admission.webhook.matching import ImpliedNamespaces, Matcher, NamespaceLabels
+from kext.admission.webhook.mutating import MutatingWebhooks
+from kext.admission.webhook.validating import ValidatingWebhooks
+from kext.api.resource import ResourceDefinition
+from kext.config import AdmissionConfig
+from kext.kube import KubeClient
+from kext.metrics import AdmissionMetrics
+
+# Builds a resource's ValidatingAdmissionPolicy plugins (the CEL issue's): none yet.
+PolicyPlugins = Callable[[ResourceDefinition, ObjectInterfaces], Sequence[ValidatingPlugin]]
+
+
+class AdmissionConfigError(Exception):
+    """A part of the admission configuration cannot be loaded (a hook does not import)."""
+
+
+@dataclass
+class AdmissionPlugins:
+    """What every resource's chain shares. start() begins following the cluster (when it
+    does); close() ends that and the webhook client's connections."""
+
+    hooks: Sequence[PythonHook] = ()
+    webhooks: WebhookSource | None = None
+    client: WebhookClient | None = None
+    namespaces: NamespaceLabels = field(default_factory=ImpliedNamespaces)
+    metrics: AdmissionMetrics | None = None
+    policies: PolicyPlugins | None = None
+    cluster: ClusterAdmission | None = None
+    conditions: MatchConditions = field(default_factory=MatchConditions)
+
+    @classmethod
+    def from_config(cls, config: AdmissionConfig, metrics: AdmissionMetrics | None = None,
+                    kube: KubeClient | None = None) -> AdmissionPlugins:
+        """Import the hooks and set up the webhooks of config (the webhook client only when
+        there may be a webhook to call); kube is the cluster's client, needed by
+        fromCluster. Raises AdmissionConfigError naming the key."""
+        hooks = []
+        for i, hook in enumerate(config.hooks):
+            try:
+                hooks.append(PythonHook.load(hook.hook, hook.type, hook.failure_policy, metrics))
+            except Exception as exc:
+                raise AdmissionConfigError(
+                    f"admission.hooks[{i}]: cannot import {hook.hook!r}: "
+                    f"{type(exc).__name__}: {exc}") from None
+        static = StaticWebhooks(config.webhooks)
+        webhooks: WebhookSource | None = static if config.webhooks else None
+        cluster = None
+        namespaces: NamespaceLabels = ImpliedNamespaces()
+        if config.from_cluster:
+            if kube is None:
+                raise AdmissionConfigError("admission.fromCluster: needs kubernetes.kubeconfig "
+                                           "or kubernetes.inCluster: true")
+            cluster = ClusterAdmission(kube)
+            webhooks = CompositeWebhooks(static, cluster)
+            namespaces = cluster.namespaces
+        client = WebhookClient() if webhooks is not None else None
+        return cls(hooks=hooks, webhooks=webhooks, client=client, namespaces=namespaces,
+                   metrics=metrics, cluster=cluster)
+
+    def start(self) -> None:
+        """Begin following the cluster's configurations and namespaces (on the running
+        loop); requests that need them wait for the first lists."""
+        if self.cluster is not None:
+            self.cluster.start()
+
+    def chain(self, definition: ResourceDefinition, interfaces: ObjectInterfaces) -> Chain:
+        """The admission chain of one resource."""
+        own_mutating, own_validating = resource_plugins(definition)
+        mutating: list[MutatingPlugin] = []
+        if self.cluster is not None and definition.namespaced:
+            mutating.append(NamespaceLifecycle(self.cluster.namespaces))
+        mutating += [h for h in self.hooks if h.mutating]
+        validating: list[ValidatingPlugin] = [h for h in self.hooks if not h.mutating]
+        mutating += own_mutating
+        validating += own_validating
+        if self.policies is not None:
+            validating += self.policies(definition, interfaces)
+        if self.webhooks is not None and self.client is not None:
+            matcher = Matcher(self.namespaces, interfaces.equivalents, interfaces.convert,
+                              self.conditions)
+            caller = Caller(self.client, self.metrics)
+            # the cluster's webhooks come and go; server.yaml's are known now
+            following = self.cluster is not None
+            if following or self.webhooks.mutating:
+                mutating.append(MutatingWebhooks(self.webhooks, matcher, caller, interfaces))
+            if following or self.webhooks.validating:
+                validating.append(ValidatingWebhooks(self.webhooks, matcher, caller, interfaces))
+        return Chain(mutating, validating, self.metrics)
+
+    async def close(self) -> None:
+        """Stop following the cluster; close the webhook client's connections."""
+        if self.cluster is not None:
+            await self.cluster.stop()
+        if self.client is not None:
+            await self.client.close()

@@ -1,0 +1,48 @@
+"""The object types the Kubernetes libraries add (kubernetes.Quantity, kubernetes.URL,
+net.IP, net.CIDR, kubernetes.NamedFormat, kubernetes.Semver), as protobuf messages: the
+engine passes messages through CEL, and a message of one canonical field compares equal
+exactly when the values are equal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+_F = descriptor_pb2.FieldDescriptorProto
+TYPE_NAMES = {
+    "Quantity": "kubernetes.Quantity", "URL": "kubernetes.URL", "IP": "net.IP",
+    "CIDR": "net.CIDR", "NamedFormat": "kubernetes.NamedFormat", "Semver": "kubernetes.Semver",
+}
+
+
+def _files() -> list[descriptor_pb2.FileDescriptorProto]:
+    files = []
+    for package in ("kubernetes", "net"):
+        fdp = descriptor_pb2.FileDescriptorProto(
+            name=f"kext/cel/{package}.proto", package=package, syntax="proto3")
+        for short, full in TYPE_NAMES.items():
+            if full.startswith(package + "."):
+                message = fdp.message_type.add(name=short)
+                message.field.add(name="value", number=1, type=_F.TYPE_STRING,
+                                  label=_F.LABEL_OPTIONAL)
+        files.append(fdp)
+    return files
+
+
+FILES = tuple(_files())
+_POOL = descriptor_pool.DescriptorPool()
+for _file in FILES:
+    _POOL.Add(_file)
+
+
+def _message_class(full_name: str) -> Any:
+    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(full_name))
+
+
+Quantity = _message_class("kubernetes.Quantity")
+URL = _message_class("kubernetes.URL")
+IP = _message_class("net.IP")
+CIDR = _message_class("net.CIDR")
+NamedFormat = _message_class("kubernetes.NamedFormat")
+Semver = _message_class("kubernetes.Semver")
