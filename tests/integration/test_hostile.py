@@ -407,8 +407,9 @@ def test_continue_tokens_with_revisions_past_int64_are_400(
 
     past = http.get(widgets(kext, ns), params={"limit": "1", "continue": token(2**63)})
     assert past.status_code == 400
-    assert message(past) == (f"continue key is not valid: json: cannot unmarshal number {2**63}"
-                             " into Go struct field continueToken.rv of type int64")
+    assert message(past) == ("invalid continue token: continue key is not valid: json: cannot "
+                             f"unmarshal number {2**63} into Go struct field continueToken.rv of "
+                             "type int64")
     below = http.get(widgets(kext, ns), params={"limit": "1", "continue": token(-(2**64))})
     assert below.status_code == 400
     assert_serving(kext)
