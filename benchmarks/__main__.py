@@ -1,5 +1,5 @@
-"""`python -m benchmarks [--quick] [--profile] [--etcd URL] [--kext URL --kext-certs DIR]
-[--out DIR]`
+"""`python -m benchmarks [--quick] [--profile] [--workers N|auto] [--etcd URL]
+[--kext URL --kext-certs DIR] [--out DIR]`
 
 Starts its own etcd and kext (unless given), runs every scenario against kext and directly
 against etcd, and writes results.json, report.md and PNG plots into
@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="sample kext with py-spy during create and get (at concurrency "
                              "32) and the largest watch fan-out; summaries in the report")
+    parser.add_argument("--workers", default="1", metavar="N|auto",
+                        help="serving.workers of the kext the suite starts (default 1); get "
+                             "and create are also run with workers 1, 2 and auto")
     parser.add_argument("--out", type=Path,
                         help="directory for results.json, report.md and the plots "
                              "(default: benchmarks/results/<timestamp>)")
@@ -51,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the given etcd's process id (for its CPU and memory figures)")
     parser.add_argument("--only", default="",
                         help="run only these sections, comma-separated: client, memory, "
-                             "requests, watch (a partial report)")
+                             "requests, watch, workers (a partial report)")
     parser.add_argument("--profile-scenarios", default="",
                         help="with --profile: the request scenarios to sample, comma-separated "
                              "(default: create,get)")
@@ -82,6 +85,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 f"{args.front_proxy_certs}")
     if args.sar_kubeconfig and args.kext:
         problems.append("--sar-kubeconfig: configures the kext the suite starts, not a given one")
+    if args.workers != "auto" and not (args.workers.isdigit() and int(args.workers) >= 1):
+        problems.append(f"--workers: expected a positive integer or auto, got {args.workers}")
+    elif args.workers != "auto":
+        args.workers = int(args.workers)
     if args.etcd.startswith("https://"):
         problems.append("--etcd: only plain http etcd endpoints are supported")
     for problem in problems:
@@ -103,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                   kext_prefix=args.kext_prefix, kext_pid=args.kext_pid,
                   etcd_pid=args.etcd_pid, front_proxy_certs=args.front_proxy_certs,
                   sar_kubeconfig=args.sar_kubeconfig)
-    suite = Suite(size, given, profile_dir=out if args.profile else None,
+    suite = Suite(size, given, profile_dir=out if args.profile else None, workers=args.workers,
                   only=tuple(x.strip() for x in args.only.split(",") if x.strip()))
     if args.profile_scenarios:
         suite.profiled = tuple(x.strip() for x in args.profile_scenarios.split(","))

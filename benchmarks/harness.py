@@ -160,8 +160,9 @@ class Suite:
     given: Given
     progress: Progress = field(default_factory=Progress)
     profile_dir: Path | None = None  # --profile: py-spy kext during PROFILED runs, files here
+    workers: int | str = 1  # --workers: serving.workers of the kext the suite starts
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
-    only: tuple[str, ...] = ()  # sections to run (client, memory, requests, watch); () all
+    only: tuple[str, ...] = ()  # sections to run (client, memory, requests, watch, workers)
     profiled: tuple[str, ...] = PROFILED  # the request scenarios --profile samples
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -208,7 +209,8 @@ class Suite:
                 self.progress.line(f"using kext at {self.given.kext}")
             else:
                 self.kext_prefix = f"/kext-bench-{self.run_id}"
-                self.kext_process = Kext(self.etcd_endpoint, self.kext_prefix)
+                self.kext_process = Kext(self.etcd_endpoint, self.kext_prefix,
+                                         workers=self.workers)
                 front_proxy = write_front_proxy_files(self.kext_process.directory / "front-proxy",
                                                       FRONT_PROXY_CN)
                 self.kext_process.extra_config = kext_auth_config(
@@ -248,11 +250,21 @@ class Suite:
             if self.etcd_process is not None:
                 self.etcd_process.stop()
 
-    def pids(self) -> dict[str, int | None]:
-        return {"kext": self.kext_pid, "etcd": self.etcd_pid, "client": os.getpid()}
+    def pids(self) -> dict[str, int | tuple[int, ...] | None]:
+        kext: int | tuple[int, ...] | None = self.kext_pid
+        if self.kext_process is not None and self.kext_pid:
+            kext = (self.kext_pid, *self.kext_process.worker_pids())  # with its workers
+        return {"kext": kext, "etcd": self.etcd_pid, "client": os.getpid()}
 
-    def meter(self) -> CPUMeter:
-        return CPUMeter(self.pids())
+    def meter(self, kext: Kext | None = None) -> CPUMeter:
+        """CPU of kext (the suite's, or the one given: supervisor and workers together, each
+        worker also on its own as kext[i]), etcd, the client and the rest of the machine."""
+        kext = kext or self.kext_process
+        if kext is None or kext.process is None:
+            return CPUMeter(self.pids())
+        workers = kext.worker_pids()
+        return CPUMeter({**self.pids(), "kext": (kext.pid, *workers)},
+                        {f"kext[{i}]": pid for i, pid in enumerate(workers)})
 
     @property
     def kext(self) -> KextTarget:
@@ -297,13 +309,16 @@ class Suite:
             available = await self.watch_available()
             if self.wanted("memory"):
                 await self.memory(available)  # writes the large list's objects too
-            elif self.wanted("requests"):
+            elif self.wanted("requests") or self.wanted("workers"):
                 await self.seed_large_list()
-            if self.wanted("requests"):
+            if self.wanted("requests") or self.wanted("workers"):
                 await self.seed()
+            if self.wanted("requests"):
                 await self.request_scenarios()
             if self.wanted("watch"):
                 await self.fanout(available)
+            if self.wanted("workers"):
+                await self.workers_scenarios()
         finally:
             await self.cleanup()
             await self.etcd_client.close()
@@ -676,18 +691,26 @@ class Suite:
         return scenario.name.startswith(f"list-{self.size.large_list}-")
 
     async def _run_kext(self, scenario: Scenario, level: int,
-                        target: KextTarget) -> dict[str, Any]:
+                        target: KextTarget, other: Kext | None = None) -> dict[str, Any]:
+        """scenario at level through target: the suite's kext (or another one, other, whose
+        process is metered instead)."""
         connections = await target.connect(level)
         try:
             if scenario.warmup and not self._large(scenario):
                 warm = scenario.kext_op(target, connections, level)
                 await drive(warm.op, level, duration=self.size.warmup)
             work = scenario.kext_op(target, connections, level)
-            profiled = scenario.name in self.profiled and level == self.profiled_level
+            profiled = (scenario.name in self.profiled and level == self.profiled_level
+                        and other is None)
             suffix = "" if target.name == "kext" else f"-{target.name}"
+            label = f"{scenario.name} c={level} {target.name}"
             with self.profiler(f"{scenario.name}-c{level}{suffix}", profiled):
-                stats = await self._drive(work.op, work.total, level,
-                                          f"{scenario.name} c={level} {target.name}")
+                if other is None:
+                    stats = await self._drive(work.op, work.total, level, label)
+                else:
+                    stats = await drive(work.op, level, duration=self.size.duration,
+                                        meter=self.meter(other),
+                                        progress=self.progress.ticker(label))
         finally:
             close_all(connections)
         return stats.summary()
@@ -778,6 +801,55 @@ class Suite:
                         "p99": ratio(row[key]["p99_ms"], row["etcd"]["p99_ms"]),
                     }
             section["levels"].append(row)
+
+    # -- workers
+
+    async def workers_scenarios(self) -> None:
+        """get and create at each concurrency through a kext with serving.workers 1, 2 and
+        auto (one per core), each started for it on a key prefix of its own, beside the
+        etcd figures of the same run (SPEC section 9, "workers")."""
+        if self.given.kext:
+            return
+        etcd = {(s["name"], row["concurrency"]): row["etcd"]
+                for s in self.results["scenarios"] for row in s["levels"]}
+        section: dict[str, Any] = {"counts": [1, 2, "auto"], "runs": [], "note": (
+            "each count on a kext of its own (its own key prefix and pool); cpu kext = the "
+            "supervisor and its workers together, kext[i] = worker i alone")}
+        self.results["workers"] = section
+        scenarios = [s for s in crud_scenarios(self.size.pool, Created(), self.size.small_list,
+                                               self.size.large_list)
+                     if s.name in ("create", "get")]
+        for workers in section["counts"]:
+            prefix = f"{self.kext_prefix}-workers-{workers}"
+            kext = Kext(self.etcd_endpoint, prefix, workers=workers)
+            kext.start()
+            try:
+                certs = kext.cert_dir
+                target = KextTarget(Endpoint("127.0.0.1", kext.port, client_ssl_context(
+                    str(certs / "ca.crt"), str(certs / "admin.crt"), str(certs / "admin.key"))),
+                    self.kext.namespace_prefix)
+                pool = target.namespace_prefix + POOL
+                await put_many(self.client, [
+                    (f"{prefix}/{GROUP}/{PLURAL}/{pool}/p{i}".encode(),
+                     stored_widget(pool, f"p{i}", i)) for i in range(self.size.pool)])
+                await target.sync(POOL)
+                self.progress.line(f"workers {workers}: kext pid {kext.pid}, workers "
+                                   f"{kext.worker_pids() or 'none (serves itself)'}")
+                for scenario in scenarios:
+                    for level in self.size.levels:
+                        stats = await self._run_kext(scenario, level, target, kext)
+                        base = etcd.get((scenario.name, level), {})
+                        r = ratio(stats["ops_per_s"], base.get("ops_per_s"))
+                        self.progress.line(f"{scenario.name:<7} workers {workers!s:<4} "
+                                           f"c={level:<4d} kext {_fmt(stats)}  kext/etcd {r}")
+                        section["runs"].append({"workers": workers, "scenario": scenario.name,
+                                                "concurrency": level, "kext": stats,
+                                                "ratio_to_etcd": r})
+            finally:
+                kext.stop()
+                kext.cleanup()
+                with contextlib.suppress(Exception):
+                    await delete_prefix(self.client, f"{prefix}/")
 
     # -- cleanup
 

@@ -26,10 +26,17 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 class CPUMeter:
     """CPU seconds used by named processes between start() and stop(), as cores busy, and by
-    everything else on the machine ("other": a run that shared the CPUs shows it here)."""
+    everything else on the machine ("other": a run that shared the CPUs shows it here).
 
-    def __init__(self, pids: Mapping[str, int | None]) -> None:
-        self.pids = {name: pid for name, pid in pids.items() if pid}
+    A name may stand for several processes (kext with workers: the supervisor and its
+    workers), summed; `parts` are also shown on their own (each worker) and are not counted
+    again in "other"."""
+
+    def __init__(self, pids: Mapping[str, int | Sequence[int] | None],
+                 parts: Mapping[str, int] | None = None) -> None:
+        self.pids = {name: (pid,) if isinstance(pid, int) else tuple(pid)
+                     for name, pid in pids.items() if pid}
+        self.parts = {name: (pid,) for name, pid in (parts or {}).items()}
         self._start: dict[str, float] = {}
         self._machine = 0.0
         self._t0 = 0.0
@@ -37,19 +44,22 @@ class CPUMeter:
     def start(self) -> None:
         self._t0 = time.perf_counter()
         self._machine = busy_cpu_seconds()
-        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._start = {name: sum(map(cpu_seconds, pids))
+                       for name, pids in (*self.pids.items(), *self.parts.items())}
 
     def stop(self) -> dict[str, float]:
         """Cores used by each process over the interval (1.0 = one core fully busy)."""
         elapsed = max(time.perf_counter() - self._t0, 1e-9)
         used: dict[str, float] = {}
-        for name, pid in self.pids.items():
+        for name, pids in (*self.pids.items(), *self.parts.items()):
             try:
-                used[name] = round((cpu_seconds(pid) - self._start[name]) / elapsed, 3)
+                used[name] = round((sum(map(cpu_seconds, pids)) - self._start[name]) / elapsed,
+                                   3)
             except OSError:  # the process is gone
                 continue
         machine = (busy_cpu_seconds() - self._machine) / elapsed
-        used["other"] = round(max(0.0, machine - sum(used.values())), 3)
+        counted = sum(v for name, v in used.items() if name not in self.parts)
+        used["other"] = round(max(0.0, machine - counted), 3)
         return used
 
 

@@ -3,6 +3,7 @@ what /proc says about any process (resident size, CPU time)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -190,11 +191,19 @@ class Kext:
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     extra_config: dict[str, Any] = field(default_factory=dict)
+    workers: int | str = 1  # serving.workers: N or "auto"
 
     @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes of a kext with workers (none when it serves itself)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        with contextlib.suppress(OSError):
+            return [int(p) for p in children.read_text().split()]
+        return []
 
     @property
     def url(self) -> str:
@@ -216,6 +225,8 @@ class Kext:
             "storage": {"prefix": self.prefix, "etcd": {"endpoints": [self.etcd_endpoint]}},
             "resources": [{"file": str(WIDGETS)}],
         }
+        if self.workers != 1:
+            config["serving"]["workers"] = self.workers
         config.update(self.extra_config)
         return config
 
@@ -242,7 +253,10 @@ class Kext:
                 try:
                     with urllib.request.urlopen(f"{self.url}/readyz", timeout=2,
                                                 context=context) as response:
-                        if response.status == 200:
+                        # with workers: once every one serves (the supervisor then says so)
+                        if response.status == 200 and (
+                                self.workers == 1
+                                or "workers (pids" in self.log_path.read_text(errors="replace")):
                             return
                 except (OSError, urllib.error.URLError):
                     pass

@@ -233,6 +233,24 @@ def markdown(results: dict[str, Any], image_prefix: str = "") -> str:
     w("")
     w(f"![client]({image_prefix}{PLOTS['client']})\n")
 
+    workers = results.get("workers") or {}
+    if workers.get("runs"):
+        w("## serving.workers\n")
+        w(f"{workers.get('note', '')}.\n")
+        w("| scenario | workers | c | kext ops/s | p99 ms | kext/etcd | "
+          "cpu kext / etcd / client / other | cpu per worker |")
+        w("|---|--:|--:|--:|--:|--:|---|---|")
+        for run in workers["runs"]:
+            k = run["kext"]
+            parts = " / ".join(f"{v:.2f}" for n, v in sorted(k.get("cpu_cores", {}).items())
+                               if n.startswith("kext["))
+            w(f"| {run['scenario']} | {run['workers']} | {run['concurrency']} | "
+              f"{_num(k['ops_per_s'])} | {_num(k['p99_ms'], 2)} | "
+              f"{_ratio(run['ratio_to_etcd'])} | "
+              + " / ".join(_cpu(k, p) for p in ("kext", "etcd", "client", "other"))
+              + f" | {parts or '-'} |")
+        w("")
+
     profiles = results.get("profiles") or {}
     if profiles:
         w("## Where kext's time goes (py-spy)\n")

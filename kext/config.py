@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -50,6 +51,10 @@ class ServingConfig:
     max_mutating_requests_inflight: int = 200
     request_timeout_seconds: float = 60.0
     max_request_body_bytes: int = 3 * 1024 * 1024
+    # Worker processes sharing the port, each with its own watch cache ("auto": one per core,
+    # resolved when the configuration is read); 1 serves from this process, no supervisor.
+    workers: int = 1
+
     # as kube's http.Server ReadHeaderTimeout: a connection that has not sent a request's
     # headers by then is closed
     read_header_timeout_seconds: float = 32.0
@@ -561,14 +566,63 @@ def _serving(f: _Fields) -> ServingConfig:
             "requestTimeout", defaults.request_timeout_seconds, minimum=1e-9
         ),
         max_request_body_bytes=f.integer("maxRequestBodyBytes", defaults.max_request_body_bytes, 1),
+        workers=_workers(f),
+
         read_header_timeout_seconds=f.duration(
             "readHeaderTimeout", defaults.read_header_timeout_seconds, minimum=1e-9
         ),
         shutdown_delay_seconds=f.duration("shutdownDelayDuration",
                                           defaults.shutdown_delay_seconds),
     )
+    # The in-flight limits are split across the workers (kube's limits are per server; here
+    # the pod's total stays what was configured): each needs a share of at least one.
+    for key, limit in (("maxRequestsInflight", config.max_requests_inflight),
+                       ("maxMutatingRequestsInflight", config.max_mutating_requests_inflight)):
+        if 0 < limit < config.workers:
+            f.problem(key, f"expected 0 (no limit) or at least serving.workers "
+                           f"({config.workers}): the limit is split across the workers")
     f.finish()
     return config
+
+
+def _workers(f: _Fields) -> int:
+    value = f.raw("workers")
+    if value is None:
+        return ServingConfig.workers
+    if value == "auto":
+        return available_cpus()
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    f.problem("workers", f"expected a positive integer or auto, got {_describe(value)}")
+    return ServingConfig.workers
+
+
+def available_cpus() -> int:
+    """The cores this process may run on (serving.workers: auto): its CPU affinity, lowered
+    to the cgroup's CPU quota when one is set (a container's CPU limit; cgroup v2 cpu.max or
+    v1 cpu.cfs_quota_us), rounded up; at least 1."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cpus = min(cpus or 1, math.ceil(quota))
+    return max(cpus or 1, 1)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """The cgroup's CPU quota in cores, or None when unlimited or unreadable."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as q, \
+                open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as p:
+            v1_quota, v1_period = int(q.read()), int(p.read())
+        return None if v1_quota <= 0 else v1_quota / v1_period
+    except (OSError, ValueError):
+        return None
 
 
 def _storage(f: _Fields) -> StorageConfig:

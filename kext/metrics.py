@@ -7,13 +7,18 @@ Each API server builds its own `Metrics`: its collectors live on its own registr
 (kube-apiserver has none): /metrics leaves them out.
 
 What records a metric is handed this object; storage is handed `etcd` (an EtcdMetrics, the
-observer kext.storage.etcd3 reports to), since storage knows nothing of metrics."""
+observer kext.storage.etcd3 reports to), since storage knows nothing of metrics.
+
+With several workers (serving.workers), /metrics on any worker answers for all of them: the
+supervisor asks every worker for its samples (`Metrics.samples()`), sums them (`merge`;
+`WorkerSums` keeps the counts of workers that died, so no counter ever goes back) and the
+worker renders the sum (`exposition`)."""
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
-from typing import Any, Protocol
+from collections.abc import Hashable, Iterable, Iterator
+from typing import Any, Protocol, TypedDict, cast
 
 from prometheus_client import (
     CollectorRegistry,
@@ -31,9 +36,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-__all__ = ["AdmissionMetrics", "CacheSource", "EtcdMetrics", "Gauge", "Metrics",
-           "StorageCollector", "UnsuffixedCounter",
-           "WatchEventCounts"]
+__all__ = ["AdmissionMetrics", "CacheSource", "EtcdMetrics", "FamilySamples", "Gauge",
+           "Metrics", "StorageCollector", "UnsuffixedCounter", "WatchEventCounts", "WorkerSums",
+           "exposition", "family_samples", "merge", "parse_samples"]
 
 # kube-apiserver's buckets for apiserver_request_duration_seconds.
 REQUEST_DURATION_BUCKETS = (
@@ -526,6 +531,10 @@ class Metrics:
         """The Prometheus text exposition of this server's metrics."""
         return generate_latest(_WithoutCreated(self.registry))
 
+    def samples(self) -> list[FamilySamples]:
+        """This server's metrics as plain data, for the sum across workers."""
+        return family_samples(self.registry)
+
 
 class _WithoutCreated(Collector):
     """A registry's metrics without the `_created` samples prometheus_client adds to counters
@@ -540,3 +549,128 @@ class _WithoutCreated(Collector):
             created = metric.name + "_created"
             metric.samples = [s for s in metric.samples if s.name != created]
             yield metric
+
+
+# -- the sum across workers
+
+class FamilySamples(TypedDict):
+    """One metric family as plain data (JSON between processes): its samples are
+    [sample name, labels, value]."""
+
+    name: str
+    type: str
+    help: str
+    unit: str
+    samples: list[tuple[str, dict[str, str], float]]
+
+
+# Gauges a sum would misread: every worker's cache holds every object, so the stored count is
+# any one worker's (the largest), as are a cache's revision and capacity; the processes' start
+# is the earliest, their fd limit one.
+LARGEST_GAUGES = frozenset({"apiserver_storage_objects", "apiserver_resource_objects",
+                            "apiserver_watch_cache_resource_version", "watch_cache_capacity",
+                            "process_max_fds"})
+EARLIEST_GAUGES = frozenset({"process_start_time_seconds"})
+# Families whose samples keep counting over the processes' lives (summed, and kept when a
+# worker dies); gauges describe the processes alive now.
+CUMULATIVE_TYPES = frozenset({"counter", "histogram", "summary"})
+
+
+def family_samples(registry: CollectorRegistry) -> list[FamilySamples]:
+    """Every family a registry collects (without `_created` samples), as plain data."""
+    return [FamilySamples(name=family.name, type=family.type, help=family.documentation,
+                          unit=family.unit,
+                          samples=[(s.name, dict(s.labels), s.value) for s in family.samples])
+            for family in _WithoutCreated(registry).collect()]
+
+
+def _combine(family: FamilySamples, a: float, b: float) -> float:
+    if family["name"] in EARLIEST_GAUGES:
+        return min(a, b)
+    if family["type"] == "gauge" and family["name"] in LARGEST_GAUGES:
+        return max(a, b)
+    return a + b  # counters, histogram buckets, counts and sums; in-flight and other gauges
+
+
+def merge(sources: Iterable[list[FamilySamples]]) -> list[FamilySamples]:
+    """The families of several processes as one: counters and histograms summed sample by
+    sample (same name and labels), gauges summed (in-flight requests, watchers, memory)
+    except those in LARGEST_GAUGES and EARLIEST_GAUGES; families and samples in the order
+    first seen."""
+    merged: dict[str, FamilySamples] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], tuple[dict[str, str],
+                                                                          float]]] = {}
+    for families in sources:
+        for family in families:
+            name = family["name"]
+            if name not in merged:
+                merged[name] = FamilySamples(name=name, type=family["type"], help=family["help"],
+                                             unit=family["unit"], samples=[])
+                values[name] = {}
+            into = values[name]
+            for sample, labels, value in family["samples"]:
+                key = (sample, tuple(sorted(labels.items())))
+                seen = into.get(key)
+                into[key] = (labels, value if seen is None
+                             else _combine(merged[name], seen[1], value))
+    for name, family in merged.items():
+        family["samples"] = [(sample, labels, value)
+                             for (sample, _), (labels, value) in values[name].items()]
+    return list(merged.values())
+
+
+class _Families(Collector):
+    def __init__(self, families: list[FamilySamples]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.families:
+            metric = Metric(family["name"], family["help"], family["type"], family["unit"])
+            for sample, labels, value in family["samples"]:
+                metric.add_sample(sample, labels, value)
+            yield metric
+
+
+def exposition(families: list[FamilySamples]) -> bytes:
+    """The Prometheus text exposition of families, as a registry of them would give it."""
+    return generate_latest(cast(CollectorRegistry, _Families(families)))
+
+
+class WorkerSums:
+    """The supervisor's sum of its workers' metrics: each worker's latest samples, and the
+    counters and histograms of the workers that exited (a restarted worker starts from zero;
+    without them the sum would go back and Prometheus would read a counter reset). Its own
+    registry holds the supervisor's process metrics and kext_workers /
+    kext_worker_restarts_total."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        self.workers = Gauge("kext_workers", "Number of kext worker processes running.",
+                             registry=self.registry)
+        self.restarts = Counter("kext_worker_restarts", "Number of kext worker processes "
+                                "restarted after they exited.", registry=self.registry)
+        self.latest: dict[Hashable, list[FamilySamples]] = {}
+        self.exited: list[FamilySamples] = []
+
+    def update(self, worker: Hashable, families: list[FamilySamples]) -> None:
+        """A worker's (one process's) samples, as it just reported them."""
+        self.latest[worker] = families
+
+    def retire(self, worker: Hashable) -> None:
+        """The worker's process exited: its counts stay in the sums, its gauges leave them."""
+        families = self.latest.pop(worker, None)
+        if families is not None:
+            cumulative = [f for f in families if f["type"] in CUMULATIVE_TYPES]
+            self.exited = merge([self.exited, cumulative])
+
+    def families(self) -> list[FamilySamples]:
+        """The sum over every worker and the supervisor."""
+        return merge([*self.latest.values(), self.exited, family_samples(self.registry)])
+
+
+def parse_samples(data: Any) -> list[FamilySamples]:
+    """Families as they came over the channel (JSON: the samples are lists)."""
+    return [FamilySamples(name=f["name"], type=f["type"], help=f["help"], unit=f["unit"],
+                          samples=[(s[0], s[1], float(s[2])) for s in f["samples"]])
+            for f in data]

@@ -94,3 +94,18 @@ def test_report_names_the_ratios(quick_run: tuple[Path, str]) -> None:
     assert f"**{create['levels'][0]['ratio']['ops_per_s']:.2f}x**" in report
     assert "| create | 1 |" in report and "watchers" in report
     assert "create" in progress and "ops/s" in progress  # progress was shown as it ran
+
+
+def test_get_and_create_run_with_one_two_and_auto_workers(quick_run: tuple[Path, str]) -> None:
+    out, _ = quick_run
+    workers = json.loads((out / "results.json").read_text())["workers"]
+    runs = {(r["workers"], r["scenario"], r["concurrency"]): r for r in workers["runs"]}
+    assert set(runs) == {(w, s, c) for w in (1, 2, "auto") for s in ("create", "get")
+                         for c in (1, 8)}
+    for run in runs.values():
+        assert run["kext"]["errors"] == 0 and run["kext"]["ops"] > 0, run
+        assert _number(run["ratio_to_etcd"])
+    # with 2 workers, each worker's CPU is measured (kext[0], kext[1]) beside the total
+    assert {"kext", "kext[0]", "kext[1]"} <= set(runs[(2, "get", 8)]["kext"]["cpu_cores"])
+    assert "## serving.workers" in (out / "report.md").read_text()
+

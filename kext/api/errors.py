@@ -164,7 +164,9 @@ def service_unavailable(message: str) -> StatusError:
 
 
 def timeout(message: str, retry_after_seconds: int = 0) -> StatusError:
-    return StatusError(504, "Timeout", message, retry_after_seconds=retry_after_seconds)
+    """504 Timeout, worded as kube's NewTimeoutError ("Timeout: " + message)."""
+    return StatusError(504, "Timeout", f"Timeout: {message}",
+                       retry_after_seconds=retry_after_seconds)
 
 
 # -- Go's printing: how kube renders values in the messages kext copies. The one place kext

@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -71,11 +71,16 @@ class APIServer:
     """One API server and everything it owns: its metrics, authenticator, authorizer and
     in-flight counts (built here), its etcd client, watch caches, stores, router and filter
     chain (`await prepare_run()`), its HTTPS port on a listening socket it is given
-    (`serve(listener)`). `await stop()` takes them down."""
+    (`serve(listener)`). `await stop()` takes them down.
 
-    def __init__(self, config: CompletedConfig) -> None:
+    /metrics answers this server's own metrics, or what metrics_exposition gives (a worker's:
+    the sum across workers)."""
+
+    def __init__(self, config: CompletedConfig, *,
+                 metrics_exposition: Callable[[], Awaitable[bytes]] | None = None) -> None:
         self.config = config
         self.metrics = Metrics()
+        self.metrics_exposition = metrics_exposition
         self.kube = config.new_kube_client()
         self.security = config.new_security(self.metrics, self.kube)
         self.authenticator = self.security.authenticator
@@ -208,9 +213,10 @@ class APIServer:
         self.serving.port = reactor.adoptStreamPort(listener.fileno(), listener.family, https)
 
     async def serve_metrics(self, request: APIRequest) -> Response:
-        """/metrics: this server's metrics in the Prometheus text format."""
-        return Response(200, self.metrics.exposition(),
-                        "text/plain; version=0.0.4; charset=utf-8")
+        """/metrics: this server's metrics (or every worker's) in the Prometheus text format."""
+        body = (self.metrics.exposition() if self.metrics_exposition is None
+                else await self.metrics_exposition())
+        return Response(200, body, "text/plain; version=0.0.4; charset=utf-8")
 
     async def cache_check(self) -> str | None:
         waiting = [c.root for c in self.serving.caches if not c.ready]
@@ -281,19 +287,16 @@ def announce(options: ServerConfig, certificates: ServingCertificates) -> None:
 
 
 def run(options: ServerConfig) -> int:
-    """Run kext until SIGTERM/SIGINT; returns the process exit code."""
-    from twisted.internet import asyncioreactor
-
+    """Run kext until SIGTERM/SIGINT; returns the process exit code. With serving.workers
+    above 1, this process is the supervisor of that many workers (kext/server/supervisor.py);
+    otherwise it serves itself."""
     configure_logging(options.logging)
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    asyncioreactor.install(loop)
-    from twisted.internet import reactor as _reactor
+    if options.serving.workers > 1:
+        from kext.server.supervisor import supervise
 
-    reactor = cast(Any, _reactor)
+        return supervise(options)
     process = Process(options)
     server: APIServer | None = None
-    exit_code = 0
 
     async def start() -> None:
         nonlocal server
@@ -310,6 +313,24 @@ def run(options: ServerConfig) -> int:
         if server is not None:
             await server.stop()
         await process.stop()  # the embedded etcd stops after the server closed storage
+
+    return run_reactor(start, stop)
+
+
+def run_reactor(start: Callable[[], Awaitable[None]],
+                stop: Callable[[], Awaitable[None]]) -> int:
+    """Install Twisted's asyncio reactor, run start() once it runs and stop() before it shuts
+    down (SIGTERM/SIGINT); returns the exit code: 1 when start() failed (its message on
+    standard error), else 0."""
+    from twisted.internet import asyncioreactor
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    asyncioreactor.install(loop)
+    from twisted.internet import reactor as _reactor
+
+    reactor = cast(Any, _reactor)
+    exit_code = 0
 
     def failed(failure: Any) -> None:
         nonlocal exit_code

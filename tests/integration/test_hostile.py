@@ -392,7 +392,7 @@ def test_list_parameters_are_int64(kext: KextProcess, http: requests.Session,
                                    "resourceVersionMatch": "Exact"})
     assert ahead.status_code == 504
     assert status_of(ahead)["reason"] == "Timeout"
-    assert message(ahead).startswith(f"Too large resource version: {2**63}, current: ")
+    assert message(ahead).startswith(f"Timeout: Too large resource version: {2**63}, current: ")
     grace = http.delete(f"{base}/nothing", params={"gracePeriodSeconds": str(2**64)})
     assert grace.status_code == 400
     assert "value out of range" in message(grace)

@@ -152,7 +152,7 @@ async def test_a_revision_not_reached_yet_is_504_with_retry_after(storage: Stora
         error = await refused(call)
         assert (error.code, error.reason) == (504, "Timeout")
         assert error.message == (
-            f"Too large resource version: {ahead}, current: {int(ahead) - 100}")
+            f"Timeout: Too large resource version: {ahead}, current: {int(ahead) - 100}")
         assert error.retry_after_seconds == 1
         assert [(c.reason, c.message) for c in error.causes] == [
             ("ResourceVersionTooLarge", "Too large resource version")]

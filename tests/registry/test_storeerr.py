@@ -23,7 +23,7 @@ KEY = "/registry/example.kext.io/widgets/ns/w"
     (errors.ExpiredError(KEY, "too old resource version: 3 (7)"), 410, "Expired",
      "too old resource version: 3 (7)", 0),
     (errors.TooLargeResourceVersionError(KEY, 90, 12), 504, "Timeout",
-     "Too large resource version: 90, current: 12", 1),
+     "Timeout: Too large resource version: 90, current: 12", 1),
     (errors.CorruptObjectError(KEY, f"{KEY}: not a JSON object"), 500, "InternalError",
      "Internal error occurred: unable to transform or decode widgets.example.kext.io w", 0),
     (errors.InvalidObjectError(KEY, "invalid continue token"), 400, "BadRequest",

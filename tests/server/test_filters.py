@@ -293,7 +293,8 @@ async def test_a_request_past_the_timeout_is_504(server: InMemoryServer) -> None
     response = await chain(server.api_request("GET", WIDGETS))
     assert response.code == 504
     assert header(response, "Retry-After") == "1"
-    assert status(response)["message"] == "request did not complete within the allotted timeout"
+    assert status(response)["message"] == (
+        "Timeout: request did not complete within the allotted timeout")
     assert status(response)["reason"] == "Timeout"
     assert cancelled == [WIDGETS]  # the handler was stopped, not left running
     assert server.server.inflight.counts == {"readonly": 0, "mutating": 0}

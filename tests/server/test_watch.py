@@ -220,7 +220,8 @@ async def test_a_watch_ahead_of_storage_is_504_before_the_stream(tmp_path: Path)
         ahead = await server.storage.current_revision() + 10
         error = status(await server.request("GET", f"{WIDGETS}?watch=true&resourceVersion={ahead}"),
                        504, "Timeout")
-        assert error["message"] == f"Too large resource version: {ahead}, current: {ahead - 10}"
+        assert error["message"] == (
+            f"Timeout: Too large resource version: {ahead}, current: {ahead - 10}")
         assert error["details"]["causes"] == [
             {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]
     finally:
