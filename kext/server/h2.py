@@ -243,9 +243,9 @@ class H2Protocol(Protocol):
         if stream.received > self.max_body_bytes:
             stream.too_large = True
             stream.body.clear()
-            # answer at once, as the HTTP/1.1 layer does, and stop the upload
+            # answer at once, as the HTTP/1.1 layer does; the upload is stopped once the
+            # answer is out (_done)
             self._dispatch(stream)
-            self.h2.reset_stream(sid, h2.errors.ErrorCodes.NO_ERROR)
 
     def _forget(self, stream_id: int) -> None:
         stream = self.streams.pop(stream_id, None)
@@ -296,8 +296,7 @@ class H2Protocol(Protocol):
         try:
             if stream.too_large:
                 response: Response | StreamResponse = status_response(
-                    errors.request_entity_too_large(
-                        f"Request entity too large: limit is {self.max_body_bytes}"))
+                    errors.request_entity_too_large(f"limit is {self.max_body_bytes}"))
             else:
                 response = await self.handler(request)
             if isinstance(response, StreamResponse):
@@ -411,7 +410,11 @@ class H2Protocol(Protocol):
         self._flush_soon()
 
     def _done(self, stream: _Stream) -> None:
-        """Our side of stream is complete."""
+        """Our side of stream is complete. A client still sending (a body past the limit)
+        is told to stop with RST_STREAM NO_ERROR after the response (RFC 9113 §8.1)."""
+        if not stream.ended_remote and stream.too_large:
+            self.h2.reset_stream(stream.id, h2.errors.ErrorCodes.NO_ERROR)
+            stream.ended_remote = True
         if stream.ended_remote:
             self.streams.pop(stream.id, None)
             self.blocked.pop(stream.id, None)
@@ -446,10 +449,6 @@ class H2Protocol(Protocol):
 
     def stopProducing(self) -> None:
         self._close()
-
-
-def stream_path(stream: _Stream) -> str:
-    return next((v.decode("latin-1") for k, v in stream.headers if k == b":path"), "")
 
 
 def _parse_query(query_string: str) -> dict[str, list[str]]:

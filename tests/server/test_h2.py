@@ -174,3 +174,14 @@ async def test_after_the_clients_goaway_the_connection_closes(server: InMemorySe
     client.h2.close_connection()
     client.pump()
     assert client.transport.disconnecting
+
+
+async def test_a_body_past_the_limit_is_413_in_kubes_words(server: InMemoryServer) -> None:
+    client = Client(server)
+    client.protocol.max_body_bytes = 1024
+    big = client.request("POST", WIDGETS, orjson.dumps(widget("big", size="x" * 2048)))
+    await client.until(lambda: client.status(big) is not None)
+    assert client.status(big) == 413
+    status = orjson.loads(client.data[big])
+    assert (status["reason"], status["message"]) == (
+        "RequestEntityTooLarge", "Request entity too large: limit is 1024")
