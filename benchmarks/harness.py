@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -447,8 +447,11 @@ class Suite:
         if self.aggregator_target is not None:
             rows = []
             for level in self.size.levels:
+                # as the aggregator sends every request: kube answers a front-proxy
+                # certificate without the identity headers 401, /healthz too
                 stats = await self._plain_load(self.aggregator_target.endpoint, "/healthz",
-                                               level, {"kext": self.kext_pid}, h2=True)
+                                               level, {"kext": self.kext_pid}, h2=True,
+                                               headers=AGGREGATED_USER)
                 rows.append({"concurrency": level, **stats})
                 self.progress.line(f"client alone  c={level:<4d} kext h2 /healthz "
                                    f"{_fmt(stats)}")
@@ -462,9 +465,10 @@ class Suite:
             "cpu (client_ceiling_ops_per_s in each row).")
 
     async def _plain_load(self, endpoint: Endpoint, path: str, level: int,
-                          server: dict[str, int | None], h2: bool = False) -> dict[str, Any]:
+                          server: dict[str, int | None], h2: bool = False,
+                          headers: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
         connections: list[Any] = list(
-            await open_lanes(endpoint, level, self.size.h2_pool) if h2
+            await open_lanes(endpoint, level, self.size.h2_pool, headers) if h2
             else await open_connections(endpoint, level))
         try:
             async def op(worker: int, seq: int) -> bool:
