@@ -33,7 +33,7 @@ from kext.registry.storedversions import StoredVersionsError, update_stored_vers
 from kext.registry.strategy import crd_strategies
 from kext.server import filters, h2, http, metadata_paths
 from kext.server.config import CompletedConfig, new_config
-from kext.server.connections import ServingConnections
+from kext.server.connections import ServingConnections, adopt_port
 from kext.server.handlers import watch
 from kext.server.healthz import Check, HealthEndpoint, ping
 from kext.server.logs import configure_logging
@@ -210,7 +210,7 @@ class APIServer:
         serving = h2.ServingFactory(site, self.handler, cfg.max_request_body_bytes)
         https = ServingConnections(tls, serving, self.metrics.tls_handshake_errors.inc)
         self.serving.connections = https
-        self.serving.port = reactor.adoptStreamPort(listener.fileno(), listener.family, https)
+        self.serving.port = adopt_port(reactor, listener.fileno(), listener.family, https)
 
     async def serve_metrics(self, request: APIRequest) -> Response:
         """/metrics: this server's metrics (or every worker's) in the Prometheus text format."""

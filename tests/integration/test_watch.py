@@ -294,7 +294,9 @@ async def test_stalled_watcher_is_cut_off_without_delaying_others(
     url = f"{base}?watch=true&resourceVersion={rv}"
     stalled = await Watch.open(url, context, receive_buffer=4096)  # opened, never read
     healthy = await Watch.open(url, context)
-    burst = 1300  # more than the watch cache queues for one watcher (1024 events)
+    # past what the kernel takes (its send buffer autotunes up to 4 MiB: ~400 events), the
+    # transport buffers (64 KiB) and the watch cache queues for one watcher (1024 events)
+    burst = 2600
     receiving = asyncio.ensure_future(take(healthy, burst, timeout=120))
     big = "x" * 10000  # past the kernel's send buffer (up to 4 MiB) the server feels the stall
     loop = asyncio.get_running_loop()
