@@ -57,6 +57,9 @@ _FORMAT_HELPERS: tuple[Function, ...] = (
 _NAMED = re.compile(r"\bformat\.named\(")
 _VALIDATE = re.compile(r"\.validate\(")
 
+_CHECK_PARAMS = [cel.Type(authz.RESOURCE_CHECK), cel.Type.STRING]
+_DECISION = cel.Type(authz.DECISION)
+
 _CROSS_NUMERIC = ("_<_", "_<=_", "_>_", "_>=_")
 _NUMERIC_PAIRS = (("int", "double"), ("double", "int"), ("int", "uint"), ("uint", "int"),
                   ("uint", "double"), ("double", "uint"))
@@ -405,8 +408,8 @@ class Environment:
         if authorizer is None:
             return self._runtime.Activation(values)
         # the engine picks a member function by the receiver's kind: one `check` for both
-        check = cel.Function("check", [_type(authz.RESOURCE_CHECK), cel.Type.STRING], True,
-                             authorizer.check_function(), _type(authz.DECISION))
+        check = cel.Function("check", _CHECK_PARAMS, True, authorizer.check_function(),
+                             _DECISION)
         return self._runtime.Activation({**values, **authorizer.variables(request_resource)},
                                         functions=[check])
 

@@ -64,6 +64,7 @@ class MatchConditions:
     def __init__(self) -> None:
         self._environment: Environment | None = None
         self._compiled: dict[tuple[MatchCondition, ...], list[tuple[str, Any]]] = {}
+        self._use_authorizer: dict[tuple[MatchCondition, ...], bool] = {}
 
     def _env(self) -> Environment:
         if self._environment is None:
@@ -91,6 +92,9 @@ class MatchConditions:
                     compiled = ConditionError(f"compilation error: {error}")
                 programs.append((condition.expression, compiled))
             self._compiled[conditions] = programs
+            self._use_authorizer[conditions] = any(
+                not isinstance(p, ConditionError) and p.uses(*AUTHORIZER_VARIABLES)
+                for _, p in programs)
         return programs
 
     async def matches(self, conditions: Sequence[MatchCondition], obj: Object | None,
@@ -100,10 +104,10 @@ class MatchConditions:
         """Whether every condition holds; ConditionError (kube's aggregate of the errors)
         when none is false and some failed. `authorizer` decides the checks of conditions
         that use it, for user; resource is `authorizer.requestResource`."""
-        programs = self._programs(tuple(conditions))
+        key = tuple(conditions)
+        programs = self._programs(key)
         values = {"object": obj, "oldObject": old, "request": request}
-        if any(not isinstance(p, ConditionError) and p.uses(*AUTHORIZER_VARIABLES)
-               for _, p in programs):
+        if self._use_authorizer[key]:
             outcomes = await with_authorizer(
                 lambda value: self._evaluate(programs, values, value, resource),
                 authorizer or NoAuthorizer(), user)

@@ -21,10 +21,12 @@ the earlier ones leave nothing behind.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol, TypeVar
+
+import orjson
 
 from kext.cel.library import Function, member
 from kext.cel.library import types as t
@@ -139,14 +141,19 @@ class AuthorizerValue:
 
     def variables(self, request_resource: Resource | None) -> dict[str, Any]:
         """`authorizer` and `authorizer.requestResource` (empty without a resource)."""
-        resource: dict[str, Any] = {}
-        if request_resource is not None:
-            resource = {"group": request_resource.group, "resource": request_resource.resource,
-                        "subresource": request_resource.subresource,
-                        "namespace": request_resource.namespace,
-                        "name": request_resource.name}
         return {"authorizer": t.Authorizer(value=""),
-                "authorizer.requestResource": _message(t.ResourceCheck, resource)}
+                "authorizer.requestResource": t.ResourceCheck(
+                    value=_request_resource_value(request_resource))}
+
+
+@lru_cache(maxsize=256)
+def _request_resource_value(resource: Resource | None) -> str:
+    if resource is None:
+        return _message(t.ResourceCheck, {}).value
+    return _message(t.ResourceCheck, {
+        "group": resource.group, "resource": resource.resource,
+        "subresource": resource.subresource, "namespace": resource.namespace,
+        "name": resource.name}).value
 
 
 async def authorized(evaluate: Callable[[AuthorizerValue], T], authorizer: CheckAuthorizer,
@@ -169,40 +176,50 @@ async def authorized(evaluate: Callable[[AuthorizerValue], T], authorizer: Check
             if not value.asked:
                 return result
         asked = list(value.asked)
-        answers = await asyncio.gather(*(authorizer.authorize(c) for c in asked),
-                                       return_exceptions=True)
-        for check, answer in zip(asked, answers, strict=True):
-            if isinstance(answer, Decision):
-                decisions[check] = answer
-            elif isinstance(answer, Exception):
-                decisions[check] = Decision(NO_OPINION, error=str(answer) or
-                                            type(answer).__name__)
-            else:
-                raise answer
+        answers = await asyncio.gather(*(_decide(authorizer, c) for c in asked)) \
+            if len(asked) > 1 else [await _decide(authorizer, asked[0])]
+        decisions.update(zip(asked, answers, strict=True))
     return evaluate(AuthorizerValue(decisions, Decision(
         NO_OPINION, error=f"more than {max_rounds} rounds of authorization checks")))
+
+
+async def _decide(authorizer: CheckAuthorizer, check: Check) -> Decision:
+    try:
+        return await authorizer.authorize(check)
+    except Exception as error:
+        return Decision(NO_OPINION, error=str(error) or type(error).__name__)
 
 
 # -- the messages CEL sees: each builder's state as canonical JSON
 
 
-def _state(message: Any) -> dict[str, Any]:
-    value = message.value
-    state: dict[str, Any] = json.loads(value) if value else {}
+@lru_cache(maxsize=1024)
+def _decoded(value: str) -> dict[str, Any]:
+    """A message's state (shared: read it, never change it)."""
+    state: dict[str, Any] = orjson.loads(value) if value else {}
     return state
 
 
+def _state(message: Any) -> dict[str, Any]:
+    return _decoded(message.value)
+
+
 def _message(cls: Any, state: Mapping[str, Any]) -> Any:
-    return cls(value=json.dumps({k: v for k, v in state.items() if v}, sort_keys=True,
-                                separators=(",", ":")))
+    return cls(value=orjson.dumps({k: v for k, v in state.items() if v},
+                                  option=orjson.OPT_SORT_KEYS).decode())
 
 
 def check_of(receiver: Any, verb: str) -> Check:
     """The check a PathCheck or ResourceCheck message makes with verb."""
-    state = _state(receiver)
+    return _check(receiver.DESCRIPTOR.full_name, receiver.value, verb)
+
+
+@lru_cache(maxsize=1024)
+def _check(type_name: str, value: str, verb: str) -> Check:
+    state = _decoded(value)
     account = state.get("serviceAccount")
     service_account = ServiceAccount(*account) if account else None
-    if receiver.DESCRIPTOR.full_name == PATH_CHECK:
+    if type_name == PATH_CHECK:
         return Check(verb, path=state.get("path", ""), service_account=service_account)
     return Check(verb, resource_request=True, group=state.get("group", ""),
                  resource=state.get("resource", ""),
@@ -214,10 +231,15 @@ def check_of(receiver: Any, verb: str) -> Check:
 
 
 def decision_message(decision: Decision) -> Any:
+    return t.Decision(value=_decision_value(decision))
+
+
+@lru_cache(maxsize=1024)
+def _decision_value(decision: Decision) -> str:
     state: dict[str, Any] = {"decision": decision.decision, "reason": decision.reason}
     if decision.error is not None:
         state["error"] = decision.error
-    return t.Decision(value=json.dumps(state, separators=(",", ":")))
+    return orjson.dumps(state).decode()
 
 
 def _principal(message: Any) -> dict[str, Any]:
@@ -256,7 +278,7 @@ def _setter(key: str) -> Callable[[Any, str], Any]:
 
 
 def _decision(message: Any) -> dict[str, Any]:
-    return _state(message)
+    return _decoded(message.value)
 
 
 R = RESOURCE_CHECK
