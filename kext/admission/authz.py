@@ -14,7 +14,7 @@ text.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import TypeVar
 
 from kext.api import errors
@@ -104,10 +104,14 @@ class RequestAuthorizer:
 
 
 async def with_authorizer(evaluate: Callable[[AuthorizerValue], T], authorizer: Authorizer,
-                          user: UserInfo | None) -> T:
+                          user: UserInfo | None, *,
+                          decisions: MutableMapping[Check, Decision] | None = None) -> T:
     """What `evaluate` returns (or raises) once the checks it asks for are decided by
     authorizer for user (None: a request without one, as kube's nil user). evaluate runs
     CEL synchronously, binding the AuthorizerValue it is given (Environment.bind(values,
     authorizer=value, request_resource=...), one activation per expression); it may run
-    several times (see the module docstring)."""
-    return await authorized(evaluate, RequestAuthorizer(authorizer, user or UserInfo("")))
+    several times (see the module docstring). `decisions` shared by the calls of one
+    request keep each check to one decision per request, as kube's CachingAuthorizer does
+    for admission policies (errors included)."""
+    return await authorized(evaluate, RequestAuthorizer(authorizer, user or UserInfo("")),
+                            decisions=decisions)

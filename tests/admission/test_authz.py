@@ -18,10 +18,12 @@ from kext.auth.user import UserInfo
 from kext.cel import (
     AUTHORIZER_VARIABLES,
     AuthorizerValue,
+    Check,
     Environment,
     EvaluationError,
     Resource,
 )
+from kext.cel import Decision as CheckDecision
 
 pytestmark = pytest.mark.asyncio
 
@@ -200,3 +202,15 @@ async def test_selectors_narrow_a_check_as_kube_sends_them(env: Environment) -> 
             {"key": "tier", "operator": "NotIn", "values": ["db"]}]}}
     assert review_spec(broad)["resourceAttributes"] == {
         "verb": "list", "version": "*", "resource": "pods"}
+
+
+async def test_decisions_shared_by_a_requests_evaluations_are_made_once(
+        env: Environment) -> None:
+    rules = Rules(failing=("get",))
+    decisions: dict[Check, CheckDecision] = {}
+    expression = "authorizer.path('/a').check('get').error()"
+    for _ in range(2):
+        assert await with_authorizer(evaluation(env, expression), rules, ALICE,
+                                     decisions=decisions) == ["the authorization webhook is "
+                                                              "down (get)"]
+    assert len(rules.asked) == 1  # kube's CachingAuthorizer keeps errors too

@@ -21,7 +21,7 @@ the earlier ones leave nothing behind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol, TypeVar
@@ -157,13 +157,16 @@ def _request_resource_value(resource: Resource | None) -> str:
 
 
 async def authorized(evaluate: Callable[[AuthorizerValue], T], authorizer: CheckAuthorizer,
-                     *, max_rounds: int = MAX_ROUNDS) -> T:
+                     *, decisions: MutableMapping[Check, Decision] | None = None,
+                     max_rounds: int = MAX_ROUNDS) -> T:
     """What evaluate returns (or raises) once every check it asks for has been decided by
     authorizer. evaluate is synchronous, runs CEL with the AuthorizerValue it is given and
     may run several times: the checks of one round are decided concurrently, each once;
-    a check authorizer fails on is an errored decision. After max_rounds rounds, a check
-    still undecided answers an error."""
-    decisions: dict[Check, Decision] = {}
+    a check authorizer fails on is an errored decision. decisions, when given, are the ones
+    made already and receive the new ones (shared by evaluations for one user). After
+    max_rounds rounds, a check still undecided answers an error."""
+    if decisions is None:
+        decisions = {}
     for _ in range(max_rounds):
         value = AuthorizerValue(decisions)
         try:
