@@ -30,6 +30,7 @@ from kext.api.selectors import (
     parse_label_selector,
 )
 from kext.auth.authorization.authorizer import Attributes, Authorizer, SelectorRequirement
+from kext.auth.authorization.authorizer import Decision as AuthorizerDecision
 from kext.auth.user import UserInfo
 from kext.cel import AuthorizerValue, Check, Decision, ServiceAccount, authorized
 
@@ -101,6 +102,14 @@ class RequestAuthorizer:
     async def authorize(self, check: Check) -> Decision:
         decision, reason = await self.authorizer.authorize(check_attributes(check, self.user))
         return Decision(decision.value, reason)
+
+
+class NoAuthorizer:
+    """The authorizer of admission built without the server's (kext.admission on its own):
+    every check is errored."""
+
+    async def authorize(self, attributes: Attributes) -> tuple[AuthorizerDecision, str]:
+        raise RuntimeError("no authorizer is configured")
 
 
 async def with_authorizer(evaluate: Callable[[AuthorizerValue], T], authorizer: Authorizer,

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from kext.admission.authz import with_authorizer
+from kext.admission.webhook.conditions import MatchCondition, MatchConditions
 from kext.auth.authorization.authorizer import Attributes, Decision
 from kext.auth.authorization.union import UnionAuthorizer
 from kext.auth.authorization.webhook import review_spec
@@ -214,3 +215,22 @@ async def test_decisions_shared_by_a_requests_evaluations_are_made_once(
                                      decisions=decisions) == ["the authorization webhook is "
                                                               "down (get)"]
     assert len(rules.asked) == 1  # kube's CachingAuthorizer keeps errors too
+
+
+async def test_match_conditions_are_all_evaluated_as_kubes_are() -> None:
+    conditions = MatchConditions()
+    rules = Rules("get")
+    both = (MatchCondition("small", "object.size < 2"),
+            MatchCondition("may-get", "authorizer.path('/x').check('get').allowed()"))
+    assert await conditions.matches(both, {"size": 5}, None, {}, authorizer=rules,
+                                    user=ALICE) is False
+    assert [a.path for a in rules.asked] == ["/x"]  # asked although the first is false
+    assert await conditions.matches(both, {"size": 1}, None, {}, authorizer=rules,
+                                    user=ALICE) is True
+
+
+async def test_match_conditions_without_the_servers_authorizer_have_errored_checks() -> None:
+    conditions = MatchConditions()
+    assert await conditions.matches(
+        (MatchCondition("a", "authorizer.path('/x').check('get').error() == "
+                             "'no authorizer is configured'"),), {}, None, {}) is True

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kext.admission.authz import with_authorizer
-from kext.auth.authorization.authorizer import Attributes, Authorizer, Decision
+from kext.admission.authz import NoAuthorizer, with_authorizer
+from kext.auth.authorization.authorizer import Authorizer
 from kext.auth.user import UserInfo
 from kext.cel import (
     AUTHORIZER_VARIABLES,
@@ -48,14 +48,6 @@ class MatchCondition:
 
 class ConditionError(Exception):
     """A condition that did not evaluate; the text is kube's."""
-
-
-class NoAuthorizer:
-    """The authorizer of admission without one (kext.admission used on its own): every
-    check is errored."""
-
-    async def authorize(self, attributes: Attributes) -> tuple[Decision, str]:
-        raise RuntimeError("no authorizer is configured")
 
 
 class MatchConditions:
