@@ -52,6 +52,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ServiceAccount:
+    """The principal of `authorizer.serviceAccount(namespace, name)`'s checks."""
+
     namespace: str
     name: str
 
