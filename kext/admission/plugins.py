@@ -1,6 +1,7 @@
 """A server's admission, built once from `admission` in server.yaml: the server-wide Python
 hooks, the webhooks (server.yaml's entries and configuration files, and with fromCluster the
-cluster's: kext.admission.cluster), one webhook client and the admission metrics.
+cluster's: kext.admission.cluster), one webhook client, the admission metrics and the
+server's authorizer (for CEL's `authorizer`: kext.admission.authz).
 `chain(definition, interfaces)` puts a resource's chain together in kube's order:
 
 - mutating: NamespaceLifecycle (with fromCluster), the server-wide mutating hooks, the
@@ -28,6 +29,7 @@ from kext.admission.webhook.matching import ImpliedNamespaces, Matcher, Namespac
 from kext.admission.webhook.mutating import MutatingWebhooks
 from kext.admission.webhook.validating import ValidatingWebhooks
 from kext.api.resource import ResourceDefinition
+from kext.auth.authorization.authorizer import Authorizer
 from kext.config import AdmissionConfig
 from kext.kube import KubeClient
 from kext.metrics import AdmissionMetrics
@@ -53,13 +55,17 @@ class AdmissionPlugins:
     policies: PolicyPlugins | None = None
     cluster: ClusterAdmission | None = None
     conditions: MatchConditions = field(default_factory=MatchConditions)
+    # the server's: decides the checks of admission CEL's `authorizer` (kext.admission.authz)
+    authorizer: Authorizer | None = None
 
     @classmethod
     def from_config(cls, config: AdmissionConfig, metrics: AdmissionMetrics | None = None,
-                    kube: KubeClient | None = None) -> AdmissionPlugins:
+                    kube: KubeClient | None = None,
+                    authorizer: Authorizer | None = None) -> AdmissionPlugins:
         """Import the hooks and set up the webhooks of config (the webhook client only when
         there may be a webhook to call); kube is the cluster's client, needed by
-        fromCluster. Raises AdmissionConfigError naming the key."""
+        fromCluster; authorizer the server's, for CEL's `authorizer`. Raises
+        AdmissionConfigError naming the key."""
         hooks = []
         for i, hook in enumerate(config.hooks):
             try:
@@ -81,7 +87,7 @@ class AdmissionPlugins:
             namespaces = cluster.namespaces
         client = WebhookClient() if webhooks is not None else None
         return cls(hooks=hooks, webhooks=webhooks, client=client, namespaces=namespaces,
-                   metrics=metrics, cluster=cluster)
+                   metrics=metrics, cluster=cluster, authorizer=authorizer)
 
     def start(self) -> None:
         """Begin following the cluster's configurations and namespaces (on the running
@@ -103,7 +109,7 @@ class AdmissionPlugins:
             validating += self.policies(definition, interfaces)
         if self.webhooks is not None and self.client is not None:
             matcher = Matcher(self.namespaces, interfaces.equivalents, interfaces.convert,
-                              self.conditions)
+                              self.conditions, self.authorizer)
             caller = Caller(self.client, self.metrics)
             # the cluster's webhooks come and go; server.yaml's are known now
             following = self.cluster is not None

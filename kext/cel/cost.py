@@ -6,7 +6,8 @@ sizes the schema allows (maxLength, maxItems, maxProperties, or what fits in a 3
 when unbounded), and per request with the sizes of the values actually sent. A call costs 1,
 an identifier or field selection 1, a list literal 10, a string function a tenth of the
 string's length, a list function the list's length, a comprehension its range's size times its
-body. The figures are upper bounds of what cel-go would count.
+body, an authorization check 350,000 (kube's figure, which allows two per expression). The
+figures are upper bounds of what cel-go would count.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ RUNTIME_COST_BUDGET = 10_000_000
 STATIC_ESTIMATED_COST_LIMIT = 10_000_000
 STATIC_ESTIMATED_CRD_COST_LIMIT = 100_000_000
 MAX_REQUEST_SIZE_BYTES = 3 * 1024 * 1024
+# One authorizer check (kube's library/cost.go: so that an expression may make two).
+AUTHORIZATION_CHECK_COST = 350_000
 
 _STRING_LINEAR = frozenset({
     "contains", "startsWith", "endsWith", "lowerAscii", "upperAscii", "trim", "replace",
@@ -98,6 +101,10 @@ def _call(e: Expr, sizer: Sizer, env: dict[str, Path]) -> tuple[int, int, Path |
         if name == "@in":
             first = sizes[1] if len(sizes) > 1 else 0
         return cost + 1 + first, 0, None
+    if name == "check" and e.target:
+        return cost + AUTHORIZATION_CHECK_COST, 0, None
+    if name in ("fieldSelector", "labelSelector") and len(sizes) > 1:
+        return cost + _selector_cost(sizes[1]), 0, None
     if name in _STRING_LINEAR:
         return cost + 1 + _tenth(first), first if name in _SAME_SIZE else 0, None
     return cost + 1, 0, None
@@ -123,6 +130,13 @@ def _comprehension(e: Expr, sizer: Sizer, env: dict[str, Path]) -> tuple[int, in
 
 def _tenth(size: int) -> int:
     return math.ceil(0.1 * size)
+
+
+def _selector_cost(length: int) -> int:
+    """Parsing a field or label selector of `length` characters into requirements, as kube
+    counts it: a list, a traversal of the string, and a struct and a list for each
+    requirement, taken to be at most one in two characters."""
+    return 10 + _tenth(length) + math.ceil(0.5 * length) * (10 + 40)
 
 
 # -- sizes

@@ -21,14 +21,24 @@ from cel_expr_python.ext import ext_bindings, ext_optional, ext_strings
 from google.protobuf import descriptor_pb2, descriptor_pool, duration_pb2, struct_pb2, timestamp_pb2
 
 from kext.cel import ast, cost
-from kext.cel.library import Function, Overload, lists, quantity, regex, semver, types, urls
+from kext.cel.library import (
+    Function,
+    Overload,
+    authz,
+    lists,
+    quantity,
+    regex,
+    semver,
+    types,
+    urls,
+)
 from kext.cel.library import format as formats
 from kext.cel.library import ip as ips
 from kext.cel.schematypes import SchemaTypes
 
 LIBRARIES: tuple[tuple[Function, ...], ...] = (
     lists.FUNCTIONS, regex.FUNCTIONS, urls.FUNCTIONS, quantity.FUNCTIONS, ips.FUNCTIONS,
-    formats.FUNCTIONS, semver.FUNCTIONS,
+    formats.FUNCTIONS, semver.FUNCTIONS, authz.FUNCTIONS,
 )
 _STRINGS_VERSION = 2  # kube-apiserver's ext.Strings version since 1.29
 
@@ -46,6 +56,9 @@ _FORMAT_HELPERS: tuple[Function, ...] = (
 )
 _NAMED = re.compile(r"\bformat\.named\(")
 _VALIDATE = re.compile(r"\.validate\(")
+
+_CHECK_PARAMS = [cel.Type(authz.RESOURCE_CHECK), cel.Type.STRING]
+_DECISION = cel.Type(authz.DECISION)
 
 _CROSS_NUMERIC = ("_<_", "_<=_", "_>_", "_>=_")
 _NUMERIC_PAIRS = (("int", "double"), ("double", "int"), ("int", "uint"), ("uint", "int"),
@@ -70,6 +83,10 @@ class Program:
     program: Any  # cel.Expression, planned in the runtime environment
     tree: ast.Expr
     uses_old_self: bool
+
+    def uses(self, *variables: str) -> bool:
+        """Whether the expression reads any of these variables."""
+        return any(ast.uses_variable(self.tree, name) for name in variables)
 
     def evaluate(self, activation: Any) -> Any:
         """The result, or EvaluationError."""
@@ -149,8 +166,9 @@ def _declarations(functions: Iterable[Function], with_impl: bool) -> list[Any]:
                 continue
             params = [_type({"list": "list(dyn)", "map": "map(dyn, dyn)"}.get(_kind(p), p))
                       for p in first.params]
+            # overloads bound per evaluation (authz's check) are bound there as one
             runtime.append(cel.Overload(first.id, cel.Type.DYN, params, is_member=first.member,
-                                        impl=_dispatch(group)))
+                                        impl=None if first.impl is None else _dispatch(group)))
         decls.append(cel.FunctionDecl(name, runtime))
     return decls
 
@@ -184,7 +202,8 @@ def _dispatch(overloads: list[Overload]) -> Any:
 
     def run(*args: Any) -> Any:
         for o in overloads:
-            if all(matches(p, a) for p, a in zip(o.params, args, strict=False)):
+            if o.impl is not None and all(
+                    matches(p, a) for p, a in zip(o.params, args, strict=False)):
                 return o.impl(*args)
         raise TypeError("no such overload")
     return run
@@ -201,7 +220,8 @@ def plain_functions() -> dict[str, Any]:
     by_name: dict[str, list[Overload]] = {}
     for fn in _all_functions():
         by_name.setdefault(fn.name, []).extend(fn.overloads)
-    return {name: _dispatch(overloads) for name, overloads in by_name.items()}
+    return {name: _dispatch(overloads) for name, overloads in by_name.items()
+            if any(o.impl is not None for o in overloads)}
 
 
 def _cross_numeric() -> list[Any]:
@@ -380,9 +400,18 @@ class Environment:
         return self._runtime.Activation({"self": value, _OLD_SELF: old, _OLD_VALUE: old,
                                          _HAS_OLD: has_old})
 
-    def bind(self, values: dict[str, Any]) -> Any:
-        """The variables of one evaluation of `compile_expression` programs."""
-        return self._runtime.Activation(values)
+    def bind(self, values: dict[str, Any], authorizer: authz.AuthorizerValue | None = None,
+             request_resource: authz.Resource | None = None) -> Any:
+        """The variables of one evaluation of `compile_expression` programs; with an
+        authorizer, `authorizer` and `authorizer.requestResource` too, and `check` answered
+        by it (bind once per expression: see AuthorizerValue)."""
+        if authorizer is None:
+            return self._runtime.Activation(values)
+        # the engine picks a member function by the receiver's kind: one `check` for both
+        check = cel.Function("check", _CHECK_PARAMS, True, authorizer.check_function(),
+                             _DECISION)
+        return self._runtime.Activation({**values, **authorizer.variables(request_resource)},
+                                        functions=[check])
 
 
 def _extensions() -> list[Any]:

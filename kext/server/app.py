@@ -93,7 +93,7 @@ class APIServer:
         self.handler: Handler | None = None
         self.stores: list[Store] = []
         self.admission = AdmissionPlugins.from_config(config.admission, self.metrics.admission,
-                                                      self.kube)
+                                                      self.kube, self.authorizer)
 
     async def prepare_run(self) -> None:
         """Start following the cluster's authentication settings, connect to etcd and build the

@@ -265,6 +265,11 @@ def test_match_conditions_compile_with_kexts_cel_and_policies_wait() -> None:
                                                                "expression": "'yes'"}]}]}
                            ) == ['admission.webhooks[0].matchConditions[0].expression: Invalid '
                                  "value: \"'yes'\": cel expression must evaluate to a bool"]
+    checked = config({"webhooks": [{"name": "w.example.com", "url": "https://w/",
+                                    "matchConditions": [{
+                                        "name": "a", "expression":
+                                        "authorizer.requestResource.check('x').allowed()"}]}]})
+    assert len(checked.admission.webhooks[0].match_conditions) == 1  # authorizer compiles
     assert config_problems({"fromCluster": True}) == [
         "admission.fromCluster: needs kubernetes.kubeconfig or kubernetes.inCluster: true"]
 

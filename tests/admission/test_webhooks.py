@@ -30,6 +30,7 @@ from kext.admission.webhook.client import WebhookClient
 from kext.admission.webhook.definition import MUTATING, VALIDATING, MatchCondition, Rule, Webhook
 from kext.api.errors import StatusError
 from kext.api.resource import ResourceDefinition, parse_crd
+from kext.auth.authorization.authorizer import Attributes, Authorizer, Decision
 from kext.auth.user import UserInfo
 from kext.certs import new_ca
 from kext.metrics import Metrics
@@ -85,9 +86,9 @@ class Setup:
     metrics: Metrics
     definition: ResourceDefinition = dataclasses.field(default_factory=widgets)
 
-    def chain(self, *webhooks: Webhook) -> Chain:
+    def chain(self, *webhooks: Webhook, authorizer: Authorizer | None = None) -> Chain:
         plugins = AdmissionPlugins(webhooks=StaticWebhooks(webhooks), client=self.client,
-                                   metrics=self.metrics.admission)
+                                   metrics=self.metrics.admission, authorizer=authorizer)
         return plugins.chain(self.definition, interfaces_of(self.definition))
 
 
@@ -393,3 +394,33 @@ async def test_match_conditions_decide_whether_a_webhook_is_called(
                                 failure_policy="Ignore"))
     await validate(ignoring, widget(size=1))
     assert len(webhook_server.reviews("/c")) == 1
+
+
+async def test_match_conditions_ask_the_servers_authorizer_about_the_user(
+        setup: Setup, webhook_server: WebhookServer) -> None:
+    class Reviewers:
+        """May review widgets: alice."""
+
+        def __init__(self) -> None:
+            self.asked: list[Attributes] = []
+
+        async def authorize(self, attributes: Attributes) -> tuple[Decision, str]:
+            self.asked.append(attributes)
+            if attributes.user.name == "alice":
+                return Decision.ALLOW, ""
+            return Decision.NO_OPINION, ""
+
+    reviewers = Reviewers()
+    conditions = (MatchCondition("reviewers", "authorizer.requestResource.check('review')"
+                                              ".allowed()"),)
+    chain = setup.chain(hook(webhook_server, "c.kext.test", "/c", match_conditions=conditions),
+                        authorizer=reviewers)
+    await validate(chain, widget())
+    assert len(webhook_server.reviews("/c")) == 1
+    bob = dataclasses.replace(context(), user=UserInfo("bob", ("devs",)))
+    await validate(chain, widget(), bob)
+    assert len(webhook_server.reviews("/c")) == 1
+    assert [(a.user.name, a.verb, a.api_group, a.api_version, a.resource, a.namespace)
+            for a in reviewers.asked] == [
+        ("alice", "review", GROUP, "*", "widgets", "ns"),
+        ("bob", "review", GROUP, "*", "widgets", "ns")]

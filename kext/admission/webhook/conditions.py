@@ -1,6 +1,8 @@
 """A webhook's matchConditions (cf. apiserver's webhook/matchconditions): CEL expressions
-over `object`, `oldObject` and `request` (the AdmissionReview's request without the objects),
-compiled with kext.cel once per webhook and evaluated after its rules and selectors matched:
+over `object`, `oldObject`, `request` (the AdmissionReview's request without the objects)
+and `authorizer` (kext.admission.authz: checks decided by the server's authorizer for the
+request's user; `authorizer.requestResource` is the resource the webhook matched), compiled
+with kext.cel once per webhook and evaluated after its rules and selectors matched:
 
 - a condition that is false: the webhook is not called;
 - one that fails (and none false): under failurePolicy Fail the request is refused with 403
@@ -8,7 +10,8 @@ compiled with kext.cel once per webhook and evaluated after its rules and select
   under Ignore the webhook is not called;
 - all true: the webhook is called.
 
-kext's CEL has no `authorizer` variable: a condition using it does not compile.
+Every condition is evaluated (as kube does), so the authorization checks of different
+conditions are made concurrently.
 """
 
 from __future__ import annotations
@@ -17,10 +20,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kext.admission.authz import NoAuthorizer, with_authorizer
+from kext.auth.authorization.authorizer import Authorizer
+from kext.auth.user import UserInfo
+from kext.cel import (
+    AUTHORIZER_VARIABLES,
+    AuthorizerValue,
+    CompileError,
+    Environment,
+    EvaluationError,
+    Resource,
+)
+
 Object = dict[str, Any]
 
-VARIABLES = ("object", "oldObject", "request")
-_DECLARED = {name: "dyn" for name in VARIABLES}
+VARIABLES = ("object", "oldObject", "request", *AUTHORIZER_VARIABLES)
+_DECLARED = {"object": "dyn", "oldObject": "dyn", "request": "dyn", **AUTHORIZER_VARIABLES}
 
 
 @dataclass(frozen=True)
@@ -39,21 +54,18 @@ class MatchConditions:
     """Compiles and evaluates matchConditions in one CEL environment (kept per server)."""
 
     def __init__(self) -> None:
-        self._environment: Any = None
+        self._environment: Environment | None = None
         self._compiled: dict[tuple[MatchCondition, ...], list[tuple[str, Any]]] = {}
+        self._use_authorizer: dict[tuple[MatchCondition, ...], bool] = {}
 
-    def _env(self) -> Any:
+    def _env(self) -> Environment:
         if self._environment is None:
-            from kext.cel import Environment  # imported when a webhook has conditions
-
             self._environment = Environment("kext.admission", variables=VARIABLES)
             self._environment.seal()
         return self._environment
 
     def compile_problem(self, expression: str) -> str:
         """Why expression does not compile as a matchCondition (kube's words), or ""."""
-        from kext.cel import CompileError
-
         try:
             self._env().compile_expression(expression, _DECLARED)
         except CompileError as error:
@@ -63,8 +75,6 @@ class MatchConditions:
     def _programs(self, conditions: tuple[MatchCondition, ...]) -> list[tuple[str, Any]]:
         programs = self._compiled.get(conditions)
         if programs is None:
-            from kext.cel import CompileError
-
             programs = []
             for condition in conditions:
                 try:
@@ -74,32 +84,60 @@ class MatchConditions:
                     compiled = ConditionError(f"compilation error: {error}")
                 programs.append((condition.expression, compiled))
             self._compiled[conditions] = programs
+            self._use_authorizer[conditions] = any(
+                not isinstance(p, ConditionError) and p.uses(*AUTHORIZER_VARIABLES)
+                for _, p in programs)
         return programs
 
-    def matches(self, conditions: Sequence[MatchCondition], obj: Object | None,
-                old: Object | None, request: Object) -> bool:
+    async def matches(self, conditions: Sequence[MatchCondition], obj: Object | None,
+                      old: Object | None, request: Object, *,
+                      authorizer: Authorizer | None = None, user: UserInfo | None = None,
+                      resource: Resource | None = None) -> bool:
         """Whether every condition holds; ConditionError (kube's aggregate of the errors)
-        when none is false and some failed."""
-        from kext.cel import EvaluationError
-
-        env = self._env()
-        activation = env.bind({"object": obj, "oldObject": old, "request": request})
+        when none is false and some failed. `authorizer` decides the checks of conditions
+        that use it, for user; resource is `authorizer.requestResource`."""
+        key = tuple(conditions)
+        programs = self._programs(key)
+        values = {"object": obj, "oldObject": old, "request": request}
+        if self._use_authorizer[key]:
+            outcomes = await with_authorizer(
+                lambda value: self._evaluate(programs, values, value, resource),
+                authorizer or NoAuthorizer(), user)
+        else:
+            outcomes = self._evaluate(programs, values, None, None)
         failures: list[str] = []
-        for expression, program in self._programs(tuple(conditions)):
-            if isinstance(program, ConditionError):
-                failures.append(str(program))
-                continue
-            try:
-                result = program.evaluate(activation)
-            except EvaluationError as error:
-                failures.append(f"expression '{expression}' resulted in error: {error}")
-                continue
-            if result is False:
+        for outcome in outcomes:
+            if outcome is False:
                 return False
-            if result is not True:
-                failures.append(f"expression '{expression}' resulted in error: expected a "
-                                "bool")
+            if isinstance(outcome, str):
+                failures.append(outcome)
         if failures:
             raise ConditionError(failures[0] if len(failures) == 1
                                  else "[" + ", ".join(failures) + "]")
         return True
+
+    def _evaluate(self, programs: list[tuple[str, Any]], values: dict[str, Any],
+                  authorizer: AuthorizerValue | None,
+                  resource: Resource | None) -> list[bool | str]:
+        """Each condition's outcome: True, False, or why it failed."""
+        env = self._env()
+        shared = env.bind(values) if authorizer is None else None
+        outcomes: list[bool | str] = []
+        for expression, program in programs:
+            if isinstance(program, ConditionError):
+                outcomes.append(str(program))
+                continue
+            # with an authorizer, an activation per expression (see AuthorizerValue)
+            activation = shared if shared is not None else env.bind(
+                values, authorizer=authorizer, request_resource=resource)
+            try:
+                result = program.evaluate(activation)
+            except EvaluationError as error:
+                outcomes.append(f"expression '{expression}' resulted in error: {error}")
+                continue
+            if isinstance(result, bool):
+                outcomes.append(result)
+            else:
+                outcomes.append(f"expression '{expression}' resulted in error: expected a "
+                                "bool")
+        return outcomes

@@ -4,7 +4,7 @@ request's namespace, its objectSelector against the labels of the object or the 
 then its rules against the request's operation, group, version, resource, subresource and
 scope, and with matchPolicy Equivalent against the same resource at the other served
 versions (the webhook then sees the object in that version); last its matchConditions
-(conditions.py).
+(conditions.py, with the server's authorizer as `authorizer`).
 
 kext has no Namespace objects of its own: without the cluster's (admission.fromCluster), a
 namespace is taken to carry only the label kube sets on every namespace,
@@ -22,6 +22,8 @@ from kext.admission.webhook.conditions import ConditionError, MatchConditions
 from kext.admission.webhook.definition import Invocation, Rule, Webhook
 from kext.admission.webhook.review import review_request
 from kext.api import errors
+from kext.auth.authorization.authorizer import Authorizer
+from kext.cel import Resource
 
 Object = dict[str, Any]
 
@@ -71,11 +73,13 @@ class Matcher:
     def __init__(self, namespaces: NamespaceLabels,
                  equivalents: Sequence[tuple[GroupVersionResource, GroupVersionKind]] = (),
                  convert: Callable[[Object, str], Awaitable[Object]] | None = None,
-                 conditions: MatchConditions | None = None) -> None:
+                 conditions: MatchConditions | None = None,
+                 authorizer: Authorizer | None = None) -> None:
         self.namespaces = namespaces
         self.equivalents = tuple(equivalents)
         self.convert = convert
         self.conditions = conditions or MatchConditions()
+        self.authorizer = authorizer  # the matchConditions' `authorizer`
 
     async def invocation(self, webhook: Webhook, attributes: Attributes) -> Invocation | None:
         """How webhook is called for the request, or None when it is not; a 404 Status when
@@ -108,10 +112,15 @@ class Matcher:
             return await convert(obj, version) if obj is not None and convert is not None else obj
 
         webhook = invocation.webhook
+        resource = invocation.resource
         try:
-            return self.conditions.matches(
+            return await self.conditions.matches(
                 webhook.match_conditions, await versioned(attributes.object),
-                await versioned(attributes.old_object), review_request(invocation, attributes))
+                await versioned(attributes.old_object), review_request(invocation, attributes),
+                authorizer=self.authorizer, user=attributes.user,
+                resource=Resource(resource.group, resource.version, resource.resource,
+                                  invocation.subresource, attributes.namespace,
+                                  attributes.name))
         except ConditionError as error:
             if webhook.failure_policy == "Ignore":
                 return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from kext.auth.user import UserInfo
 
@@ -18,12 +18,21 @@ class Decision(enum.Enum):
     NO_OPINION = "NoOpinion"
 
 
+class SelectorRequirement(NamedTuple):
+    """One requirement of a field or label selector, as a SubjectAccessReview carries it
+    (operator In, NotIn, Exists or DoesNotExist)."""
+
+    key: str
+    operator: str
+    values: tuple[str, ...] = ()
+
+
 # Not frozen: built for every request, and a frozen dataclass takes three times as long.
 @dataclass(slots=True)
 class Attributes:
     """What a request asks to do, as authorization sees it (cf. AttributesRecord): a verb on
-    a resource (group, version, resource, subresource, namespace, name) or on a
-    non-resource path."""
+    a resource (group, version, resource, subresource, namespace, name, and the field and
+    label selectors it is narrowed to) or on a non-resource path."""
 
     user: UserInfo
     verb: str
@@ -35,6 +44,8 @@ class Attributes:
     resource: str = ""
     subresource: str = ""
     name: str = ""
+    field_selector: tuple[SelectorRequirement, ...] = ()
+    label_selector: tuple[SelectorRequirement, ...] = ()
 
 
 class Authorizer(Protocol):

@@ -3,8 +3,9 @@ kube-apiserver for what a request asks (cf. plugin/pkg/authorizer/webhook and
 authorizerfactory/delegating.go).
 
 - The review names the user (name, uid, groups, extra) and the request's resource attributes
-  (verb, group, version, resource, subresource, namespace, name) or, for a non-resource
-  request, its path and verb.
+  (verb, group, version, resource, subresource, namespace, name, and the field and label
+  selector requirements, as kube 1.31+ sends them) or, for a non-resource request, its path
+  and verb.
 - Answers are cached by the review's whole spec (so by user, groups, extra and attributes):
   allowed ones for `allowed_ttl`, denied and no-opinion ones for `denied_ttl`. A review that
   could not be made (kube-apiserver down, an error answer, no answer within the timeout) is
@@ -55,6 +56,13 @@ def review_spec(attributes: Attributes) -> dict[str, Any]:
             "name": attributes.name,
         }
         spec["resourceAttributes"] = {k: v for k, v in resource.items() if v}
+        for key, requirements in (("fieldSelector", attributes.field_selector),
+                                  ("labelSelector", attributes.label_selector)):
+            if requirements:
+                spec["resourceAttributes"][key] = {"requirements": [
+                    {"key": r.key, "operator": r.operator, **({"values": list(r.values)}
+                                                              if r.values else {})}
+                    for r in requirements]}
     else:
         spec["nonResourceAttributes"] = {"path": attributes.path, "verb": attributes.verb}
     if user.name:
@@ -145,6 +153,8 @@ def _cacheable(attributes: Attributes) -> bool:
     size = sum(len(v) for v in (attributes.namespace, attributes.verb, attributes.api_group,
                                 attributes.api_version, attributes.resource,
                                 attributes.subresource, attributes.name, attributes.path))
+    size += sum(len(r.key) + sum(len(v) for v in r.values)
+                for r in (*attributes.field_selector, *attributes.label_selector))
     return size < MAX_CACHED_ATTRIBUTE_BYTES
 
 

@@ -12,12 +12,13 @@ from typing import Any
 @dataclass(frozen=True)
 class Overload:
     """One typed overload: CEL type signatures of the parameters (the receiver first for a
-    member function) and the result, and the Python function that computes it."""
+    member function) and the result, and the Python function that computes it (None: one
+    bound to each evaluation, as the authz library's `check` is)."""
 
     id: str
     params: tuple[str, ...]
     result: str
-    impl: Callable[..., Any]
+    impl: Callable[..., Any] | None
     member: bool = False
 
 
@@ -28,7 +29,7 @@ class Function:
 
 
 def member(name: str, id: str, params: tuple[str, ...], result: str,
-           impl: Callable[..., Any]) -> Function:
+           impl: Callable[..., Any] | None) -> Function:
     return Function(name, (Overload(id, params, result, impl, member=True),))
 
 
