@@ -302,6 +302,10 @@ class Environment:
         kind and metadata.name/generateName)."""
         return self.types.cel_type(schema, embedded=root)
 
+    def declare_object(self, fields: Iterable[str]) -> str:
+        """The CEL type of an object with exactly these fields, each dyn."""
+        return self.types.object_type(fields)
+
     def seal(self) -> None:
         pool = descriptor_pool.DescriptorPool()
         for fdp in _well_known_files() + list(types.FILES) + [self.types.file]:

@@ -13,7 +13,7 @@ kext's CEL has no `authorizer` variable: a condition using it does not compile.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,26 +80,35 @@ class MatchConditions:
                 old: Object | None, request: Object) -> bool:
         """Whether every condition holds; ConditionError (kube's aggregate of the errors)
         when none is false and some failed."""
-        from kext.cel import EvaluationError
-
         env = self._env()
         activation = env.bind({"object": obj, "oldObject": old, "request": request})
-        failures: list[str] = []
-        for expression, program in self._programs(tuple(conditions)):
-            if isinstance(program, ConditionError):
-                failures.append(str(program))
-                continue
-            try:
-                result = program.evaluate(activation)
-            except EvaluationError as error:
-                failures.append(f"expression '{expression}' resulted in error: {error}")
-                continue
-            if result is False:
-                return False
-            if result is not True:
-                failures.append(f"expression '{expression}' resulted in error: expected a "
-                                "bool")
-        if failures:
-            raise ConditionError(failures[0] if len(failures) == 1
-                                 else "[" + ", ".join(failures) + "]")
-        return True
+        return conditions_hold(self._programs(tuple(conditions)), activation)
+
+
+def conditions_hold(programs: Sequence[tuple[str, Any]], activation: Any,
+                    explain: Callable[[str], str] | None = None) -> bool:
+    """Whether every compiled condition (expression, Program or the ConditionError of its
+    compilation) holds for activation, as kube's matchconditions matcher decides: False as
+    soon as one is false; else ConditionError (the errors aggregated) when some failed.
+    explain words an evaluation error (an admission policy's variables)."""
+    from kext.cel import EvaluationError
+
+    failures: list[str] = []
+    for expression, program in programs:
+        if isinstance(program, ConditionError):
+            failures.append(str(program))
+            continue
+        try:
+            result = program.evaluate(activation)
+        except EvaluationError as error:
+            why = explain(str(error)) if explain is not None else str(error)
+            failures.append(f"expression '{expression}' resulted in error: {why}")
+            continue
+        if result is False:
+            return False
+        if result is not True:
+            failures.append(f"expression '{expression}' resulted in error: expected a bool")
+    if failures:
+        raise ConditionError(failures[0] if len(failures) == 1
+                             else "[" + ", ".join(failures) + "]")
+    return True

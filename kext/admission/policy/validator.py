@@ -1,0 +1,317 @@
+"""A ValidatingAdmissionPolicy compiled, and its evaluation for one binding and one param
+(cf. apiserver's policy/validating validator.go, plugin.go's compilePolicy and
+plugin/cel/composition.go).
+
+Every expression is compiled once, with kext.cel, when the policy is loaded, over the
+variables kube declares: `object`, `oldObject`, `request`, `namespaceObject`, `params` (only
+when the policy has a paramKind) and `variables` (an object whose fields are the variables
+declared before the expression's own: naming another fails to compile, as in kube). A
+compilation error does not stop the others: it fails the expression when evaluated, under the
+policy's failurePolicy.
+
+`CompiledPolicy.validate(activation)` is synchronous: one activation (the variables above but
+`variables`, as a dict) in, the decisions out. Variables are evaluated when an expression
+needs them, at most once per validate call; one that fails fails only the expressions that
+read it (`composited variable "<name>" fails to evaluate: ...`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kext.admission.policy.definition import DEFAULT_REASON, Policy, Validation
+from kext.admission.webhook.conditions import ConditionError, conditions_hold
+
+OBJECT, OLD_OBJECT, REQUEST = "object", "oldObject", "request"
+PARAMS, NAMESPACE_OBJECT, VARIABLES = "params", "namespaceObject", "variables"
+# what an activation holds (validate adds `variables`)
+ACTIVATION = (OBJECT, OLD_OBJECT, REQUEST, PARAMS, NAMESPACE_OBJECT)
+MAX_MESSAGE_BYTES = 5 * 1024  # celconfig.MaxEvaluatedMessageExpressionSizeBytes
+
+ADMIT, DENY = "admit", "deny"  # a decision's action
+EVAL_ADMIT, EVAL_DENY, EVAL_ERROR = "admit", "deny", "error"  # how it was reached
+PUBLISH, EXCLUDE, ERROR = "publish", "exclude", "error"  # an audit annotation's action
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one validation decided (cf. PolicyDecision); reason only on a denial."""
+
+    action: str
+    evaluation: str
+    message: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AuditAnnotationResult:
+    """What one auditAnnotation's valueExpression gave (cf. PolicyAuditAnnotation)."""
+
+    key: str
+    action: str
+    value: str = ""
+    error: str = ""
+
+
+@dataclass
+class ValidateResult:
+    decisions: list[Decision] = field(default_factory=list)
+    audit_annotations: list[AuditAnnotationResult] = field(default_factory=list)
+
+
+@dataclass
+class _Expression:
+    """One compiled expression: its program, or why it did not compile; the variables it
+    reads, directly or through other variables."""
+
+    expression: str
+    program: Any = None
+    error: str = ""
+    uses: frozenset[str] = frozenset()
+
+
+class CompiledPolicy:
+    """A policy's expressions, compiled."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.failure_policy = policy.failure_policy
+        self.variables: dict[str, _Expression] = {}
+        self.conditions: list[tuple[str, _Expression]] = []  # (name, expression)
+        self.validations: list[tuple[Validation, _Expression, _Expression | None]] = []
+        self.audit_annotations: list[tuple[str, _Expression]] = []
+        self.order: list[str] = [v.name for v in policy.variables]
+        self._compile()
+
+    def _compile(self) -> None:
+        from kext.cel import Environment
+
+        policy = self.policy
+        names = [v.name for v in policy.variables]
+        env = Environment("kext.policy", variables=(*ACTIVATION, VARIABLES))
+        # the variables an expression may read: those declared before it
+        scopes = [env.declare_object(names[:i]) for i in range(len(names) + 1)]
+        env.seal()
+        self.environment = env
+        declared = {OBJECT: "dyn", OLD_OBJECT: "dyn", REQUEST: "dyn", NAMESPACE_OBJECT: "dyn"}
+        if policy.param_kind is not None:
+            declared[PARAMS] = "dyn"
+
+        def compiled(expression: str, scope: str, result: str) -> _Expression:
+            from kext.cel import CompileError
+
+            try:
+                program = env.compile_expression(expression, {**declared, VARIABLES: scope},
+                                                 result=result)
+            except CompileError as error:
+                return _Expression(expression, error=str(error))
+            direct = _variables_read(program.tree)
+            uses = set(direct)
+            for name in direct:
+                uses |= self.variables[name].uses if name in self.variables else set()
+            return _Expression(expression, program, uses=frozenset(uses))
+
+        for i, variable in enumerate(policy.variables):
+            self.variables[variable.name] = compiled(variable.expression, scopes[i], "dyn")
+        everything = scopes[-1]
+        self.conditions = [(c.name, compiled(c.expression, everything, "bool"))
+                           for c in policy.match_conditions]
+        self.validations = [
+            (v, compiled(v.expression, everything, "bool"),
+             compiled(v.message_expression, everything, "string")
+             if v.message_expression else None)
+            for v in policy.validations]
+        # string or null, checked when evaluated (kext's CEL types one result at compile time)
+        self.audit_annotations = [(a.key, compiled(a.value_expression, everything, "dyn"))
+                                  for a in policy.audit_annotations]
+
+    def compile_problems(self) -> list[tuple[str, str, str]]:
+        """(field path, expression, why) of every expression that does not compile, with
+        the paths of the policy's manifest."""
+        problems = []
+        for i, variable in enumerate(self.policy.variables):
+            if self.variables[variable.name].error:
+                problems.append((f"spec.variables[{i}].expression", variable.expression,
+                                 self.variables[variable.name].error))
+        for i, (_, condition) in enumerate(self.conditions):
+            if condition.error:
+                problems.append((f"spec.matchConditions[{i}].expression", condition.expression,
+                                 condition.error))
+        for i, (_, rule, message) in enumerate(self.validations):
+            if rule.error:
+                problems.append((f"spec.validations[{i}].expression", rule.expression,
+                                 rule.error))
+            if message is not None and message.error:
+                problems.append((f"spec.validations[{i}].messageExpression",
+                                 message.expression, message.error))
+        for i, (_, annotation) in enumerate(self.audit_annotations):
+            if annotation.error:
+                problems.append((f"spec.auditAnnotations[{i}].valueExpression",
+                                 annotation.expression, annotation.error))
+        return problems
+
+    def validate(self, activation: Mapping[str, Any]) -> ValidateResult:
+        """Evaluate the policy for one activation (object, oldObject, request, params,
+        namespaceObject): its matchConditions, then its validations and audit annotations,
+        as kube's validator.Validate does."""
+        evaluation = _Evaluation(self, activation)
+        fail = self.failure_policy != "Ignore"
+        error_action = DENY if fail else ADMIT
+        if self.conditions:
+            programs = [(e.expression, e.program if e.program is not None
+                         else ConditionError(f"compilation error: {e.error}"))
+                        for _, e in self.conditions]
+            uses = frozenset().union(*(e.uses for _, e in self.conditions))
+            try:
+                if not conditions_hold(programs, evaluation.bind(uses), evaluation.explain):
+                    return ValidateResult()
+            except ConditionError as failed:
+                if not fail:
+                    return ValidateResult()
+                return ValidateResult([Decision(DENY, EVAL_ERROR, str(failed))])
+        uses = frozenset().union(*(e.uses for _, e, m in self.validations),
+                                 *(m.uses for _, _, m in self.validations if m is not None))
+        activated = evaluation.bind(uses) if self.validations else None
+        decisions = []
+        for validation, rule, message_expression in self.validations:
+            result, error = evaluation.run(rule, activated)
+            if error:
+                decisions.append(Decision(error_action, EVAL_ERROR, error))
+            elif result is True:
+                decisions.append(Decision(ADMIT, EVAL_ADMIT))
+            else:
+                message = ""
+                if message_expression is not None:
+                    message = _message(*evaluation.run(message_expression, activated))
+                if not message:
+                    message = validation.message.strip()
+                if not message:
+                    message = f"failed expression: {validation.expression.strip()}"
+                decisions.append(Decision(DENY, EVAL_DENY, message,
+                                          validation.reason or DEFAULT_REASON))
+        annotations = []
+        if self.audit_annotations:
+            activated = evaluation.bind(frozenset().union(
+                *(e.uses for _, e in self.audit_annotations)))
+            for key, expression in self.audit_annotations:
+                annotations.append(_annotation(key, expression, evaluation.run(
+                    expression, activated), fail))
+        return ValidateResult(decisions, annotations)
+
+
+def _message(result: Any, error: str) -> str:
+    """A messageExpression's message, or "" when it gives none usable (an error, not a
+    string, blank, too long or on several lines: kube falls back to the message)."""
+    if error or not isinstance(result, str):
+        return ""
+    message = result.strip()
+    if len(message.encode()) > MAX_MESSAGE_BYTES or "\n" in message:
+        return ""
+    return message
+
+
+def _annotation(key: str, expression: _Expression, outcome: tuple[Any, str],
+                fail: bool) -> AuditAnnotationResult:
+    result, error = outcome
+    if error:
+        return AuditAnnotationResult(key, ERROR if fail else EXCLUDE, error=error)
+    if result is None:
+        return AuditAnnotationResult(key, EXCLUDE)
+    if isinstance(result, str):
+        value = result.strip()
+        return AuditAnnotationResult(key, PUBLISH, value) if value else \
+            AuditAnnotationResult(key, EXCLUDE)
+    return AuditAnnotationResult(key, ERROR, error=(
+        f"valueExpression '{expression.expression}' resulted in unsupported return type: "
+        f"{_cel_type_name(result)}. Return type must be either string or null."))
+
+
+def _cel_type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, bytes):
+        return "bytes"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "map"
+    descriptor = getattr(value, "DESCRIPTOR", None)
+    return str(getattr(descriptor, "full_name", type(value).__name__))
+
+
+def _variables_read(tree: Any) -> set[str]:
+    """The names of `variables.<name>` an expression's tree selects."""
+    return {e.name for e in tree.walk()
+            if e.kind == "select" and e.args and e.args[0].kind == "ident"
+            and e.args[0].name == VARIABLES}
+
+
+class _Evaluation:
+    """One validate call: the activation, and the variables evaluated so far."""
+
+    def __init__(self, compiled: CompiledPolicy, activation: Mapping[str, Any]) -> None:
+        self.compiled = compiled
+        self.base = {name: activation.get(name) for name in ACTIVATION}
+        self.values: dict[str, Any] = {}
+        self.failed: dict[str, str] = {}
+
+    def bind(self, uses: Iterable[str]) -> Any:
+        """The activation of expressions reading the variables in uses (evaluated first,
+        in their order: each may read those before it)."""
+        wanted = set(uses)
+        env = self.compiled.environment
+        for name in self.compiled.order:
+            if name not in wanted or name in self.values or name in self.failed:
+                continue
+            variable = self.compiled.variables[name]
+            if variable.error:
+                self.failed[name] = (f'composited variable "{name}" fails to compile: '
+                                     f"{variable.error}")
+                continue
+            result, error = self._evaluate(variable, self._activation(env, variable.uses))
+            if error:
+                self.failed[name] = f'composited variable "{name}" fails to evaluate: {error}'
+            else:
+                self.values[name] = result
+        return self._activation(env, wanted)
+
+    def _activation(self, env: Any, uses: Iterable[str]) -> Any:
+        return env.bind({**self.base, VARIABLES: {
+            name: self.values[name] for name in uses if name in self.values}})
+
+    def _evaluate(self, expression: _Expression, activation: Any) -> tuple[Any, str]:
+        from kext.cel import EvaluationError
+
+        try:
+            return expression.program.evaluate(activation), ""
+        except EvaluationError as error:
+            return None, self.explain(str(error))
+
+    def run(self, expression: _Expression, activation: Any) -> tuple[Any, str]:
+        """The result of one expression, or kube's text of why it has none."""
+        if expression.error:
+            return None, f"compilation error: {expression.error}"
+        result, error = self._evaluate(expression, activation)
+        if error:
+            return None, f"expression '{expression.expression}' resulted in error: {error}"
+        return result, ""
+
+    def explain(self, error: str) -> str:
+        """An evaluation error in kube's words: reading a variable that failed is that
+        variable's failure (it is left out of `variables`, so reading it finds no key)."""
+        for name, why in self.failed.items():
+            if error == f"no such key: {name}":
+                return why
+        return error
+
+
+__all__: Sequence[str] = [
+    "ACTIVATION", "ADMIT", "DENY", "AuditAnnotationResult", "CompiledPolicy", "Decision",
+    "ValidateResult",
+]
