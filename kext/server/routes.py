@@ -9,9 +9,12 @@ from typing import Any
 from kext.admission.chain import Chain
 from kext.admission.interfaces import ObjectInterfaces
 from kext.admission.plugins import AdmissionPlugins
+from kext.admission.policy.definition import ParamKind
+from kext.admission.policy.params import ParamResource
 from kext.api import errors
 from kext.api.resource import Version
-from kext.registry.store import Store
+from kext.api.selectors import LabelSelector
+from kext.registry.store import ListOptions, Selection, Store
 from kext.server.handlers import create, delete, get, patch, scale, update
 from kext.server.handlers.scope import Scope
 from kext.server.healthz import HealthEndpoint
@@ -55,9 +58,10 @@ class Router:
                  watch: ResourceHandler, admission: AdmissionPlugins | None = None) -> None:
         self.stores = {(s.group, s.resource): s for s in stores}
         admission = admission or AdmissionPlugins()
+        params = StoreParams(stores)
         # each resource's admission chain, its hooks loaded once
         self.chains: dict[tuple[str, str], Chain] = {
-            key: admission.chain(s.definition, object_interfaces(s))
+            key: admission.chain(s.definition, object_interfaces(s), params)
             for key, s in self.stores.items()
         }
         # the Warning of each deprecated version, worded once
@@ -164,3 +168,45 @@ def object_interfaces(store: Store) -> ObjectInterfaces:
     return ObjectInterfaces.of(store.definition, decode, store.to_version)
 
 
+
+
+class StoreParams:
+    """The params of admission policies, read from the server's own resources: a paramKind
+    names a resource by group, served version and kind."""
+
+    def __init__(self, stores: list[Store]) -> None:
+        self._stores = {(s.group, s.kind): s for s in stores}
+
+    def resource(self, kind: ParamKind) -> ParamResource | None:
+        store = self._stores.get((kind.group, kind.kind))
+        if store is None or store.definition.version(kind.version) is None:
+            return None
+        return _StoreParam(store, kind.version)
+
+
+class _StoreParam:
+    """One resource's objects as params, in one version: from the watch cache (as kube's
+    informers), a name it does not hold yet asked of storage once more (kube's direct GET)."""
+
+    def __init__(self, store: Store, version: str) -> None:
+        self.store = store
+        self.version = version
+
+    @property
+    def namespaced(self) -> bool:
+        return self.store.namespaced
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        for resource_version in ("0", ""):
+            try:
+                return await self.store.get(namespace, name, self.version, resource_version)
+            except errors.StatusError as error:
+                if error.code != 404:
+                    raise
+        return None
+
+    async def list(self, namespace: str, selector: LabelSelector) -> list[dict[str, Any]]:
+        found = await self.store.get_list(namespace, self.version, Selection(labels=selector),
+                                          ListOptions(resource_version="0"))
+        items: list[dict[str, Any]] = found["items"]
+        return items

@@ -18,7 +18,6 @@ from typing import Any
 
 from kext.admission.webhook.conditions import MatchCondition
 from kext.admission.webhook.definition import (
-    API_VERSION,
     EVERYTHING,
     FAILURE_POLICIES,
     MATCH_POLICIES,
@@ -419,10 +418,3 @@ def _audit_annotations(check: Check, spec: Mapping[str, Any],
                                          "valueExpression is not specified"))
         out.append(AuditAnnotation(key, value))
     return tuple(out)
-
-
-__all__ = [
-    "API_VERSION", "AUDIT", "BINDING_KIND", "DENY", "POLICY_KIND", "WARN", "AuditAnnotation",
-    "Binding", "MatchResources", "ParamKind", "ParamRef", "Policy", "Validation", "Variable",
-    "binding_from_manifest", "match_resources", "policy_from_manifest",
-]

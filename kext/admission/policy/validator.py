@@ -17,7 +17,7 @@ read it (`composited variable "<name>" fails to evaluate: ...`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ PARAMS, NAMESPACE_OBJECT, VARIABLES = "params", "namespaceObject", "variables"
 ACTIVATION = (OBJECT, OLD_OBJECT, REQUEST, PARAMS, NAMESPACE_OBJECT)
 MAX_MESSAGE_BYTES = 5 * 1024  # celconfig.MaxEvaluatedMessageExpressionSizeBytes
 
-ADMIT, DENY = "admit", "deny"  # a decision's action
+ACTION_ADMIT, ACTION_DENY = "admit", "deny"  # a decision's action
 EVAL_ADMIT, EVAL_DENY, EVAL_ERROR = "admit", "deny", "error"  # how it was reached
 PUBLISH, EXCLUDE, ERROR = "publish", "exclude", "error"  # an audit annotation's action
 
@@ -158,7 +158,7 @@ class CompiledPolicy:
         as kube's validator.Validate does."""
         evaluation = _Evaluation(self, activation)
         fail = self.failure_policy != "Ignore"
-        error_action = DENY if fail else ADMIT
+        error_action = ACTION_DENY if fail else ACTION_ADMIT
         if self.conditions:
             programs = [(e.expression, e.program if e.program is not None
                          else ConditionError(f"compilation error: {e.error}"))
@@ -170,7 +170,7 @@ class CompiledPolicy:
             except ConditionError as failed:
                 if not fail:
                     return ValidateResult()
-                return ValidateResult([Decision(DENY, EVAL_ERROR, str(failed))])
+                return ValidateResult([Decision(ACTION_DENY, EVAL_ERROR, str(failed))])
         uses = frozenset().union(*(e.uses for _, e, m in self.validations),
                                  *(m.uses for _, _, m in self.validations if m is not None))
         activated = evaluation.bind(uses) if self.validations else None
@@ -180,7 +180,7 @@ class CompiledPolicy:
             if error:
                 decisions.append(Decision(error_action, EVAL_ERROR, error))
             elif result is True:
-                decisions.append(Decision(ADMIT, EVAL_ADMIT))
+                decisions.append(Decision(ACTION_ADMIT, EVAL_ADMIT))
             else:
                 message = ""
                 if message_expression is not None:
@@ -189,7 +189,7 @@ class CompiledPolicy:
                     message = validation.message.strip()
                 if not message:
                     message = f"failed expression: {validation.expression.strip()}"
-                decisions.append(Decision(DENY, EVAL_DENY, message,
+                decisions.append(Decision(ACTION_DENY, EVAL_DENY, message,
                                           validation.reason or DEFAULT_REASON))
         annotations = []
         if self.audit_annotations:
@@ -309,9 +309,3 @@ class _Evaluation:
             if error == f"no such key: {name}":
                 return why
         return error
-
-
-__all__: Sequence[str] = [
-    "ACTIVATION", "ADMIT", "DENY", "AuditAnnotationResult", "CompiledPolicy", "Decision",
-    "ValidateResult",
-]
