@@ -185,8 +185,9 @@ class StoreParams:
 
 
 class _StoreParam:
-    """One resource's objects as params, in one version: from the watch cache (as kube's
-    informers), a name it does not hold yet asked of storage once more (kube's direct GET)."""
+    """One resource's objects as params, in one version, from its watch cache: a param by
+    name as the cache holds it, else asked again once the cache caught up with etcd (as
+    kube's informer lister, then a direct GET); params by selector by a consistent list."""
 
     def __init__(self, store: Store, version: str) -> None:
         self.store = store
@@ -206,7 +207,9 @@ class _StoreParam:
         return None
 
     async def list(self, namespace: str, selector: LabelSelector) -> list[dict[str, Any]]:
+        # a consistent list (the cache once it caught up with etcd): no param just written
+        # is missed, where a cache read has nothing to fall back on
         found = await self.store.get_list(namespace, self.version, Selection(labels=selector),
-                                          ListOptions(resource_version="0"))
+                                          ListOptions())
         items: list[dict[str, Any]] = found["items"]
         return items
