@@ -451,3 +451,35 @@ async def test_params_by_name_and_by_selector_from_kexts_own_resources(
     refused = status(await server.request("POST", WIDGETS, {**by_selector, "metadata": {
         "name": "c", "labels": {"policy": "by-selector"}}}), 403, "Forbidden")
     assert refused["message"].endswith("denied request: size must be at most 2")
+
+
+@pytest.mark.asyncio
+async def test_the_readmes_example_denies_in_prod_and_warns_elsewhere(tmp_path: Path) -> None:
+    from tests.kext_process import REPO
+
+    example = str(REPO / "examples/widget-policies.yaml")
+    admission = parse_config({"apiVersion": "kext.io/v1alpha1", "kind": "ServerConfig",
+                              "admission": {"configurations": [{"file": example}]}}).admission
+
+    def configure(options: ServerConfig, tmp: Path) -> None:
+        options.admission = admission
+
+    server = await InMemoryServer.start(tmp_path, configure=configure)
+    try:
+        prod = WIDGETS.replace("/namespaces/ns/", "/namespaces/prod/")
+        refused = status(await server.request("POST", prod, widget("red", color="red", size=4)),
+                         403, "Forbidden")
+        assert refused["message"] == (
+            'widgets.example.kext.io "red" is forbidden: ValidatingAdmissionPolicy '
+            "'widget-size' with binding 'widget-size-prod' denied request: red widgets are at "
+            "most size 3")
+        big = status(await server.request("POST", prod, widget("big", size=11)), 422,
+                     "Invalid")
+        assert big["message"].endswith("denied request: size 11 is over 10")
+        warned = await server.request("POST", WIDGETS, widget("big", size=11))
+        assert warned.code == 201
+        assert [v for k, v in warned.headers if k == "Warning"] == [
+            "299 - \"Validation failed for ValidatingAdmissionPolicy 'widget-size' with binding "
+            "'widget-size-elsewhere': size 11 is over 10\""]
+    finally:
+        await server.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,25 @@ def test_a_policy_reads_its_params_from_kexts_own_resources(kext: KextProcess) -
     kext.kubectl("patch", "gadget", "limits", "--type", "merge", "-p",
                  '{"spec": {"replicas": 5}}')
     assert create(kext, widget("bigger", "limits", 5)).returncode == 0
+
+
+def test_kext_check_reports_the_policies_and_refuses_a_bad_one(kext: KextProcess) -> None:
+    config = kext.workdir / "server.yaml"
+    check = [sys.executable, "-m", "kext", "check", "--config", str(config)]
+    result = subprocess.run(check, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert ("admission: 2 ValidatingAdmissionPolicies (small-widgets, gadget-limits) with 3 "
+            "bindings") in result.stdout
+    bad = kext.workdir / "bad-policies.yaml"
+    bad.write_text(yaml.safe_dump({**POLICIES[0], "spec": {
+        **POLICIES[0]["spec"], "validations": [{"expression": "object.spec.size >"}]}}))
+    broken = kext.workdir / "broken.yaml"
+    broken.write_text(config.read_text().replace(str(kext.workdir / "policies.yaml"),
+                                                 str(bad)))
+    result = subprocess.run([*check[:-1], str(broken)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"admission.configurations[0] ({bad}): spec.validations[0].expression: Invalid value: "
+        '"object.spec.size >": compilation failed: ERROR: <input>:1:19: Syntax error:')
+    assert "Traceback" not in result.stderr
