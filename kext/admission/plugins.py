@@ -114,7 +114,7 @@ class AdmissionPlugins:
         if self.policies is not None:
             validating.append(ValidatingAdmissionPolicies(
                 self.policies, interfaces, self.namespaces, params or NoParams(),
-                self.cluster.namespaces if self.cluster is not None else None))
+                self.cluster.namespaces if self.cluster is not None else None, self.metrics))
         if self.webhooks is not None and self.client is not None:
             matcher = Matcher(self.namespaces, interfaces.equivalents, interfaces.convert,
                               self.conditions)

@@ -425,6 +425,11 @@ async def test_deny_and_warn_on_the_wire(server: InMemoryServer) -> None:
         '299 - "Validation failed for ValidatingAdmissionPolicy \'small\' with binding '
         "'warned': failed expression: object.spec.size < 10\""]
     assert body(warned)["metadata"]["name"] == "big"
+    metrics = (await server.request("GET", "/metrics")).body.decode()
+    for binding_name, action in (("small-binding", "deny"), ("warned", "warn")):
+        assert ('apiserver_validating_admission_policy_check_total{enforcement_action='
+                f'"{action}",error_type="invalid_error",policy="small",policy_binding='
+                f'"{binding_name}"}} 1.0') in metrics
 
 
 @pytest.mark.asyncio

@@ -48,6 +48,7 @@ from kext.admission.webhook.matching import NamespaceLabels
 from kext.admission.webhook.review import admission_request
 from kext.api import errors
 from kext.api.errors import Cause
+from kext.metrics import AdmissionMetrics
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +78,14 @@ class ValidatingAdmissionPolicies:
 
     def __init__(self, source: PolicySource, interfaces: ObjectInterfaces,
                  namespaces: NamespaceLabels, params: ParamSource,
-                 namespace_objects: NamespaceObjects | None = None) -> None:
+                 namespace_objects: NamespaceObjects | None = None,
+                 metrics: AdmissionMetrics | None = None) -> None:
         self.source = source
         self.interfaces = interfaces
         self.namespaces = namespaces
         self.params = params
         self.namespace_objects = namespace_objects
+        self.metrics = metrics
 
     def handles(self, operation: Operation) -> bool:
         return True
@@ -167,7 +170,11 @@ class ValidatingAdmissionPolicies:
                 for index, decision in enumerate(result.decisions):
                     if decision.action == ACTION_DENY:
                         _act(policy.name, binding, index, decision, attributes, denials,
-                             failures)
+                             failures, self.metrics)
+                    elif decision.evaluation == EVAL_ERROR and self.metrics is not None:
+                        self.metrics.observe_policy_check(policy.name, binding.name,
+                                                          error_type(decision.message),
+                                                          "allow", decision.elapsed)
                 for annotation in result.audit_annotations:
                     if annotation.action == PUBLISH:
                         values = annotations.setdefault(annotation.key, [])
@@ -176,6 +183,10 @@ class ValidatingAdmissionPolicies:
                             values.append(value)
                     elif annotation.action == ERROR:
                         denials.append(_Denial(policy.name, binding.name, annotation.error))
+                        if self.metrics is not None:
+                            self.metrics.observe_policy_check(
+                                policy.name, binding.name, error_type(annotation.error),
+                                "deny", annotation.elapsed)
         for key, values in annotations.items():
             attributes.add_annotation(f"{policy.name}/{key}", ", ".join(values))
 
@@ -221,9 +232,25 @@ def namespace_object(namespace: Mapping[str, Any]) -> Object:
     return out
 
 
+def error_type(message: str) -> str:
+    """The error_type label of an outcome that did not admit, by its message (cf.
+    validating.ErrorType: a plain denial is an invalid_error too)."""
+    if message.startswith("compilation"):
+        return "compile_error"
+    if message.startswith("validation failed due to running out of cost budget"):
+        return "out_of_budget"
+    return "invalid_error"
+
+
 def _act(policy: str, binding: Binding, index: int, decision: Decision,
-         attributes: Attributes, denials: list[_Denial], failures: list[Object]) -> None:
+         attributes: Attributes, denials: list[_Denial], failures: list[Object],
+         metrics: AdmissionMetrics | None) -> None:
     """A denial, as each of the binding's validationActions says."""
+    if metrics is not None:
+        kind = error_type(decision.message)
+        for action in binding.validation_actions:
+            metrics.observe_policy_check(policy, binding.name, kind, action.lower(),
+                                         decision.elapsed)
     for action in binding.validation_actions:
         if action == DENY:
             denials.append(_Denial(policy, binding.name, decision.message, decision.reason))

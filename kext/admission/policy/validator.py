@@ -17,6 +17,8 @@ read it (`composited variable "<name>" fails to evaluate: ...`).
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +45,7 @@ class Decision:
     evaluation: str
     message: str = ""
     reason: str = ""
+    elapsed: float = 0.0  # seconds the expression took
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class AuditAnnotationResult:
     action: str
     value: str = ""
     error: str = ""
+    elapsed: float = 0.0
 
 
 @dataclass
@@ -176,11 +180,13 @@ class CompiledPolicy:
         activated = evaluation.bind(uses) if self.validations else None
         decisions = []
         for validation, rule, message_expression in self.validations:
+            started = time.perf_counter()
             result, error = evaluation.run(rule, activated)
+            elapsed = time.perf_counter() - started
             if error:
-                decisions.append(Decision(error_action, EVAL_ERROR, error))
+                decisions.append(Decision(error_action, EVAL_ERROR, error, elapsed=elapsed))
             elif result is True:
-                decisions.append(Decision(ACTION_ADMIT, EVAL_ADMIT))
+                decisions.append(Decision(ACTION_ADMIT, EVAL_ADMIT, elapsed=elapsed))
             else:
                 message = ""
                 if message_expression is not None:
@@ -190,14 +196,17 @@ class CompiledPolicy:
                 if not message:
                     message = f"failed expression: {validation.expression.strip()}"
                 decisions.append(Decision(ACTION_DENY, EVAL_DENY, message,
-                                          validation.reason or DEFAULT_REASON))
+                                          validation.reason or DEFAULT_REASON, elapsed))
         annotations = []
         if self.audit_annotations:
             activated = evaluation.bind(frozenset().union(
                 *(e.uses for _, e in self.audit_annotations)))
             for key, expression in self.audit_annotations:
-                annotations.append(_annotation(key, expression, evaluation.run(
-                    expression, activated), fail))
+                started = time.perf_counter()
+                outcome = evaluation.run(expression, activated)
+                annotations.append(dataclasses.replace(
+                    _annotation(key, expression, outcome, fail),
+                    elapsed=time.perf_counter() - started))
         return ValidateResult(decisions, annotations)
 
 
