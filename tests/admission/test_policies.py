@@ -488,3 +488,29 @@ async def test_the_readmes_example_denies_in_prod_and_warns_elsewhere(tmp_path: 
             "'widget-size-elsewhere': size 11 is over 10\""]
     finally:
         await server.stop()
+
+
+def test_kubes_cost_limits_stop_expensive_expressions() -> None:
+    squared = "object.spec.items.all(x, object.spec.items.all(y, x == y || true))"
+    cubed = f"object.spec.items.all(z, {squared})"
+    items = {"object": {"spec": {"items": list(range(400))}}}
+    [decision] = compiled(validations=[{"expression": cubed}]).validate(items).decisions
+    assert (decision.action, decision.message) == (
+        "deny", f"expression '{cubed}' resulted in error: operation cancelled: actual cost "
+                "limit exceeded")
+    many = compiled(validations=[{"expression": "!object.spec.text.contains('needle')"}] * 60)
+    small = many.validate({"object": {"spec": {"text": "hay"}}})
+    assert {d.action for d in small.decisions} == {"admit"}
+    [spent] = many.validate({"object": {"spec": {"text": "hay" * 700_000}}}).decisions
+    assert (spent.action, spent.message) == (
+        "deny", "validation failed due to running out of cost budget, no further validation "
+                "rules will be run")
+
+
+def test_the_engines_iteration_limit_is_an_evaluation_error_not_a_crash() -> None:
+    policy_ = compiled(validations=[{"expression": "object.spec.items.all(x, x >= 0)"}])
+    [decision] = policy_.validate({"object": {"spec": {"items": [1] * 10_000}}}).decisions
+    assert decision.evaluation == "error"
+    assert decision.message.endswith("resulted in error: Iteration budget exceeded (kext's CEL "
+                                     "engine runs at most 10000 comprehension iterations per "
+                                     "expression)")

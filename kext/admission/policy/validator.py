@@ -163,21 +163,44 @@ class CompiledPolicy:
         evaluation = _Evaluation(self, activation)
         fail = self.failure_policy != "Ignore"
         error_action = ACTION_DENY if fail else ACTION_ADMIT
-        if self.conditions:
-            programs = [(e.expression, e.program if e.program is not None
-                         else ConditionError(f"compilation error: {e.error}"))
-                        for _, e in self.conditions]
-            uses = frozenset().union(*(e.uses for _, e in self.conditions))
-            try:
-                if not conditions_hold(programs, evaluation.bind(uses), evaluation.explain):
-                    return ValidateResult()
-            except ConditionError as failed:
-                if not fail:
-                    return ValidateResult()
-                return ValidateResult([Decision(ACTION_DENY, EVAL_ERROR, str(failed))])
+        try:
+            if self.conditions and not self._conditions_hold(evaluation):
+                return ValidateResult()
+        except (ConditionError, OutOfBudget) as failed:
+            if not fail:
+                return ValidateResult()
+            return ValidateResult([Decision(ACTION_DENY, EVAL_ERROR, str(failed))])
+        evaluation.new_budget()
+        try:
+            decisions = self._validations(evaluation, error_action)
+        except OutOfBudget as spent:
+            return ValidateResult([Decision(error_action, EVAL_ERROR, str(spent))])
+        evaluation.new_budget()
+        try:
+            annotations = self._audit_annotations(evaluation, fail)
+        except OutOfBudget as spent:
+            return ValidateResult([Decision(error_action, EVAL_ERROR, str(spent))])
+        return ValidateResult(decisions, annotations)
+
+    def _conditions_hold(self, evaluation: _Evaluation) -> bool:
+        programs = [(e.expression, e.program if e.program is not None
+                     else ConditionError(f"compilation error: {e.error}"))
+                    for _, e in self.conditions]
+        activation = evaluation.bind(frozenset().union(*(e.uses for _, e in self.conditions)))
+        for _, condition in self.conditions:  # kube evaluates them all, then decides
+            if condition.program is not None:
+                too_costly = evaluation.charge(condition)
+                if too_costly:
+                    raise ConditionError(f"expression '{condition.expression}' resulted in "
+                                         f"error: {too_costly}")
+        return conditions_hold(programs, activation, evaluation.explain)
+
+    def _validations(self, evaluation: _Evaluation, error_action: str) -> list[Decision]:
+        if not self.validations:
+            return []
         uses = frozenset().union(*(e.uses for _, e, m in self.validations),
                                  *(m.uses for _, _, m in self.validations if m is not None))
-        activated = evaluation.bind(uses) if self.validations else None
+        activated = evaluation.bind(uses)
         decisions = []
         for validation, rule, message_expression in self.validations:
             started = time.perf_counter()
@@ -197,17 +220,22 @@ class CompiledPolicy:
                     message = f"failed expression: {validation.expression.strip()}"
                 decisions.append(Decision(ACTION_DENY, EVAL_DENY, message,
                                           validation.reason or DEFAULT_REASON, elapsed))
+        return decisions
+
+    def _audit_annotations(self, evaluation: _Evaluation,
+                           fail: bool) -> list[AuditAnnotationResult]:
+        if not self.audit_annotations:
+            return []
         annotations = []
-        if self.audit_annotations:
-            activated = evaluation.bind(frozenset().union(
-                *(e.uses for _, e in self.audit_annotations)))
-            for key, expression in self.audit_annotations:
-                started = time.perf_counter()
-                outcome = evaluation.run(expression, activated)
-                annotations.append(dataclasses.replace(
-                    _annotation(key, expression, outcome, fail),
-                    elapsed=time.perf_counter() - started))
-        return ValidateResult(decisions, annotations)
+        activated = evaluation.bind(frozenset().union(
+            *(e.uses for _, e in self.audit_annotations)))
+        for key, expression in self.audit_annotations:
+            started = time.perf_counter()
+            outcome = evaluation.run(expression, activated)
+            annotations.append(dataclasses.replace(
+                _annotation(key, expression, outcome, fail),
+                elapsed=time.perf_counter() - started))
+        return annotations
 
 
 def _message(result: Any, error: str) -> str:
@@ -254,6 +282,15 @@ def _cel_type_name(value: Any) -> str:
     return str(getattr(descriptor, "full_name", type(value).__name__))
 
 
+OUT_OF_BUDGET = ("validation failed due to running out of cost budget, no further validation "
+                 "rules will be run")
+_COST_PATHS: dict[str, tuple[str, ...]] = {name: (name,) for name in (*ACTIVATION, VARIABLES)}
+
+
+class OutOfBudget(Exception):
+    """The evaluation round's cost budget is spent (kube's words)."""
+
+
 def _variables_read(tree: Any) -> set[str]:
     """The names of `variables.<name>` an expression's tree selects."""
     return {e.name for e in tree.walk()
@@ -265,10 +302,41 @@ class _Evaluation:
     """One validate call: the activation, and the variables evaluated so far."""
 
     def __init__(self, compiled: CompiledPolicy, activation: Mapping[str, Any]) -> None:
+        from kext.cel import RUNTIME_COST_BUDGET, value_sizer
+
         self.compiled = compiled
         self.base = {name: activation.get(name) for name in ACTIVATION}
         self.values: dict[str, Any] = {}
         self.failed: dict[str, str] = {}
+        self.budget = RUNTIME_COST_BUDGET
+        sizers = {name: value_sizer(value) for name, value in self.base.items()}
+        sizers[VARIABLES] = value_sizer(self.values)  # sees each variable once evaluated
+        self._sizers = sizers
+
+    def new_budget(self) -> None:
+        """Each of kube's evaluation rounds (conditions, validations with their messages,
+        audit annotations) has a budget of its own."""
+        from kext.cel import RUNTIME_COST_BUDGET
+
+        self.budget = RUNTIME_COST_BUDGET
+
+    def charge(self, expression: _Expression) -> str:
+        """Take an expression's cost (estimated from the sizes of the values it reads) from
+        the budget: OutOfBudget when it is spent, the expression's own error when it alone
+        costs more than one call may."""
+        from kext.cel import PER_CALL_LIMIT
+        from kext.cel.cost import estimate
+
+        sizers = self._sizers
+        cost = estimate(expression.program.tree,
+                        lambda path: sizers[path[0]](path) if path and path[0] in sizers else 0,
+                        _COST_PATHS)
+        if cost > PER_CALL_LIMIT:
+            return "operation cancelled: actual cost limit exceeded"
+        if cost > self.budget:
+            raise OutOfBudget(OUT_OF_BUDGET)
+        self.budget -= cost
+        return ""
 
     def bind(self, uses: Iterable[str]) -> Any:
         """The activation of expressions reading the variables in uses (evaluated first,
@@ -297,6 +365,9 @@ class _Evaluation:
     def _evaluate(self, expression: _Expression, activation: Any) -> tuple[Any, str]:
         from kext.cel import EvaluationError
 
+        too_costly = self.charge(expression)
+        if too_costly:
+            return None, too_costly
         try:
             return expression.program.evaluate(activation), ""
         except EvaluationError as error:
