@@ -74,6 +74,7 @@ class _Expression:
     program: Any = None
     error: str = ""
     uses: frozenset[str] = frozenset()
+    fixed_cost: int | None = None  # its cost when that does not depend on the values' sizes
 
 
 class CompiledPolicy:
@@ -91,6 +92,7 @@ class CompiledPolicy:
 
     def _compile(self) -> None:
         from kext.cel import Environment
+        from kext.cel.cost import estimate
 
         policy = self.policy
         names = [v.name for v in policy.variables]
@@ -115,7 +117,10 @@ class CompiledPolicy:
             uses = set(direct)
             for name in direct:
                 uses |= self.variables[name].uses if name in self.variables else set()
-            return _Expression(expression, program, uses=frozenset(uses))
+            none = estimate(program.tree, _no_size, _COST_PATHS)
+            huge = estimate(program.tree, _huge_size, _COST_PATHS)
+            return _Expression(expression, program, uses=frozenset(uses),
+                               fixed_cost=none if none == huge else None)
 
         for i, variable in enumerate(policy.variables):
             self.variables[variable.name] = compiled(variable.expression, scopes[i], "dyn")
@@ -287,6 +292,14 @@ OUT_OF_BUDGET = ("validation failed due to running out of cost budget, no furthe
 _COST_PATHS: dict[str, tuple[str, ...]] = {name: (name,) for name in (*ACTIVATION, VARIABLES)}
 
 
+def _no_size(path: tuple[str, ...]) -> int:
+    return 0
+
+
+def _huge_size(path: tuple[str, ...]) -> int:
+    return 1 << 20
+
+
 class OutOfBudget(Exception):
     """The evaluation round's cost budget is spent (kube's words)."""
 
@@ -302,8 +315,10 @@ class _Evaluation:
     """One validate call: the activation, and the variables evaluated so far."""
 
     def __init__(self, compiled: CompiledPolicy, activation: Mapping[str, Any]) -> None:
-        from kext.cel import RUNTIME_COST_BUDGET, value_sizer
+        from kext.cel import PER_CALL_LIMIT, RUNTIME_COST_BUDGET, EvaluationError, value_sizer
+        from kext.cel.cost import estimate
 
+        self._estimate, self._per_call, self._error = estimate, PER_CALL_LIMIT, EvaluationError
         self.compiled = compiled
         self.base = {name: activation.get(name) for name in ACTIVATION}
         self.values: dict[str, Any] = {}
@@ -324,14 +339,14 @@ class _Evaluation:
         """Take an expression's cost (estimated from the sizes of the values it reads) from
         the budget: OutOfBudget when it is spent, the expression's own error when it alone
         costs more than one call may."""
-        from kext.cel import PER_CALL_LIMIT
-        from kext.cel.cost import estimate
-
-        sizers = self._sizers
-        cost = estimate(expression.program.tree,
-                        lambda path: sizers[path[0]](path) if path and path[0] in sizers else 0,
-                        _COST_PATHS)
-        if cost > PER_CALL_LIMIT:
+        cost = expression.fixed_cost
+        if cost is None:
+            sizers = self._sizers
+            cost = self._estimate(
+                expression.program.tree,
+                lambda path: sizers[path[0]](path) if path and path[0] in sizers else 0,
+                _COST_PATHS)
+        if cost > self._per_call:
             return "operation cancelled: actual cost limit exceeded"
         if cost > self.budget:
             raise OutOfBudget(OUT_OF_BUDGET)
@@ -363,14 +378,12 @@ class _Evaluation:
             name: self.values[name] for name in uses if name in self.values}})
 
     def _evaluate(self, expression: _Expression, activation: Any) -> tuple[Any, str]:
-        from kext.cel import EvaluationError
-
         too_costly = self.charge(expression)
         if too_costly:
             return None, too_costly
         try:
             return expression.program.evaluate(activation), ""
-        except EvaluationError as error:
+        except self._error as error:
             return None, self.explain(str(error))
 
     def run(self, expression: _Expression, activation: Any) -> tuple[Any, str]:
