@@ -143,8 +143,10 @@ class Router:
                 handler = SCALE_VERBS[verb]
         if handler is None:
             raise errors.method_not_supported(store.group, store.resource, verb)
+        # admission's audit annotations (webhooks', policies') go to the request's audit event
         scope = Scope(store, version, info.namespace, info.name, info.subresource,
-                      self.chains[(store.group, store.resource)])
+                      self.chains[(store.group, store.resource)],
+                      audit_annotations=request.annotations)
         try:
             response = await handler(request, scope)
         except errors.StatusError as error:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ POLICIES = [
          "validations": [{
              "expression": "variables.size < 10",
              "messageExpression": "'a widget of size ' + string(variables.size) + "
-                                  "' is too big'"}]}},
+                                  "' is too big'"}],
+         "auditAnnotations": [{"key": "size", "valueExpression": "string(variables.size)"}]}},
     {"apiVersion": ADMISSION, "kind": "ValidatingAdmissionPolicyBinding",
      "metadata": {"name": "deny-big"},
      "spec": {"policyName": "small-widgets", "validationActions": ["Deny"],
@@ -41,6 +43,10 @@ POLICIES = [
      "metadata": {"name": "warn-big"},
      "spec": {"policyName": "small-widgets", "validationActions": ["Warn"],
               "matchResources": {"objectSelector": {"matchLabels": {"policy": "warn"}}}}},
+    {"apiVersion": ADMISSION, "kind": "ValidatingAdmissionPolicyBinding",
+     "metadata": {"name": "audit-big"},
+     "spec": {"policyName": "small-widgets", "validationActions": ["Audit"],
+              "matchResources": {"objectSelector": {"matchLabels": {"policy": "audit"}}}}},
     {"apiVersion": ADMISSION, "kind": "ValidatingAdmissionPolicy",
      "metadata": {"name": "gadget-limits"},
      "spec": {
@@ -64,8 +70,13 @@ def kext(etcd_server: EtcdServer, tmp_path_factory: pytest.TempPathFactory
     workdir: Path = tmp_path_factory.mktemp("kext-policies")
     policies = workdir / "policies.yaml"
     policies.write_text(yaml.safe_dump_all(POLICIES))
+    audit = workdir / "audit-policy.yaml"
+    audit.write_text(yaml.safe_dump({"apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+                                     "rules": [{"level": "Metadata"}]}))
     process = start_kext(workdir, etcd_server.endpoint,
-                         admission={"configurations": [{"file": str(policies)}]})
+                         admission={"configurations": [{"file": str(policies)}]},
+                         audit={"policyFile": str(audit),
+                                "logPath": str(workdir / "audit.log")})
     yield process
     process.stop()
 
@@ -110,6 +121,31 @@ def test_a_warn_binding_lets_it_through_with_kubectl_printing_the_warning(
     assert json.loads(got.stdout)["spec"]["size"] == 12
 
 
+def test_an_audit_binding_and_the_policys_audit_annotations_reach_the_audit_log(
+        kext: KextProcess) -> None:
+    response = kext.session().post(
+        f"{kext.url}/apis/{GROUP}/v1alpha1/namespaces/policies/widgets",
+        json=widget("audited", "audit", 12))
+    assert response.status_code == 201  # Audit alone lets it through
+    audit_id = response.headers["Audit-ID"]
+    log = kext.workdir / "audit.log"
+    deadline = time.monotonic() + 10
+    while True:
+        events = [json.loads(line) for line in (log.read_text() if log.exists() else "")
+                  .splitlines() if line]
+        done = [e for e in events if e["auditID"] == audit_id
+                and e["stage"] == "ResponseComplete"]
+        if done:
+            break
+        assert time.monotonic() < deadline, "no ResponseComplete event within 10s"
+        time.sleep(0.1)
+    annotations = done[0]["annotations"]
+    assert annotations["small-widgets/size"] == "12"
+    assert json.loads(annotations["validation.policy.admission.k8s.io/validation_failure"]) == [{
+        "message": "a widget of size 12 is too big", "policy": "small-widgets",
+        "binding": "audit-big", "expressionIndex": 0, "validationActions": ["Audit"]}]
+
+
 def test_a_policy_reads_its_params_from_kexts_own_resources(kext: KextProcess) -> None:
     missing = create(kext, widget("limited", "limits", 3))
     assert missing.returncode == 1
@@ -137,7 +173,7 @@ def test_kext_check_reports_the_policies_and_refuses_a_bad_one(kext: KextProcess
     check = [sys.executable, "-m", "kext", "check", "--config", str(config)]
     result = subprocess.run(check, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert ("admission: 2 ValidatingAdmissionPolicies (small-widgets, gadget-limits) with 3 "
+    assert ("admission: 2 ValidatingAdmissionPolicies (small-widgets, gadget-limits) with 4 "
             "bindings") in result.stdout
     bad = kext.workdir / "bad-policies.yaml"
     bad.write_text(yaml.safe_dump({**POLICIES[0], "spec": {
