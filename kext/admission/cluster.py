@@ -37,6 +37,7 @@ from kext.admission.policy.definition import (
     BINDING_KIND,
     POLICY_KIND,
     Binding,
+    Policy,
     binding_from_manifest,
     policy_from_manifest,
 )
@@ -204,7 +205,7 @@ class ClusterPolicies:
                 policy = policy_from_manifest(manifest, causes, strict=False,
                                               source=f"{POLICY_KIND} {name}")
                 self._report(POLICY_KIND, manifest, causes)
-                cached = (version, CompiledPolicy(policy) if policy is not None else None)
+                cached = (version, _compiled(policy) if policy is not None else None)
                 self._compiled[name] = cached
             if cached[1] is not None:
                 compiled.append(cached[1])
@@ -229,6 +230,14 @@ class ClusterPolicies:
             for cause in causes:
                 log.warning("%s %s: %s: %s (left out)", kind, key[1], cause.field,
                             cause.message)
+
+
+def _compiled(policy: Policy) -> CompiledPolicy | None:
+    try:
+        return CompiledPolicy(policy)
+    except Exception:  # one policy kext cannot set up must not stop following the others
+        log.exception("%s %s: cannot be compiled (left out)", POLICY_KIND, policy.name)
+        return None
 
 
 class CompositePolicies:

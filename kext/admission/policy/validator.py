@@ -31,6 +31,7 @@ PARAMS, NAMESPACE_OBJECT, VARIABLES = "params", "namespaceObject", "variables"
 # what an activation holds (validate adds `variables`)
 ACTIVATION = (OBJECT, OLD_OBJECT, REQUEST, PARAMS, NAMESPACE_OBJECT)
 MAX_MESSAGE_BYTES = 5 * 1024  # celconfig.MaxEvaluatedMessageExpressionSizeBytes
+MATCH_CONDITIONS_BUDGET = 2_500_000  # celconfig.RuntimeCELCostBudgetMatchConditions
 
 ACTION_ADMIT, ACTION_DENY = "admit", "deny"  # a decision's action
 EVAL_ADMIT, EVAL_DENY, EVAL_ERROR = "admit", "deny", "error"  # how it was reached
@@ -175,12 +176,12 @@ class CompiledPolicy:
             if not fail:
                 return ValidateResult()
             return ValidateResult([Decision(ACTION_DENY, EVAL_ERROR, str(failed))])
-        evaluation.new_budget()
+        evaluation.new_round()
         try:
             decisions = self._validations(evaluation, error_action)
         except OutOfBudget as spent:
             return ValidateResult([Decision(error_action, EVAL_ERROR, str(spent))])
-        evaluation.new_budget()
+        evaluation.new_round()
         try:
             annotations = self._audit_annotations(evaluation, fail)
         except OutOfBudget as spent:
@@ -312,28 +313,31 @@ def _variables_read(tree: Any) -> set[str]:
 
 
 class _Evaluation:
-    """One validate call: the activation, and the variables evaluated so far."""
+    """One validate call: the activation, and in each of kube's evaluation rounds
+    (matchConditions, validations with their messages, audit annotations) the variables
+    evaluated so far and the cost budget left. Like kube, a round starts afresh: its own
+    budget, its variables evaluated again; the conditions' round sees no namespaceObject."""
 
     def __init__(self, compiled: CompiledPolicy, activation: Mapping[str, Any]) -> None:
         from kext.cel import PER_CALL_LIMIT, RUNTIME_COST_BUDGET, EvaluationError, value_sizer
         from kext.cel.cost import estimate
 
         self._estimate, self._per_call, self._error = estimate, PER_CALL_LIMIT, EvaluationError
+        self._full_budget, self._value_sizer = RUNTIME_COST_BUDGET, value_sizer
         self.compiled = compiled
-        self.base = {name: activation.get(name) for name in ACTIVATION}
+        self.activation = {name: activation.get(name) for name in ACTIVATION}
+        self.new_round(conditions=True)
+
+    def new_round(self, *, conditions: bool = False) -> None:
+        self.base = dict(self.activation)
+        if conditions:  # as kube's matchconditions matcher: no namespace, a smaller budget
+            self.base[NAMESPACE_OBJECT] = None
         self.values: dict[str, Any] = {}
         self.failed: dict[str, str] = {}
-        self.budget = RUNTIME_COST_BUDGET
-        sizers = {name: value_sizer(value) for name, value in self.base.items()}
-        sizers[VARIABLES] = value_sizer(self.values)  # sees each variable once evaluated
+        self.budget = MATCH_CONDITIONS_BUDGET if conditions else self._full_budget
+        sizers = {name: self._value_sizer(value) for name, value in self.base.items()}
+        sizers[VARIABLES] = self._value_sizer(self.values)  # sees each variable evaluated
         self._sizers = sizers
-
-    def new_budget(self) -> None:
-        """Each of kube's evaluation rounds (conditions, validations with their messages,
-        audit annotations) has a budget of its own."""
-        from kext.cel import RUNTIME_COST_BUDGET
-
-        self.budget = RUNTIME_COST_BUDGET
 
     def charge(self, expression: _Expression) -> str:
         """Take an expression's cost (estimated from the sizes of the values it reads) from
