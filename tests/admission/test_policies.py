@@ -514,3 +514,51 @@ def test_the_engines_iteration_limit_is_an_evaluation_error_not_a_crash() -> Non
     assert decision.message.endswith("resulted in error: Iteration budget exceeded (kext's CEL "
                                      "engine runs at most 10000 comprehension iterations per "
                                      "expression)")
+
+
+@pytest.mark.asyncio
+async def test_an_equivalent_match_sees_the_object_in_the_version_it_matched() -> None:
+    async def convert(obj: dict[str, Any], version: str) -> dict[str, Any]:
+        return {**obj, "apiVersion": f"{GROUP}/{version}"}
+
+    causes: list[Cause] = []
+    v1_only = [{**WIDGET_RULES[0], "apiVersions": ["v1"]}]
+    parsed = policy_from_manifest(policy(
+        matchConstraints={"resourceRules": v1_only},
+        validations=[{"expression": "object.apiVersion == 'example.kext.io/v1' && "
+                                    "request.kind.version == 'v1' && "
+                                    "request.requestKind.version == 'v1alpha1'"}]), causes)
+    assert parsed is not None
+    [bound] = [b for b in [binding_from_manifest(binding(), causes)] if b is not None]
+    plugin_ = ValidatingAdmissionPolicies(
+        StaticPolicies([CompiledPolicy(parsed)], [bound]),
+        ObjectInterfaces(EQUIVALENTS, convert=convert), ImpliedNamespaces(), NoParams())
+    await plugin_.validate(attributes({"apiVersion": f"{GROUP}/v1alpha1", "spec": {}}))
+
+
+@pytest.mark.asyncio
+async def test_namespace_object_is_the_clusters_namespace_or_null() -> None:
+    checks = policy(validations=[{
+        "expression": "namespaceObject == null || "
+                      "namespaceObject.metadata.labels.team == 'a' && "
+                      "!has(namespaceObject.metadata.managedFields)",
+        "messageExpression": "'namespace ' + namespaceObject.metadata.name"}])
+    without = plugin(checks, binding())
+    await without.validate(attributes({"spec": {}}))  # no cluster: null
+
+    class Cluster:
+        async def namespace(self, name: str) -> dict[str, Any] | None:
+            if name == "gone":
+                return None
+            return {"metadata": {"name": name, "labels": {"team": "b" if name == "b" else "a"},
+                                 "managedFields": [{}]}, "status": {"phase": "Active"}}
+
+    following = ValidatingAdmissionPolicies(without.source, ObjectInterfaces(),
+                                            ImpliedNamespaces(), NoParams(), Cluster())
+    await following.validate(attributes({"spec": {}}, namespace="a"))
+    with pytest.raises(StatusError) as denied:
+        await following.validate(attributes({"spec": {}}, namespace="b"))
+    assert denied.value.message.endswith("denied request: namespace b")
+    with pytest.raises(StatusError) as missing:
+        await following.validate(attributes({"spec": {}}, namespace="gone"))
+    assert (missing.value.code, missing.value.message) == (404, 'namespaces "gone" not found')
