@@ -170,8 +170,6 @@ def object_interfaces(store: Store) -> ObjectInterfaces:
     return ObjectInterfaces.of(store.definition, decode, store.to_version)
 
 
-
-
 class StoreParams:
     """The params of admission policies, read from the server's own resources: a paramKind
     names a resource by group, served version and kind."""

@@ -151,6 +151,9 @@ class ValidatingAdmissionPolicies:
             except ParamError as error:
                 configuration_error(str(error), binding)
                 continue
+            except errors.StatusError as error:  # the params could not be read
+                configuration_error(error.message, binding)
+                continue
             if not params:
                 continue
             try:
