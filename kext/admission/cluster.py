@@ -151,7 +151,7 @@ class CompositeWebhooks:
     def __init__(self, static: WebhookSource, cluster: ClusterAdmission) -> None:
         self.static = static
         self.cluster = cluster.webhooks
-        self._informers = cluster.informers
+        self._informers = [*cluster.webhooks.informers.values(), cluster.namespaces.informer]
 
     async def ready(self, attributes: Attributes) -> None:
         await wait_ready(self._informers, attributes)
@@ -232,6 +232,11 @@ class ClusterPolicies:
                             cause.message)
 
 
+def _not_served(informer: Informer) -> bool:
+    error = informer.last_error
+    return not informer.synced and isinstance(error, KubeStatusError) and error.code == 404
+
+
 def _compiled(policy: Policy) -> CompiledPolicy | None:
     try:
         return CompiledPolicy(policy)
@@ -242,15 +247,23 @@ def _compiled(policy: Policy) -> CompiledPolicy | None:
 
 class CompositePolicies:
     """server.yaml's policies, then the cluster's; a request waits until the cluster's
-    policies, bindings and namespaces were listed."""
+    policies, bindings and namespaces were listed. A cluster that does not serve
+    admissionregistration.k8s.io/v1 policies (before kube 1.30) has none: its 404 is not
+    waited for."""
 
     def __init__(self, static: PolicySource, cluster: ClusterAdmission) -> None:
         self.static = static
         self.cluster = cluster.policies
-        self._informers = cluster.informers
+        self._namespaces = cluster.namespaces.informer
 
     async def ready(self, attributes: Attributes) -> None:
-        await wait_ready(self._informers, attributes)
+        for informer in self.cluster.informers.values():
+            if not informer.synced:
+                await informer.wait_answered(READY_TIMEOUT)
+                if not informer.synced and informer.last_error is None:  # no answer in time
+                    raise forbidden(attributes, "not yet ready to handle request")
+        served = [i for i in self.cluster.informers.values() if not _not_served(i)]
+        await wait_ready([*served, self._namespaces], attributes)
 
     @property
     def hooks(self) -> Sequence[PolicyHook]:

@@ -21,6 +21,7 @@ from kext.admission.attributes import (
     GroupVersionResource,
 )
 from kext.admission.cluster import ClusterAdmission, CompositeWebhooks, NamespaceLifecycle
+from kext.admission.policy.source import StaticPolicies
 from kext.admission.webhook.call import StaticWebhooks
 from kext.admission.webhook.definition import VALIDATING, Webhook
 from kext.api.errors import StatusError
@@ -181,3 +182,23 @@ async def test_the_clusters_policies_are_followed_compiled_once_and_bad_ones_lef
     assert policies.hooks[0].policy is first  # unchanged: not compiled again
     kube.delete(ADMISSION, "ValidatingAdmissionPolicy", "a-first")
     await until(lambda: [h.name for h in policies.hooks] == ["b-second"])
+
+
+async def test_a_cluster_serving_no_admission_policies_has_none(
+        kube: KubeAPIServer, tmp_path: Path, reactor: Any) -> None:
+    # before kube 1.30 admissionregistration.k8s.io/v1 has no policies: lists answer 404
+    for plural in ("validatingadmissionpolicies", "validatingadmissionpolicybindings"):
+        kube.fail(f"/apis/{ADMISSION}/{plural}", 404)
+    access = load_kubeconfig(str(kube.write_kubeconfig(tmp_path / "kubeconfig")))
+    client = KubeClient(access, reactor=reactor)
+    followed = ClusterAdmission(client)
+    followed.start()
+    try:
+        composite = cluster_module.CompositePolicies(StaticPolicies([], []), followed)
+        await composite.ready(create("default"))  # not refused as "not yet ready"
+        assert composite.hooks == ()
+        webhooks = CompositeWebhooks(StaticWebhooks([]), followed)
+        await webhooks.ready(create("default"))  # webhooks do not wait for policies
+    finally:
+        await followed.stop()
+        await client.close()
