@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from kext.admission.attributes import Attributes, GroupVersionKind, GroupVersionResource
+from kext.admission.attributes import (
+    Attributes,
+    GroupVersionKind,
+    GroupVersionResource,
+    Operation,
+)
 from kext.admission.interfaces import ObjectInterfaces
 from kext.admission.policy.definition import (
     MatchResources,
@@ -29,6 +34,7 @@ from kext.admission.webhook.matching import ImpliedNamespaces
 from kext.api.errors import Cause, StatusError
 from kext.auth.user import UserInfo
 from kext.config import ConfigError, ServerConfig, parse_config
+from kext.server.request import Response
 from tests.registry.objects import widget
 from tests.server.inmemory import GADGETS, WIDGETS, InMemoryServer, body
 from tests.server.test_handlers import status
@@ -69,12 +75,11 @@ def compiled(**spec: Any) -> CompiledPolicy:
     return CompiledPolicy(parsed)
 
 
-def attributes(obj: dict[str, Any] | None = None, *, operation: str = "CREATE",
+def attributes(obj: dict[str, Any] | None = None, *, operation: Operation = "CREATE",
                namespace: str = "ns", name: str = "w", old: dict[str, Any] | None = None,
                resource: str = "widgets", version: str = "v1alpha1") -> Attributes:
     kind = "Widget" if resource == "widgets" else "Gadget"
-    return Attributes(operation=operation,  # type: ignore[arg-type]
-                      kind=GroupVersionKind(GROUP, version, kind),
+    return Attributes(operation=operation, kind=GroupVersionKind(GROUP, version, kind),
                       resource=GroupVersionResource(GROUP, version, resource), name=name,
                       namespace=namespace, object=obj, old_object=old,
                       user=UserInfo("alice", groups=("devs",)))
@@ -425,7 +430,9 @@ async def test_deny_and_warn_on_the_wire(server: InMemoryServer) -> None:
         '299 - "Validation failed for ValidatingAdmissionPolicy \'small\' with binding '
         "'warned': failed expression: object.spec.size < 10\""]
     assert body(warned)["metadata"]["name"] == "big"
-    metrics = (await server.request("GET", "/metrics")).body.decode()
+    scraped = await server.request("GET", "/metrics")
+    assert isinstance(scraped, Response)
+    metrics = scraped.body.decode()
     for binding_name, action in (("small-binding", "deny"), ("warned", "warn")):
         assert ('apiserver_validating_admission_policy_check_total{enforcement_action='
                 f'"{action}",error_type="invalid_error",policy="small",policy_binding='
