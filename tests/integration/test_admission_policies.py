@@ -24,7 +24,7 @@ ADMISSION = "admissionregistration.k8s.io/v1"
 WIDGET_RULES = [{"operations": ["CREATE", "UPDATE"], "apiGroups": [GROUP],
                  "apiVersions": ["*"], "resources": ["widgets"]}]
 
-POLICIES = [
+POLICIES: list[dict[str, Any]] = [
     {"apiVersion": ADMISSION, "kind": "ValidatingAdmissionPolicy",
      "metadata": {"name": "small-widgets"},
      "spec": {
