@@ -140,6 +140,10 @@ def test_what_kubes_api_validation_refuses_kext_refuses() -> None:
         f"{where}.spec.validations[0].expression: Invalid value: \"params.max > 1\": "
         "compilation failed: ERROR: <input>:1:7: undeclared reference to 'params.max' "
         "(in container '')\n | params.max > 1\n | ......^"]
+    [typo] = config_problems(policy(validations=[{"expression": "request.usrInfo != null"}]))
+    assert typo.startswith(f'{where}.spec.validations[0].expression: Invalid value: "request.'
+                           "usrInfo != null\": compilation failed: ERROR: <input>:1:8: "
+                           "undefined field 'usrInfo'")
     assert config_problems(policy(), binding(actions=("Deny", "Warn"))) == [
         "admission.configurations[1].inline.spec.validationActions: Invalid value: "
         '["Deny","Warn"]: must not contain both Deny and Warn (repeating the same validation '

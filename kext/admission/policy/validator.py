@@ -30,6 +30,21 @@ OBJECT, OLD_OBJECT, REQUEST = "object", "oldObject", "request"
 PARAMS, NAMESPACE_OBJECT, VARIABLES = "params", "namespaceObject", "variables"
 # what an activation holds (validate adds `variables`)
 ACTIVATION = (OBJECT, OLD_OBJECT, REQUEST, PARAMS, NAMESPACE_OBJECT)
+_STRING: dict[str, Any] = {"type": "string"}
+_GVK = {"type": "object", "properties": {"group": _STRING, "version": _STRING, "kind": _STRING}}
+_GVR = {"type": "object",
+        "properties": {"group": _STRING, "version": _STRING, "resource": _STRING}}
+# `request` as kube declares it (cel.BuildRequestType): naming another field fails to compile
+REQUEST_SCHEMA: dict[str, Any] = {"type": "object", "properties": {
+    "kind": _GVK, "resource": _GVR, "subResource": _STRING, "requestKind": _GVK,
+    "requestResource": _GVR, "requestSubResource": _STRING, "name": _STRING,
+    "namespace": _STRING, "operation": _STRING,
+    "userInfo": {"type": "object", "properties": {
+        "username": _STRING, "uid": _STRING,
+        "groups": {"type": "array", "items": _STRING},
+        "extra": {"type": "object",
+                  "additionalProperties": {"type": "array", "items": _STRING}}}},
+    "dryRun": {"type": "boolean"}, "options": {}}}
 MAX_MESSAGE_BYTES = 5 * 1024  # celconfig.MaxEvaluatedMessageExpressionSizeBytes
 MATCH_CONDITIONS_BUDGET = 2_500_000  # celconfig.RuntimeCELCostBudgetMatchConditions
 
@@ -100,9 +115,10 @@ class CompiledPolicy:
         env = Environment("kext.policy", variables=(*ACTIVATION, VARIABLES))
         # the variables an expression may read: those declared before it
         scopes = [env.declare_object(names[:i]) for i in range(len(names) + 1)]
+        request = env.declare(REQUEST_SCHEMA)
         env.seal()
         self.environment = env
-        declared = {OBJECT: "dyn", OLD_OBJECT: "dyn", REQUEST: "dyn", NAMESPACE_OBJECT: "dyn"}
+        declared = {OBJECT: "dyn", OLD_OBJECT: "dyn", REQUEST: request, NAMESPACE_OBJECT: "dyn"}
         if policy.param_kind is not None:
             declared[PARAMS] = "dyn"
 
