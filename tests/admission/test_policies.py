@@ -376,6 +376,11 @@ async def test_a_param_kind_kext_does_not_serve_fails_the_policy() -> None:
         "ValidatingAdmissionPolicy 'small' denied request: failed to configure policy: failed "
         "to find resource referenced by paramKind: 'example.kext.io/v1, Kind=Limit'")
     assert denied.value.code == 422
+    config_maps = plugin(policy(paramKind={"apiVersion": "v1", "kind": "ConfigMap"}),
+                         binding(paramRef={"name": "c", "parameterNotFoundAction": "Allow"}))
+    with pytest.raises(StatusError) as denied:
+        await config_maps.validate(attributes({"spec": {"size": 1}}))
+    assert denied.value.message.endswith("paramKind: '/v1, Kind=ConfigMap'")
 
 
 # -- through the server, params from kext's own resources

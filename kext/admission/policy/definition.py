@@ -82,8 +82,9 @@ class ParamKind:
         return self.api_version.rpartition("/")[2]
 
     def __str__(self) -> str:
-        """As kube prints a schema.GroupVersionKind in its messages."""
-        return f"{self.api_version}, Kind={self.kind}"
+        """As kube prints a schema.GroupVersionKind in its messages (`/v1, Kind=ConfigMap`
+        for the core group)."""
+        return f"{self.group}/{self.version}, Kind={self.kind}"
 
 
 @dataclass(frozen=True)
