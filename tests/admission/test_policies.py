@@ -155,6 +155,20 @@ def test_what_kubes_api_validation_refuses_kext_refuses() -> None:
         "selector are mutually exclusive",
         "admission.configurations[1].inline.spec.paramRef.parameterNotFoundAction: Required "
         "value"]
+    assert config_problems(policy(paramKind={"apiVersion": "example.kext.io/", "kind": "A b"},
+                                  validations=[{"expression": "true",
+                                                "messageExpression": " "}])) == [
+        f'{where}.spec.paramKind.apiVersion: Invalid value: "example.kext.io/": version must '
+        "be specified",
+        f'{where}.spec.paramKind.kind: Invalid value: "A b": may have mixed case, but should '
+        "otherwise match: a DNS-1035 label must consist of lower case alphanumeric characters "
+        "or '-', start with an alphabetic character, and end with an alphanumeric character "
+        "(e.g. 'my-name',  or 'abc-123', regex used for validation is "
+        "'[a-z]([-a-z0-9]*[a-z0-9])?')",
+        f'{where}.spec.validations[0].messageExpression: Invalid value: " ": must be non-empty '
+        "if specified"]
+    [key] = config_problems(policy(auditAnnotations=[{"key": "a b", "valueExpression": "'x'"}]))
+    assert key.startswith(f'{where}.spec.auditAnnotations[0].key: Invalid value: "small/a b": ')
     assert config_problems(binding(policy_name="nowhere")) == [
         f"{where}.spec.policyName: no ValidatingAdmissionPolicy 'nowhere' in "
         "admission.configurations"]

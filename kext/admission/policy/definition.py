@@ -24,6 +24,7 @@ from kext.admission.webhook.definition import (
     Check,
     Rule,
     label_selector,
+    path_segment_problems,
     read_match_conditions,
     read_rule,
 )
@@ -48,7 +49,7 @@ REASON_CODES = {"Unauthorized": 401, "Forbidden": 403, "Invalid": 422,
                 "RequestEntityTooLarge": 413}
 DEFAULT_REASON = "Invalid"
 MAX_AUDIT_ANNOTATIONS = 20
-MAX_AUDIT_ANNOTATION_KEY = 63
+MAX_AUDIT_VALUE_EXPRESSION = 5 * 1024
 _CEL_IDENTIFIER = re.compile(r"^[_a-zA-Z][_a-zA-Z0-9]*$")
 _CEL_RESERVED = frozenset({
     "true", "false", "null", "in", "as", "break", "const", "continue", "else", "for",
@@ -167,7 +168,7 @@ def policy_from_manifest(manifest: Mapping[str, Any], causes: list[Cause], *,
     conditions = read_match_conditions(check, spec, "spec.matchConditions", compile_here=False)
     variables = _variables(check, spec, "spec.variables")
     validations = _validations(check, spec, "spec.validations")
-    annotations = _audit_annotations(check, spec, "spec.auditAnnotations")
+    annotations = _audit_annotations(check, spec, "spec.auditAnnotations", name)
     if not spec.get("validations") and not spec.get("auditAnnotations"):
         why = "validations or auditAnnotations must contain at least one item"
         causes.append(field_required("spec.validations", why))
@@ -250,6 +251,7 @@ def _metadata(check: Check, manifest: Mapping[str, Any]) -> str:
 
 
 def _param_kind(check: Check, value: object, path: str) -> ParamKind | None:
+    """cf. validateParamKind."""
     if value is None:
         return None
     causes = check.causes
@@ -259,13 +261,26 @@ def _param_kind(check: Check, value: object, path: str) -> ParamKind | None:
     check.unknown(value, path, ("apiVersion", "kind"))
     api_version = check.string(value, "apiVersion", f"{path}.apiVersion")
     kind = check.string(value, "kind", f"{path}.kind")
+    at = f"{path}.apiVersion"
     if not api_version:
-        causes.append(field_required(f"{path}.apiVersion"))
-    elif api_version.count("/") > 1 or api_version.endswith("/") or api_version.startswith("/"):
-        causes.append(field_invalid(f"{path}.apiVersion", api_version,
+        causes.append(field_required(at))
+    elif api_version.count("/") > 1:
+        causes.append(field_invalid(at, api_version,
                                     f"unexpected GroupVersion string: {api_version}"))
+    else:
+        group, _, version = api_version.rpartition("/")
+        if group and meta.is_dns1123_subdomain(group):
+            causes.append(field_invalid(at, group, ",".join(meta.is_dns1123_subdomain(group))))
+        if not version:
+            causes.append(field_invalid(at, api_version, "version must be specified"))
+        elif meta.is_dns1035_label(version):
+            causes.append(field_invalid(at, version, ",".join(meta.is_dns1035_label(version))))
     if not kind:
         causes.append(field_required(f"{path}.kind"))
+    elif meta.is_dns1035_label(kind.lower()):
+        causes.append(field_invalid(f"{path}.kind", kind,
+                                    "may have mixed case, but should otherwise match: "
+                                    + ",".join(meta.is_dns1035_label(kind.lower()))))
     return ParamKind(api_version, kind)
 
 
@@ -280,9 +295,8 @@ def _param_ref(check: Check, value: object, path: str) -> ParamRef | None:
     check.unknown(value, path, ("name", "namespace", "selector", "parameterNotFoundAction"))
     name = check.string(value, "name", f"{path}.name")
     namespace = check.string(value, "namespace", f"{path}.namespace")
-    for key, text in (("name", name), ("namespace", namespace)):
-        for problem in _path_segment_problems(text):
-            causes.append(field_invalid(f"{path}.{key}", text, problem))
+    for problem in path_segment_problems(name) if name else ():
+        causes.append(field_invalid(f"{path}.name", name, problem))
     selector = None
     if value.get("selector") is not None:
         selector = label_selector(value.get("selector"), f"{path}.selector", causes,
@@ -301,13 +315,6 @@ def _param_ref(check: Check, value: object, path: str) -> ParamRef | None:
         causes.append(field_not_supported(f"{path}.parameterNotFoundAction", action,
                                           PARAMETER_NOT_FOUND_ACTIONS))
     return ParamRef(name, namespace, selector, str(action))
-
-
-def _path_segment_problems(name: str) -> list[str]:
-    """cf. apimachinery's path.ValidatePathSegmentName."""
-    if name in (".", ".."):
-        return [f"may not be '{name}'"]
-    return [f"may not contain '{c}'" for c in ("/", "%") if c in name]
 
 
 def _validation_actions(check: Check, spec: Mapping[str, Any], path: str) -> tuple[str, ...]:
@@ -371,13 +378,13 @@ def _validations(check: Check, spec: Mapping[str, Any], path: str) -> tuple[Vali
         if message and not message.strip():
             causes.append(field_invalid(f"{at}.message", message,
                                         "message must be non-empty if specified"))
-        elif "\n" in message.strip():
+        elif "\n" in message.strip() or "\r" in message.strip():
             causes.append(field_invalid(f"{at}.message", message,
                                         "message must not contain line breaks"))
         message_expression = check.string(item, "messageExpression", f"{at}.messageExpression")
-        if "messageExpression" in item and not message_expression.strip():
-            causes.append(field_required(f"{at}.messageExpression",
-                                         "messageExpression must be non-empty if specified"))
+        if message_expression and not message_expression.strip():
+            causes.append(field_invalid(f"{at}.messageExpression", message_expression,
+                                        "must be non-empty if specified"))
         reason = item.get("reason")
         if reason is not None and reason not in REASON_CODES:
             causes.append(field_not_supported(f"{at}.reason", reason, sorted(REASON_CODES)))
@@ -386,8 +393,9 @@ def _validations(check: Check, spec: Mapping[str, Any], path: str) -> tuple[Vali
     return tuple(out)
 
 
-def _audit_annotations(check: Check, spec: Mapping[str, Any],
-                       path: str) -> tuple[AuditAnnotation, ...]:
+def _audit_annotations(check: Check, spec: Mapping[str, Any], path: str,
+                       policy_name: str) -> tuple[AuditAnnotation, ...]:
+    """cf. validateAuditAnnotation: `<policy>/<key>` must be a qualified name."""
     causes = check.causes
     raw = check.items(spec, "auditAnnotations", path)
     if len(raw) > MAX_AUDIT_ANNOTATIONS:
@@ -402,14 +410,10 @@ def _audit_annotations(check: Check, spec: Mapping[str, Any],
             continue
         check.unknown(item, at, ("key", "valueExpression"))
         key = check.string(item, "key", f"{at}.key")
-        if not key:
-            causes.append(field_required(f"{at}.key", "key is not specified"))
-        elif len(key) > MAX_AUDIT_ANNOTATION_KEY:
-            causes.append(field_invalid(f"{at}.key", key, f"must be no more than "
-                                        f"{MAX_AUDIT_ANNOTATION_KEY} characters"))
-        else:
-            for problem in meta.is_qualified_name(key):
-                causes.append(field_invalid(f"{at}.key", key, problem))
+        if policy_name:
+            qualified = f"{policy_name}/{key}"
+            for problem in meta.is_qualified_name(qualified):
+                causes.append(field_invalid(f"{at}.key", qualified, problem))
         if key in keys:
             causes.append(field_duplicate(f"{at}.key", key))
         keys.add(key)
@@ -417,5 +421,8 @@ def _audit_annotations(check: Check, spec: Mapping[str, Any],
         if not value.strip():
             causes.append(field_required(f"{at}.valueExpression",
                                          "valueExpression is not specified"))
+        elif len(value.strip().encode()) > MAX_AUDIT_VALUE_EXPRESSION:
+            causes.append(field_required(f"{at}.valueExpression", f"must not exceed "
+                                         f"{MAX_AUDIT_VALUE_EXPRESSION} bytes in length"))
         out.append(AuditAnnotation(key, value))
     return tuple(out)

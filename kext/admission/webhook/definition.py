@@ -439,8 +439,21 @@ def read_rule(check: Check, raw: object, path: str, *, named: bool = False) -> R
     _check_resources(resources, _at(path, "resources"), causes)
     scope = check.choice(raw, "scope", _at(path, "scope"), SCOPES, "*")
     names = check.strings(raw, "resourceNames", _at(path, "resourceNames")) if named else []
+    for i, name in enumerate(names):  # cf. validateNamedRuleWithOperations
+        at = f"{_at(path, 'resourceNames')}[{i}]"
+        for problem in path_segment_problems(name):
+            causes.append(field_invalid(at, name, problem))
+        if name in names[:i]:
+            causes.append(field_duplicate(at, name))
     return Rule(tuple(operations), tuple(groups), tuple(versions), tuple(resources), scope,
                 tuple(names))
+
+
+def path_segment_problems(name: str) -> list[str]:
+    """cf. apimachinery's path.ValidatePathSegmentName."""
+    if name in (".", ".."):
+        return [f"may not be '{name}'"]
+    return [f"may not contain '{c}'" for c in ("/", "%") if c in name]
 
 
 def _check_resources(resources: Sequence[str], path: str, causes: list[Cause]) -> None:
