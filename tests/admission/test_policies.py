@@ -592,3 +592,33 @@ async def test_namespace_object_is_the_clusters_namespace_or_null() -> None:
     with pytest.raises(StatusError) as missing:
         await following.validate(attributes({"spec": {}}, namespace="gone"))
     assert (missing.value.code, missing.value.message) == (404, 'namespaces "gone" not found')
+
+
+@pytest.mark.asyncio
+async def test_a_delete_is_validated_on_the_old_object(tmp_path: Path) -> None:
+    protect = policy("protected", matchConstraints={"resourceRules": [{
+        **WIDGET_RULES[0], "operations": ["DELETE"]}]}, validations=[{
+            "expression": "object == null && "
+                          "oldObject.metadata.?labels.protected.orValue('') != 'true'",
+            "message": "protected widgets stay", "reason": "Forbidden"}])
+    admission = parse_config({"apiVersion": "kext.io/v1alpha1", "kind": "ServerConfig",
+                              "admission": {"configurations": [
+                                  {"inline": protect},
+                                  {"inline": binding(policy_name="protected")}]}}).admission
+
+    def configure(options: ServerConfig, tmp: Path) -> None:
+        options.admission = admission
+
+    server = await InMemoryServer.start(tmp_path, configure=configure)
+    try:
+        for name, labels in (("kept", {"protected": "true"}), ("gone", {})):
+            assert (await server.request("POST", WIDGETS, widget(name, labels=labels))
+                    ).code == 201
+        refused = status(await server.request("DELETE", f"{WIDGETS}/kept"), 403, "Forbidden")
+        assert refused["message"] == (
+            'widgets.example.kext.io "kept" is forbidden: ValidatingAdmissionPolicy '
+            "'protected' with binding 'small-binding' denied request: protected widgets stay")
+        assert (await server.request("DELETE", f"{WIDGETS}/gone")).code == 200
+        assert (await server.request("GET", f"{WIDGETS}/kept")).code == 200
+    finally:
+        await server.stop()
