@@ -622,3 +622,32 @@ async def test_a_delete_is_validated_on_the_old_object(tmp_path: Path) -> None:
         assert (await server.request("GET", f"{WIDGETS}/kept")).code == 200
     finally:
         await server.stop()
+
+
+@pytest.mark.asyncio
+async def test_namespaced_params_are_read_in_the_requests_namespace(tmp_path: Path) -> None:
+    # a Widget called "limits" in each namespace holds that namespace's largest size
+    limited = policy("per-namespace",
+                     paramKind={"apiVersion": f"{GROUP}/v1alpha1", "kind": "Widget"},
+                     matchConstraints={"resourceRules": [{**WIDGET_RULES[0],
+                                                          "resources": ["widgets"]}]},
+                     validations=[{"expression": "object.metadata.name == 'limits' || "
+                                                 "object.spec.size <= params.spec.size"}])
+    per_namespace = binding("per-namespace-binding", "per-namespace", paramRef={
+        "name": "limits", "parameterNotFoundAction": "Allow"})
+    admission = parse_config({"apiVersion": "kext.io/v1alpha1", "kind": "ServerConfig",
+                              "admission": {"configurations": [
+                                  {"inline": limited}, {"inline": per_namespace}]}}).admission
+
+    def configure(options: ServerConfig, tmp: Path) -> None:
+        options.admission = admission
+
+    server = await InMemoryServer.start(tmp_path, configure=configure)
+    try:
+        other = WIDGETS.replace("/namespaces/ns/", "/namespaces/other/")
+        assert (await server.request("POST", WIDGETS, widget("limits", size=2))).code == 201
+        status(await server.request("POST", WIDGETS, widget("big", size=3)), 422, "Invalid")
+        # no "limits" in namespace other: Allow, nothing to check
+        assert (await server.request("POST", other, widget("big", size=3))).code == 201
+    finally:
+        await server.stop()
