@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _admission_summary(config: ServerConfig) -> str:
-    """`; admission: 1 hook, 2 webhooks (a.example.com, b.example.com)`, or ""."""
+    """`; admission: 1 hook, 2 webhooks (a.example.com, b.example.com), 1
+    ValidatingAdmissionPolicy (small) with 2 bindings`, or ""."""
     admission = config.admission
     parts = []
     if admission.hooks:
@@ -79,6 +80,11 @@ def _admission_summary(config: ServerConfig) -> str:
         names = ", ".join(dict.fromkeys(w.name for w in admission.webhooks))
         parts.append(f"{len(admission.webhooks)} webhook"
                      f"{'s' if len(admission.webhooks) > 1 else ''} ({names})")
+    if admission.policies:
+        policies, bindings = len(admission.policies), len(admission.bindings)
+        names = ", ".join(p.policy.name for p in admission.policies)
+        parts.append(f"{policies} ValidatingAdmissionPolic{'ies' if policies > 1 else 'y'} "
+                     f"({names}) with {bindings} binding{'s' if bindings != 1 else ''}")
     return f"; admission: {', '.join(parts)}" if parts else ""
 
 

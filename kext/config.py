@@ -22,6 +22,14 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from kext.admission.policy.definition import (
+    BINDING_KIND,
+    POLICY_KIND,
+    Binding,
+    binding_from_manifest,
+    policy_from_manifest,
+)
+from kext.admission.policy.validator import CompiledPolicy
 from kext.admission.webhook.definition import (
     CONFIGURATION_KINDS,
     MUTATING,
@@ -31,7 +39,7 @@ from kext.admission.webhook.definition import (
     load_ca_bundle,
     webhook_from_manifest,
 )
-from kext.api.errors import Cause
+from kext.api.errors import Cause, field_invalid
 from kext.api.resource import ResourceDefinition, parse_crd
 from kext.audit.policy import PolicyError, load_policy
 
@@ -140,20 +148,13 @@ class HookConfig:
 
 
 @dataclass
-class PolicyManifest:
-    """A ValidatingAdmissionPolicy or ValidatingAdmissionPolicyBinding from
-    `admission.configurations`, kept as given (they take CEL)."""
-
-    source: str  # where it was declared
-    manifest: dict[str, Any]
-
-
-@dataclass
 class AdmissionConfig:
     hooks: list[HookConfig] = field(default_factory=list)
     # admission.webhooks' entries, then those of admission.configurations, in order
     webhooks: list[Webhook] = field(default_factory=list)
-    policies: list[PolicyManifest] = field(default_factory=list)
+    # admission.configurations' ValidatingAdmissionPolicies (compiled) and their bindings
+    policies: list[CompiledPolicy] = field(default_factory=list)
+    bindings: list[Binding] = field(default_factory=list)
     from_cluster: bool = False
 
 
@@ -749,14 +750,17 @@ def _admission(f: _Fields) -> AdmissionConfig:
             f.problems.append(
                 f"{path}: expected a mapping with name and url, got {_describe(item)}"
             )
-    policies: list[PolicyManifest] = []
+    policies: list[CompiledPolicy] = []
+    bindings: list[Binding] = []
     configurations: dict[tuple[str, str], str] = {}
     for path, item in f.items("configurations"):
         for manifest, where in _manifests(item, path, "webhook configuration", f.problems):
-            _configuration(manifest, where, configurations, webhooks, policies, f.problems)
+            _configuration(manifest, where, configurations, webhooks, policies, bindings,
+                           f.problems)
+    _unbound(policies, bindings, f.problems)
     from_cluster = f.boolean("fromCluster", False)
     f.finish()
-    return AdmissionConfig(hooks, webhooks, policies, from_cluster)
+    return AdmissionConfig(hooks, webhooks, policies, bindings, from_cluster)
 
 
 def _hook(item: object, path: str, problems: list[str]) -> HookConfig | None:
@@ -840,13 +844,15 @@ def _webhook(item: dict[str, Any], path: str, index: int, names: dict[str, str],
     return dataclasses.replace(webhook, ca_pem=ca_pem)
 
 
-_POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+_POLICY_KINDS = (POLICY_KIND, BINDING_KIND)
 
 
 def _configuration(manifest: object, where: str, seen: dict[tuple[str, str], str],
-                   webhooks: list[Webhook], policies: list[PolicyManifest],
-                   problems: list[str]) -> None:
-    """One document of `admission.configurations`: its webhooks, or a policy kept."""
+                   webhooks: list[Webhook], policies: list[CompiledPolicy],
+                   bindings: list[Binding], problems: list[str]) -> None:
+    """One document of `admission.configurations`: its webhooks, a policy (compiled: an
+    expression that does not compile is a problem here, as kube's API refuses it) or a
+    binding."""
     kinds = (*CONFIGURATION_KINDS, *_POLICY_KINDS)
     kind = manifest.get("kind") if isinstance(manifest, dict) else None
     if not isinstance(manifest, dict) or kind not in kinds:
@@ -867,13 +873,44 @@ def _configuration(manifest: object, where: str, seen: dict[tuple[str, str], str
         elif not name:
             problems.append(f"{where}.metadata.name: required")
         else:
-            policies.append(PolicyManifest(where, manifest))
+            _policy(manifest, where, policies, bindings, problems)
         return
     causes: list[Cause] = []
     found = configuration_webhooks(manifest, causes, source=where)
     problems.extend(f"{where}.{c.field}: {c.message}" for c in causes)
     if not causes:
         webhooks.extend(found)
+
+
+def _policy(manifest: dict[str, Any], where: str, policies: list[CompiledPolicy],
+            bindings: list[Binding], problems: list[str]) -> None:
+    causes: list[Cause] = []
+    if manifest["kind"] == POLICY_KIND:
+        policy = policy_from_manifest(manifest, causes, source=where)
+        if policy is not None:
+            compiled = CompiledPolicy(policy)
+            causes += [field_invalid(path, expression, why)
+                       for path, expression, why in compiled.compile_problems()]
+            policies.append(compiled)
+    else:
+        binding = binding_from_manifest(manifest, causes, source=where)
+        if binding is not None:
+            bindings.append(binding)
+    # from a file: `admission.configurations[0] (p.yaml): spec.validations[0]...`
+    glue = ": " if where.endswith(")") else "."
+    problems.extend(f"{where}{glue}{c.field}: {c.message}" if c.field else f"{where}: {c.message}"
+                    for c in causes)
+
+
+def _unbound(policies: list[CompiledPolicy], bindings: list[Binding],
+             problems: list[str]) -> None:
+    """A binding naming a policy the files do not declare would never apply: say so."""
+    declared = {p.policy.name for p in policies}
+    for binding in bindings:
+        if binding.policy_name not in declared:
+            glue = ": " if binding.source.endswith(")") else "."
+            problems.append(f"{binding.source}{glue}spec.policyName: no {POLICY_KIND} "
+                            f"{binding.policy_name!r} in admission.configurations")
 
 
 def _audit(f: _Fields) -> AuditConfig:
@@ -1016,8 +1053,5 @@ def unimplemented(config: ServerConfig) -> list[str]:
     """Settings this version of kext accepts in the schema but does not carry out yet, one
     line each: serving with them would silently ignore them (for authorization: fail open),
     so kext refuses to start instead."""
-    problems = []
-    for policy in config.admission.policies:
-        problems.append(f"{policy.source}: {policy.manifest['kind']}: admission policies are "
-                        "not implemented in this version of kext")
+    problems: list[str] = []
     return problems

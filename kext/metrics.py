@@ -59,6 +59,7 @@ ETCD_REQUEST_BUCKETS = REQUEST_DURATION_BUCKETS
 # webhooks (they time out at 30 s at most).
 ADMISSION_STEP_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1.0, 2.5)
 ADMISSION_WEBHOOK_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 10, 25)
+POLICY_CHECK_BUCKETS = (0.0000005, 0.001, 0.01, 0.1, 1.0)
 
 REQUEST_LABELS = ("verb", "dry_run", "group", "version", "resource", "subresource", "scope",
                   "component", "code")
@@ -331,10 +332,29 @@ class AdmissionMetrics(Collector):
             ("name", "type", "operation", "rejected"), buckets=ADMISSION_WEBHOOK_BUCKETS,
             registry=registry,
         )
+        # the ValidatingAdmissionPolicy plugin's (cf. policy/validating/metrics)
+        policy_labels = ("policy", "policy_binding", "error_type", "enforcement_action")
+        self.policy_check = Counter(
+            "apiserver_validating_admission_policy_check_total",
+            "Validation admission policy check total, labeled by policy and further identified "
+            "by binding and enforcement action taken.", policy_labels, registry=registry)
+        self.policy_latency = Histogram(
+            "apiserver_validating_admission_policy_check_duration_seconds",
+            "Validation admission latency for individual validation expressions in seconds, "
+            "labeled by policy and further including binding and enforcement action taken.",
+            policy_labels, buckets=POLICY_CHECK_BUCKETS, registry=registry)
         self.requests: dict[tuple[str, str, str, str, str], int] = {}
         self.rejections: dict[tuple[str, str, str, str, str], int] = {}
         self.fail_open: dict[tuple[str, str], int] = {}
         registry.register(self)
+
+    def observe_policy_check(self, policy: str, binding: str, error_type: str, action: str,
+                             seconds: float) -> None:
+        """One validation's outcome: error_type no_error, compile_error, invalid_error or
+        out_of_budget; action (enforcement_action) allow, deny, warn or audit."""
+        labels = (policy, binding, error_type, action)
+        self.policy_check.labels(*labels).inc()
+        self.policy_latency.labels(*labels).observe(seconds)
 
     def observe_step(self, step: str, operation: str, rejected: bool, seconds: float) -> None:
         self.step.labels(step, operation, _bool(rejected)).observe(seconds)

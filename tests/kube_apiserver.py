@@ -15,7 +15,9 @@ it over the network as it would reach a cluster):
   timeoutSeconds, allowWatchBookmarks, 410 Expired after `compact()`) of the objects a test
   `put()`s: configmaps, services, endpoints, endpointslices, pods, namespaces, secrets,
   serviceaccounts, (cluster)role(binding)s, apiservices, mutating/validating webhook
-  configurations and validating admission policies (+ bindings);
+  configurations and validating admission policies (+ bindings), the last two defaulted as
+  kube-apiserver's admissionregistration.k8s.io/v1 defaulting does (failurePolicy Fail,
+  matchPolicy Equivalent, empty selectors, rule scope "*", generation, an empty status);
 - the aggregator: a request under `/apis/<group>/<version>` of a stored APIService with a
   `spec.service` is proxied as kube-aggregator does it (503 "service unavailable" unless the
   APIService is Available; else to a ready endpoint of the Service's EndpointSlices, TLS
@@ -455,8 +457,14 @@ class KubeAPIServer:
             raise ValueError(f"{resource.kind} {meta.get('name')} needs a namespace")
         key = (resource, namespace, meta["name"])
         store = self._store
+        _default_admission_policy(obj)
         with store.cond:
             old = store.objects.get(key)
+            if resource.kind in _POLICY_KINDS:
+                # kube bumps a policy's generation when its spec changes
+                was = (old or {}).get("metadata", {})
+                changed = old is None or old.get("spec") != obj.get("spec")
+                meta["generation"] = int(was.get("generation", 0)) + (1 if changed else 0)
             store.rv += 1
             meta["resourceVersion"] = str(store.rv)
             meta.setdefault("uid", (old or {}).get("metadata", {}).get("uid") or str(uuid.uuid4()))
@@ -984,6 +992,33 @@ def _status_body(code: int, reason: str, message: str,
     if details:
         body["details"] = details
     return body
+
+
+_POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+def _default_match_resources(match: dict[str, Any]) -> None:
+    match.setdefault("namespaceSelector", {})
+    match.setdefault("objectSelector", {})
+    match.setdefault("matchPolicy", "Equivalent")
+    for key in ("resourceRules", "excludeResourceRules"):
+        for rule in match.get(key) or []:
+            rule.setdefault("scope", "*")
+
+
+def _default_admission_policy(obj: dict[str, Any]) -> None:
+    """What kube-apiserver's v1 defaulting adds to a ValidatingAdmissionPolicy or binding
+    (SetDefaults_ValidatingAdmissionPolicySpec, SetDefaults_MatchResources, ParamRef's)."""
+    spec = obj.get("spec")
+    if obj.get("kind") not in _POLICY_KINDS or not isinstance(spec, dict):
+        return
+    if obj["kind"] == "ValidatingAdmissionPolicy":
+        spec.setdefault("failurePolicy", "Fail")
+        _default_match_resources(spec.setdefault("matchConstraints", {}))
+        obj.setdefault("status", {})
+        return
+    if isinstance(spec.get("matchResources"), dict):
+        _default_match_resources(spec["matchResources"])
 
 
 def _timestamp(seconds: float) -> str:

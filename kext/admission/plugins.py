@@ -9,18 +9,27 @@ server's authorizer (for CEL's `authorizer`: kext.admission.authz).
   says);
 - (the store validates against the schema in between);
 - validating: the server-wide validating hooks, the resource's validation hooks, the
-  ValidatingAdmissionPolicies (`policies`, a slot for the CEL plugin), the validating webhooks
-  (called concurrently).
+  ValidatingAdmissionPolicies (kext.admission.policy: configuration files' and with
+  fromCluster the cluster's; their params read from kext's resources through `params`), the
+  validating webhooks (called concurrently).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kext.admission.chain import Chain, MutatingPlugin, ValidatingPlugin, resource_plugins
-from kext.admission.cluster import ClusterAdmission, CompositeWebhooks, NamespaceLifecycle
+from kext.admission.cluster import (
+    ClusterAdmission,
+    CompositePolicies,
+    CompositeWebhooks,
+    NamespaceLifecycle,
+)
 from kext.admission.interfaces import ObjectInterfaces
+from kext.admission.policy.dispatcher import ValidatingAdmissionPolicies
+from kext.admission.policy.params import NoParams, ParamSource
+from kext.admission.policy.source import PolicySource, StaticPolicies
 from kext.admission.pyhooks import PythonHook
 from kext.admission.webhook.call import Caller, StaticWebhooks, WebhookSource
 from kext.admission.webhook.client import WebhookClient
@@ -33,9 +42,6 @@ from kext.auth.authorization.authorizer import Authorizer
 from kext.config import AdmissionConfig
 from kext.kube import KubeClient
 from kext.metrics import AdmissionMetrics
-
-# Builds a resource's ValidatingAdmissionPolicy plugins (the CEL issue's): none yet.
-PolicyPlugins = Callable[[ResourceDefinition, ObjectInterfaces], Sequence[ValidatingPlugin]]
 
 
 class AdmissionConfigError(Exception):
@@ -52,7 +58,7 @@ class AdmissionPlugins:
     client: WebhookClient | None = None
     namespaces: NamespaceLabels = field(default_factory=ImpliedNamespaces)
     metrics: AdmissionMetrics | None = None
-    policies: PolicyPlugins | None = None
+    policies: PolicySource | None = None
     cluster: ClusterAdmission | None = None
     conditions: MatchConditions = field(default_factory=MatchConditions)
     # the server's: decides the checks of admission CEL's `authorizer` (kext.admission.authz)
@@ -86,8 +92,12 @@ class AdmissionPlugins:
             webhooks = CompositeWebhooks(static, cluster)
             namespaces = cluster.namespaces
         client = WebhookClient() if webhooks is not None else None
+        static_policies = StaticPolicies(config.policies, config.bindings)
+        policies: PolicySource | None = static_policies if static_policies.hooks else None
+        if cluster is not None:
+            policies = CompositePolicies(static_policies, cluster)
         return cls(hooks=hooks, webhooks=webhooks, client=client, namespaces=namespaces,
-                   metrics=metrics, cluster=cluster, authorizer=authorizer)
+                   metrics=metrics, policies=policies, cluster=cluster, authorizer=authorizer)
 
     def start(self) -> None:
         """Begin following the cluster's configurations and namespaces (on the running
@@ -95,8 +105,10 @@ class AdmissionPlugins:
         if self.cluster is not None:
             self.cluster.start()
 
-    def chain(self, definition: ResourceDefinition, interfaces: ObjectInterfaces) -> Chain:
-        """The admission chain of one resource."""
+    def chain(self, definition: ResourceDefinition, interfaces: ObjectInterfaces,
+              params: ParamSource | None = None) -> Chain:
+        """The admission chain of one resource; params: where its policies' params are
+        read (the server's resources)."""
         own_mutating, own_validating = resource_plugins(definition)
         mutating: list[MutatingPlugin] = []
         if self.cluster is not None and definition.namespaced:
@@ -106,7 +118,10 @@ class AdmissionPlugins:
         mutating += own_mutating
         validating += own_validating
         if self.policies is not None:
-            validating += self.policies(definition, interfaces)
+            validating.append(ValidatingAdmissionPolicies(
+                self.policies, interfaces, self.namespaces, params or NoParams(),
+                self.cluster.namespaces if self.cluster is not None else None, self.metrics,
+                self.authorizer))
         if self.webhooks is not None and self.client is not None:
             matcher = Matcher(self.namespaces, interfaces.equivalents, interfaces.convert,
                               self.conditions, self.authorizer)

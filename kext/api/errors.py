@@ -22,6 +22,8 @@ class Cause:
 
     def to_dict(self) -> dict[str, str]:
         out = {"reason": self.reason, "message": self.message}
+        if not self.reason:  # Go's omitempty (an admission policy's cause has none)
+            del out["reason"]
         if self.field:
             out["field"] = self.field
         return out

@@ -64,6 +64,7 @@ _CROSS_NUMERIC = ("_<_", "_<=_", "_>_", "_>=_")
 _NUMERIC_PAIRS = (("int", "double"), ("double", "int"), ("int", "uint"), ("uint", "int"),
                   ("uint", "double"), ("double", "uint"))
 _OLD_SELF = "oldSelf"
+MAX_ITERATIONS = 10_000  # cel-cpp's comprehension_max_iterations, fixed in cel-expr-python
 _OLD_VALUE, _HAS_OLD = "__kextOld", "__kextHasOld"
 
 
@@ -90,7 +91,14 @@ class Program:
 
     def evaluate(self, activation: Any) -> Any:
         """The result, or EvaluationError."""
-        result = self.program.eval(activation)
+        try:
+            result = self.program.eval(activation)
+        except RuntimeError as exc:  # the engine's own limits (10,000 iterations) raise
+            text = _go_error(_issues(str(exc).replace(" [INTERNAL]", "")))
+            if "Iteration budget" in text:
+                text += (f" (kext's CEL engine runs at most {MAX_ITERATIONS} comprehension "
+                         "iterations per expression)")
+            raise EvaluationError(text) from None
         if result.type() == cel.Type.ERROR:
             raise EvaluationError(_go_error(str(result.value())))
         return result.plain_value()
@@ -321,6 +329,10 @@ class Environment:
         """The CEL type of a value of this schema node (`root`: a resource, with apiVersion,
         kind and metadata.name/generateName)."""
         return self.types.cel_type(schema, embedded=root)
+
+    def declare_object(self, fields: Iterable[str]) -> str:
+        """The CEL type of an object with exactly these fields, each dyn."""
+        return self.types.object_type(fields)
 
     def seal(self) -> None:
         pool = descriptor_pool.DescriptorPool()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -67,6 +67,17 @@ class SchemaTypes:
         if key not in self._types or embedded:
             self._types[key] = self._declare(schema, embedded)
         return self._types[key]
+
+    def object_type(self, fields: Iterable[str]) -> str:
+        """A message type with these fields, each dyn, and no others (an admission policy's
+        `variables`: naming any other field fails to compile)."""
+        self._count += 1
+        name = f"Object{self._count}"
+        message = self.file.message_type.add(name=name)
+        for number, field_name in enumerate(fields, start=1):
+            message.field.add(name=field_name, number=number, label=_F.LABEL_OPTIONAL,
+                              type=_F.TYPE_MESSAGE, type_name=".google.protobuf.Value")
+        return f"{self.package}.{name}"
 
     def _declare(self, s: dict[str, Any], embedded: bool) -> str:
         t = s.get("type")

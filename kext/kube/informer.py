@@ -155,6 +155,7 @@ class Informer:
         self._objects: dict[str, dict[str, Any]] = {}
         self._handlers: list[Handler] = []
         self._synced = asyncio.Event()
+        self._answered = asyncio.Event()  # a first list came back, or failed
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -189,6 +190,12 @@ class Informer:
                 raise self.last_error from None
             raise KubeTimeout(f"{self.path} was not listed within {timeout:g}s") from None
 
+    async def wait_answered(self, timeout: float) -> None:
+        """Wait until a first list came back or failed (then see synced and last_error);
+        returns after timeout either way."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._answered.wait(), timeout)
+
     def get(self, name: str, namespace: str = "") -> dict[str, Any] | None:
         return self._objects.get(f"{namespace}/{name}" if namespace else name)
 
@@ -204,11 +211,13 @@ class Informer:
             if isinstance(change, Relisted):
                 self._replace(change.items)
                 self._synced.set()
+                self._answered.set()
             else:
                 self._apply(change.type, change.object)
 
     def _failed(self, error: KubeError) -> None:
         self.last_error = error
+        self._answered.set()
         log.warning("following %s: %s", self.path, error)
 
     def _replace(self, items: list[dict[str, Any]]) -> None:

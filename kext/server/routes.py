@@ -9,9 +9,12 @@ from typing import Any
 from kext.admission.chain import Chain
 from kext.admission.interfaces import ObjectInterfaces
 from kext.admission.plugins import AdmissionPlugins
+from kext.admission.policy.definition import ParamKind
+from kext.admission.policy.params import ParamResource
 from kext.api import errors
 from kext.api.resource import Version
-from kext.registry.store import Store
+from kext.api.selectors import LabelSelector
+from kext.registry.store import ListOptions, Selection, Store
 from kext.server.handlers import create, delete, get, patch, scale, update
 from kext.server.handlers.scope import Scope
 from kext.server.healthz import HealthEndpoint
@@ -55,9 +58,10 @@ class Router:
                  watch: ResourceHandler, admission: AdmissionPlugins | None = None) -> None:
         self.stores = {(s.group, s.resource): s for s in stores}
         admission = admission or AdmissionPlugins()
+        params = StoreParams(stores)
         # each resource's admission chain, its hooks loaded once
         self.chains: dict[tuple[str, str], Chain] = {
-            key: admission.chain(s.definition, object_interfaces(s))
+            key: admission.chain(s.definition, object_interfaces(s), params)
             for key, s in self.stores.items()
         }
         # the Warning of each deprecated version, worded once
@@ -139,8 +143,10 @@ class Router:
                 handler = SCALE_VERBS[verb]
         if handler is None:
             raise errors.method_not_supported(store.group, store.resource, verb)
+        # admission's audit annotations (webhooks', policies') go to the request's audit event
         scope = Scope(store, version, info.namespace, info.name, info.subresource,
-                      self.chains[(store.group, store.resource)])
+                      self.chains[(store.group, store.resource)],
+                      audit_annotations=request.annotations)
         try:
             response = await handler(request, scope)
         except errors.StatusError as error:
@@ -164,3 +170,46 @@ def object_interfaces(store: Store) -> ObjectInterfaces:
     return ObjectInterfaces.of(store.definition, decode, store.to_version)
 
 
+class StoreParams:
+    """The params of admission policies, read from the server's own resources: a paramKind
+    names a resource by group, served version and kind."""
+
+    def __init__(self, stores: list[Store]) -> None:
+        self._stores = {(s.group, s.kind): s for s in stores}
+
+    def resource(self, kind: ParamKind) -> ParamResource | None:
+        store = self._stores.get((kind.group, kind.kind))
+        if store is None or store.definition.version(kind.version) is None:
+            return None
+        return _StoreParam(store, kind.version)
+
+
+class _StoreParam:
+    """One resource's objects as params, in one version, from its watch cache: a param by
+    name as the cache holds it, else asked again once the cache caught up with etcd (as
+    kube's informer lister, then a direct GET); params by selector by a consistent list."""
+
+    def __init__(self, store: Store, version: str) -> None:
+        self.store = store
+        self.version = version
+
+    @property
+    def namespaced(self) -> bool:
+        return self.store.namespaced
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        for resource_version in ("0", ""):
+            try:
+                return await self.store.get(namespace, name, self.version, resource_version)
+            except errors.StatusError as error:
+                if error.code != 404:
+                    raise
+        return None
+
+    async def list(self, namespace: str, selector: LabelSelector) -> list[dict[str, Any]]:
+        # a consistent list (the cache once it caught up with etcd): no param just written
+        # is missed, where a cache read has nothing to fall back on
+        found = await self.store.get_list(namespace, self.version, Selection(labels=selector),
+                                          ListOptions())
+        items: list[dict[str, Any]] = found["items"]
+        return items

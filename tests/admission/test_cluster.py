@@ -21,6 +21,7 @@ from kext.admission.attributes import (
     GroupVersionResource,
 )
 from kext.admission.cluster import ClusterAdmission, CompositeWebhooks, NamespaceLifecycle
+from kext.admission.policy.source import StaticPolicies
 from kext.admission.webhook.call import StaticWebhooks
 from kext.admission.webhook.definition import VALIDATING, Webhook
 from kext.api.errors import StatusError
@@ -142,3 +143,62 @@ async def test_requests_wait_for_the_first_lists_then_are_refused(
         await followed.stop()
         await client.close()
 
+
+
+async def test_the_clusters_policies_are_followed_compiled_once_and_bad_ones_left_out(
+        kube: KubeAPIServer, following: ClusterAdmission,
+        caplog: pytest.LogCaptureFixture) -> None:
+    def policy(name: str, expression: str, **spec: Any) -> dict[str, Any]:
+        return {"apiVersion": ADMISSION, "kind": "ValidatingAdmissionPolicy",
+                "metadata": {"name": name},
+                "spec": {"matchConstraints": {"resourceRules": [{
+                    "operations": ["CREATE"], "apiGroups": [GROUP], "apiVersions": ["*"],
+                    "resources": ["widgets"]}]},
+                    "validations": [{"expression": expression}], **spec}}
+
+    def binding(name: str, policy_name: str) -> dict[str, Any]:
+        return {"apiVersion": ADMISSION, "kind": "ValidatingAdmissionPolicyBinding",
+                "metadata": {"name": name},
+                "spec": {"policyName": policy_name, "validationActions": ["Deny"]}}
+
+    policies = following.policies
+    kube.put(policy("b-second", "true"))
+    kube.put(policy("a-first", "object.nope +"))  # does not compile: fails when evaluated
+    kube.put(policy("unbound", "true"))
+    kube.put(policy("broken", "true", failurePolicy="Sometimes"))  # kube would refuse it
+    for name in ("a-first", "b-second", "broken"):
+        kube.put(binding(f"{name}-binding", name))
+    await until(lambda: len(policies.hooks) == 2)
+    assert [(h.name, [b.name for b in h.bindings]) for h in policies.hooks] == [
+        ("a-first", ["a-first-binding"]), ("b-second", ["b-second-binding"])]
+    first = policies.hooks[0].policy
+    assert first.compile_problems()[0][0] == "spec.validations[0].expression"
+    assert "ValidatingAdmissionPolicy broken: spec.failurePolicy: Unsupported value" in caplog.text
+    # the defaults kube's API adds reached kext as the cluster serves them
+    assert policies.hooks[1].policy.policy.match_constraints.match_policy == "Equivalent"
+
+    kube.put(binding("second-binding-too", "b-second"))
+    await until(lambda: len(policies.hooks[1].bindings) == 2)
+    assert policies.hooks[0].policy is first  # unchanged: not compiled again
+    kube.delete(ADMISSION, "ValidatingAdmissionPolicy", "a-first")
+    await until(lambda: [h.name for h in policies.hooks] == ["b-second"])
+
+
+async def test_a_cluster_serving_no_admission_policies_has_none(
+        kube: KubeAPIServer, tmp_path: Path, reactor: Any) -> None:
+    # before kube 1.30 admissionregistration.k8s.io/v1 has no policies: lists answer 404
+    for plural in ("validatingadmissionpolicies", "validatingadmissionpolicybindings"):
+        kube.fail(f"/apis/{ADMISSION}/{plural}", 404)
+    access = load_kubeconfig(str(kube.write_kubeconfig(tmp_path / "kubeconfig")))
+    client = KubeClient(access, reactor=reactor)
+    followed = ClusterAdmission(client)
+    followed.start()
+    try:
+        composite = cluster_module.CompositePolicies(StaticPolicies([], []), followed)
+        await composite.ready(create("default"))  # not refused as "not yet ready"
+        assert composite.hooks == ()
+        webhooks = CompositeWebhooks(StaticWebhooks([]), followed)
+        await webhooks.ready(create("default"))  # webhooks do not wait for policies
+    finally:
+        await followed.stop()
+        await client.close()

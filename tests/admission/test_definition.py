@@ -25,7 +25,7 @@ from kext.admission.webhook.definition import (
 from kext.api.errors import Cause
 from kext.api.selectors import parse_label_selector
 from kext.certs import new_ca
-from kext.config import ConfigError, HookConfig, ServerConfig, parse_config, unimplemented
+from kext.config import ConfigError, HookConfig, ServerConfig, parse_config
 
 CA = base64.b64encode(new_ca("test").cert_pem).decode()
 
@@ -234,26 +234,18 @@ def test_configurations_from_files_with_several_documents(tmp_path: Path) -> Non
         "the timeout value must be between 1 and 30 seconds"]
 
 
-def test_match_conditions_compile_with_kexts_cel_and_policies_wait() -> None:
-    policy = {"apiVersion": "admissionregistration.k8s.io/v1",
-              "kind": "ValidatingAdmissionPolicy", "metadata": {"name": "p"},
-              "spec": {"validations": [{"expression": "true"}]}}
+def test_match_conditions_compile_with_kexts_cel() -> None:
     condition = {"name": "only-widgets", "expression": "request.kind.kind == 'Widget'"}
     parsed = parse_config({
         "apiVersion": "kext.io/v1alpha1", "kind": "ServerConfig",
         "admission": {
             "webhooks": [{"name": "w.example.com", "url": "https://w/",
                           "matchConditions": [condition]}],
-            "configurations": [{"inline": policy}],
         },
     })
     [webhook] = parsed.admission.webhooks
     assert [(c.name, c.expression) for c in webhook.match_conditions] == [
         ("only-widgets", "request.kind.kind == 'Widget'")]
-    assert parsed.admission.policies[0].manifest == policy  # kept for the policy plugin
-    assert unimplemented(parsed) == [
-        "admission.configurations[0].inline: ValidatingAdmissionPolicy: admission policies "
-        "are not implemented in this version of kext"]
     assert config_problems({"webhooks": [{"name": "w.example.com", "url": "https://w/",
                                           "matchConditions": [{"name": "a",
                                                                "expression": "object.x +"}]}]}

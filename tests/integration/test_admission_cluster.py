@@ -168,3 +168,46 @@ def test_namespace_lifecycle(kext: KextProcess, cluster: KubeAPIServer) -> None:
     # cluster-scoped resources have no namespace to check
     gadget = {"apiVersion": f"{GROUP}/v1alpha1", "kind": "Gadget", "metadata": {"name": "g"}}
     assert http.post(f"{kext.url}/apis/{GROUP}/v1alpha1/gadgets", json=gadget).status_code == 201
+
+
+def test_a_validating_admission_policy_from_the_cluster(
+        kext: KextProcess, cluster: KubeAPIServer) -> None:
+    http = kext.session()
+    cluster.put({
+        "apiVersion": ADMISSION, "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "cluster-small"},
+        "spec": {
+            "matchConstraints": {"resourceRules": [{
+                "operations": ["CREATE"], "apiGroups": [GROUP], "apiVersions": ["*"],
+                "resources": ["widgets"]}]},
+            "validations": [{
+                # the cluster's Namespace object, as kube's policies see it
+                "expression": "namespaceObject.metadata.?labels.team.orValue('') == 'a' || "
+                              "object.spec.size < 5",
+                "messageExpression": "'too big for namespace ' + namespaceObject.metadata.name",
+            }]}})
+    cluster.put({"apiVersion": ADMISSION, "kind": "ValidatingAdmissionPolicyBinding",
+                 "metadata": {"name": "cluster-small-binding"},
+                 "spec": {"policyName": "cluster-small", "validationActions": ["Deny"]}})
+    big = {**widget("big"), "spec": {"size": 7}}
+
+    def refused(i: int) -> bool:
+        response = http.post(widgets(kext, "followed"),
+                             json={**big, "metadata": {"name": f"big-{i}"}})
+        if response.status_code == 201:
+            return False
+        assert response.status_code == 422
+        assert status_of(response)["message"] == (
+            f'widgets.example.kext.io "big-{i}" is forbidden: ValidatingAdmissionPolicy '
+            "'cluster-small' with binding 'cluster-small-binding' denied request: too big for "
+            "namespace followed")
+        return True
+
+    within(10, refused)
+    assert http.post(widgets(kext, "labelled"), json=big).status_code == 201
+    assert http.post(widgets(kext, "followed"), json=widget("small")).status_code == 201
+
+    cluster.delete(ADMISSION, "ValidatingAdmissionPolicyBinding", "cluster-small-binding")
+    within(10, lambda i: http.post(widgets(kext, "followed"), json={
+        **big, "metadata": {"name": f"unbound-{i}"}}).status_code == 201)
+    cluster.delete(ADMISSION, "ValidatingAdmissionPolicy", "cluster-small")

@@ -16,7 +16,7 @@ conditions are made concurrently.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,16 +105,7 @@ class MatchConditions:
                 authorizer or NoAuthorizer(), user)
         else:
             outcomes = self._evaluate(programs, values, None, None)
-        failures: list[str] = []
-        for outcome in outcomes:
-            if outcome is False:
-                return False
-            if isinstance(outcome, str):
-                failures.append(outcome)
-        if failures:
-            raise ConditionError(failures[0] if len(failures) == 1
-                                 else "[" + ", ".join(failures) + "]")
-        return True
+        return decide(outcomes)
 
     def _evaluate(self, programs: list[tuple[str, Any]], values: dict[str, Any],
                   authorizer: AuthorizerValue | None,
@@ -122,22 +113,44 @@ class MatchConditions:
         """Each condition's outcome: True, False, or why it failed."""
         env = self._env()
         shared = env.bind(values) if authorizer is None else None
-        outcomes: list[bool | str] = []
-        for expression, program in programs:
-            if isinstance(program, ConditionError):
-                outcomes.append(str(program))
-                continue
-            # with an authorizer, an activation per expression (see AuthorizerValue)
-            activation = shared if shared is not None else env.bind(
-                values, authorizer=authorizer, request_resource=resource)
-            try:
-                result = program.evaluate(activation)
-            except EvaluationError as error:
-                outcomes.append(f"expression '{expression}' resulted in error: {error}")
-                continue
-            if isinstance(result, bool):
-                outcomes.append(result)
-            else:
-                outcomes.append(f"expression '{expression}' resulted in error: expected a "
-                                "bool")
-        return outcomes
+        # with an authorizer, an activation per expression (see AuthorizerValue)
+        return [outcome(expression, program, shared if shared is not None else env.bind(
+                    values, authorizer=authorizer, request_resource=resource))
+                for expression, program in programs]
+
+
+def outcome(expression: str, program: Any, activation: Any,
+            explain: Callable[[str], str] | None = None) -> bool | str:
+    """One compiled condition's outcome for activation: True, False, or why it failed
+    (program may be the ConditionError of its compilation); explain words an evaluation
+    error (an admission policy's variables)."""
+    if isinstance(program, ConditionError):
+        return str(program)
+    try:
+        result = program.evaluate(activation)
+    except EvaluationError as error:
+        why = explain(str(error)) if explain is not None else str(error)
+        return f"expression '{expression}' resulted in error: {why}"
+    if isinstance(result, bool):
+        return result
+    return f"expression '{expression}' resulted in error: expected a bool"
+
+
+def decide(outcomes: Sequence[bool | str]) -> bool:
+    """As kube's matchconditions matcher decides: False when one is false; else
+    ConditionError (the errors aggregated) when some failed; else True."""
+    if False in outcomes:
+        return False
+    failures = [o for o in outcomes if isinstance(o, str)]
+    if failures:
+        raise ConditionError(failures[0] if len(failures) == 1
+                             else "[" + ", ".join(failures) + "]")
+    return True
+
+
+def conditions_hold(programs: Sequence[tuple[str, Any]], activation: Any,
+                    explain: Callable[[str], str] | None = None) -> bool:
+    """Whether every compiled condition (expression, Program or the ConditionError of its
+    compilation) holds for activation, decided as `decide` does."""
+    return decide([outcome(expression, program, activation, explain)
+                   for expression, program in programs])

@@ -74,13 +74,15 @@ EVERYTHING = LabelSelector()
 
 @dataclass(frozen=True)
 class Rule:
-    """A RuleWithOperations: what requests a webhook is called for."""
+    """A RuleWithOperations: what requests a webhook is called for; with resource_names, a
+    NamedRuleWithOperations (an admission policy's: only requests for those names match)."""
 
     operations: tuple[str, ...]
     api_groups: tuple[str, ...]
     api_versions: tuple[str, ...]
     resources: tuple[str, ...]
     scope: str = "*"
+    resource_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ def configuration_webhooks(manifest: Mapping[str, Any], causes: list[Cause],
     if webhook_type is None:
         causes.append(field_not_supported("kind", kind, sorted(CONFIGURATION_KINDS)))
         return []
-    check = _Check(causes, strict)
+    check = Check(causes, strict)
     metadata = check.mapping(manifest, "metadata", "metadata")
     name = metadata.get("name")
     if not isinstance(name, str) or not name:
@@ -175,7 +177,7 @@ def webhook_from_manifest(item: Mapping[str, Any], webhook_type: str, causes: li
     """One MutatingWebhook or ValidatingWebhook (webhook_type MUTATING or VALIDATING), or None
     when it has problems (added to causes, paths under path). defaults stand in for fields
     the manifest leaves out (server.yaml's entries default sideEffects, rules...)."""
-    check = _Check(causes, strict)
+    check = Check(causes, strict)
     given = len(causes)
     merged = {**(defaults or {}), **item}
     mutating = webhook_type == MUTATING
@@ -199,7 +201,7 @@ def webhook_from_manifest(item: Mapping[str, Any], webhook_type: str, causes: li
     url, ca_pem = _client_config(check, merged.get("clientConfig"), _at(path, "clientConfig"))
     rules = tuple(
         rule for i, raw in enumerate(check.items(merged, "rules", _at(path, "rules")))
-        if (rule := _rule(check, raw, f"{_at(path, 'rules')}[{i}]")) is not None
+        if (rule := read_rule(check, raw, f"{_at(path, 'rules')}[{i}]")) is not None
     )
     failure_policy = check.choice(merged, "failurePolicy", _at(path, "failurePolicy"),
                                   FAILURE_POLICIES, "Fail")
@@ -228,7 +230,7 @@ def webhook_from_manifest(item: Mapping[str, Any], webhook_type: str, causes: li
         reinvocation = check.choice(merged, "reinvocationPolicy", _at(path, "reinvocationPolicy"),
                                     REINVOCATION_POLICIES, "Never")
     versions = _review_versions(check, merged, _at(path, "admissionReviewVersions"))
-    conditions = _match_conditions(check, merged, _at(path, "matchConditions"))
+    conditions = read_match_conditions(check, merged, _at(path, "matchConditions"))
     if len(causes) > given:
         return None
     return Webhook(
@@ -250,7 +252,7 @@ def label_selector(value: object, path: str, causes: list[Cause],
     if not isinstance(value, Mapping):
         causes.append(field_invalid(path, value, "must be an object"))
         return EVERYTHING
-    check = _Check(causes, strict)
+    check = Check(causes, strict)
     check.unknown(value, path, ("matchLabels", "matchExpressions"))
     requirements: list[Requirement] = []
     labels = check.mapping(value, "matchLabels", _at(path, "matchLabels"))
@@ -314,7 +316,7 @@ def load_ca_bundle(data: bytes, path: str, causes: list[Cause]) -> bytes:
 # -- the parts
 
 
-def _client_config(check: _Check, value: object, path: str) -> tuple[str, bytes]:
+def _client_config(check: Check, value: object, path: str) -> tuple[str, bytes]:
     causes = check.causes
     if not isinstance(value, Mapping):
         causes.append(field_required(path, "exactly one of url or service is required"))
@@ -340,7 +342,7 @@ def _client_config(check: _Check, value: object, path: str) -> tuple[str, bytes]
     return _service(check, service, _at(path, "service")), ca_pem
 
 
-def _url(check: _Check, url: object, path: str) -> str:
+def _url(check: Check, url: object, path: str) -> str:
     causes = check.causes
     form = "; desired format: https://host[/path]"
     if not isinstance(url, str):
@@ -368,7 +370,7 @@ def _url(check: _Check, url: object, path: str) -> str:
     return url
 
 
-def _service(check: _Check, service: object, path: str) -> str:
+def _service(check: Check, service: object, path: str) -> str:
     causes = check.causes
     if not isinstance(service, Mapping):
         causes.append(field_invalid(path, service, "must be an object"))
@@ -399,12 +401,15 @@ def _service(check: _Check, service: object, path: str) -> str:
     return service_url(name, namespace, port, url_path)
 
 
-def _rule(check: _Check, raw: object, path: str) -> Rule | None:
+def read_rule(check: Check, raw: object, path: str, *, named: bool = False) -> Rule | None:
+    """A RuleWithOperations (named: a NamedRuleWithOperations, with resourceNames) at path,
+    checked as kube's validateRule."""
     causes = check.causes
     if not isinstance(raw, Mapping):
         causes.append(field_invalid(path, raw, "must be an object"))
         return None
-    check.unknown(raw, path, ("operations", "apiGroups", "apiVersions", "resources", "scope"))
+    known = ("operations", "apiGroups", "apiVersions", "resources", "scope")
+    check.unknown(raw, path, (*known, "resourceNames") if named else known)
     operations = check.strings(raw, "operations", _at(path, "operations"))
     if not operations:
         causes.append(field_required(_at(path, "operations")))
@@ -433,7 +438,22 @@ def _rule(check: _Check, raw: object, path: str) -> Rule | None:
     resources = check.strings(raw, "resources", _at(path, "resources"))
     _check_resources(resources, _at(path, "resources"), causes)
     scope = check.choice(raw, "scope", _at(path, "scope"), SCOPES, "*")
-    return Rule(tuple(operations), tuple(groups), tuple(versions), tuple(resources), scope)
+    names = check.strings(raw, "resourceNames", _at(path, "resourceNames")) if named else []
+    for i, name in enumerate(names):  # cf. validateNamedRuleWithOperations
+        at = f"{_at(path, 'resourceNames')}[{i}]"
+        for problem in path_segment_problems(name):
+            causes.append(field_invalid(at, name, problem))
+        if name in names[:i]:
+            causes.append(field_duplicate(at, name))
+    return Rule(tuple(operations), tuple(groups), tuple(versions), tuple(resources), scope,
+                tuple(names))
+
+
+def path_segment_problems(name: str) -> list[str]:
+    """cf. apimachinery's path.ValidatePathSegmentName."""
+    if name in (".", ".."):
+        return [f"may not be '{name}'"]
+    return [f"may not contain '{c}'" for c in ("/", "%") if c in name]
 
 
 def _check_resources(resources: Sequence[str], path: str, causes: list[Cause]) -> None:
@@ -469,7 +489,7 @@ def _check_resources(resources: Sequence[str], path: str, causes: list[Cause]) -
                                     "other resources without subresources"))
 
 
-def _review_versions(check: _Check, item: Mapping[str, Any], path: str) -> tuple[str, ...]:
+def _review_versions(check: Check, item: Mapping[str, Any], path: str) -> tuple[str, ...]:
     causes = check.causes
     versions = check.strings(item, "admissionReviewVersions", path)
     if not versions:
@@ -488,8 +508,11 @@ def _review_versions(check: _Check, item: Mapping[str, Any], path: str) -> tuple
     return tuple(versions)
 
 
-def _match_conditions(check: _Check, item: Mapping[str, Any],
-                      path: str) -> tuple[MatchCondition, ...]:
+def read_match_conditions(check: Check, item: Mapping[str, Any], path: str, *,
+                          compile_here: bool = True) -> tuple[MatchCondition, ...]:
+    """The matchConditions of item (cf. validateMatchConditions); compile_here: whether
+    they must compile as a webhook's (an admission policy's compile with its own
+    variables, elsewhere)."""
     causes = check.causes
     raw = check.items(item, "matchConditions", path)
     if len(raw) > MAX_MATCH_CONDITIONS:
@@ -514,7 +537,7 @@ def _match_conditions(check: _Check, item: Mapping[str, Any],
         expression = check.string(condition, "expression", _at(at, "expression"))
         if not expression.strip():
             causes.append(field_required(_at(at, "expression")))
-        elif check.strict:  # from a cluster: a failing condition is the failure policy's
+        elif check.strict and compile_here:  # from a cluster: the failure policy decides
             problem = _compile_problem(expression)
             if problem:
                 causes.append(field_invalid(_at(at, "expression"), expression, problem))
@@ -532,8 +555,9 @@ def _at(path: str, child: str) -> str:
     return f"{path}.{child}" if path else child
 
 
-class _Check:
-    """Reads typed fields of a decoded manifest, recording a cause for each bad one."""
+class Check:
+    """Reads typed fields of a decoded manifest, recording a cause for each bad one (shared
+    with the admission policies' definitions)."""
 
     def __init__(self, causes: list[Cause], strict: bool = True) -> None:
         self.causes = causes

@@ -22,6 +22,7 @@ from kext.admission.webhook.conditions import ConditionError, MatchConditions
 from kext.admission.webhook.definition import Invocation, Rule, Webhook
 from kext.admission.webhook.review import review_request
 from kext.api import errors
+from kext.api.selectors import LabelSelector
 from kext.auth.authorization.authorizer import Authorizer
 from kext.cel import Resource
 
@@ -47,7 +48,10 @@ class ImpliedNamespaces:
 
 
 def rule_matches(rule: Rule, attributes: Attributes, resource: GroupVersionResource) -> bool:
-    """cf. rules.Matcher.Matches, for a request for resource."""
+    """cf. rules.Matcher.Matches, for a request for resource (and a policy's named rule:
+    its resourceNames, as kube's matchesResourceRules)."""
+    if rule.resource_names and attributes.name not in rule.resource_names:
+        return False
     operation = attributes.operation
     if "*" not in rule.operations and operation not in rule.operations:
         return False
@@ -84,13 +88,12 @@ class Matcher:
     async def invocation(self, webhook: Webhook, attributes: Attributes) -> Invocation | None:
         """How webhook is called for the request, or None when it is not; a 404 Status when
         its namespaceSelector needs a namespace that does not exist (kube's answer)."""
-        if not webhook.object_selector.empty and not (
-            _selects(webhook, attributes.object) or _selects(webhook, attributes.old_object)
-        ):
+        if not object_selected(webhook.object_selector, attributes):
             return None
-        invocation = self._by_rules(webhook, attributes)
-        if invocation is None:
+        matched = match_rules(webhook.rules, webhook.match_policy, attributes, self.equivalents)
+        if matched is None:
             return None
+        invocation = Invocation(webhook, matched[0], attributes.subresource, matched[1])
         if attributes.namespace and not webhook.namespace_selector.empty:
             labels = await self.namespaces.labels(attributes.namespace)
             if labels is None:
@@ -126,26 +129,39 @@ class Matcher:
                 return False
             raise _forbidden(attributes, str(error)) from None
 
-    def _by_rules(self, webhook: Webhook, attributes: Attributes) -> Invocation | None:
-        for rule in webhook.rules:
-            if rule_matches(rule, attributes, attributes.resource):
-                return Invocation(webhook, attributes.resource, attributes.subresource,
-                                  attributes.kind)
-        if webhook.match_policy != "Equivalent":
-            return None
-        for rule in webhook.rules:  # earlier rules first
-            for resource, kind in self.equivalents:
-                if resource != attributes.resource and rule_matches(rule, attributes, resource):
-                    return Invocation(webhook, resource, attributes.subresource, kind)
+
+def match_rules(rules: Sequence[Rule], match_policy: str, attributes: Attributes,
+                equivalents: Sequence[tuple[GroupVersionResource, GroupVersionKind]] = (),
+                ) -> tuple[GroupVersionResource, GroupVersionKind] | None:
+    """The resource and kind a request matches rules as (its own; with matchPolicy
+    Equivalent, else the first equivalent resource a rule matches, earlier rules first), or
+    None (cf. the webhooks' ShouldCallHook and the policies' matchesResourceRules)."""
+    for rule in rules:
+        if rule_matches(rule, attributes, attributes.resource):
+            return attributes.resource, attributes.kind
+    if match_policy != "Equivalent":
         return None
+    for rule in rules:
+        for resource, kind in equivalents:
+            if resource != attributes.resource and rule_matches(rule, attributes, resource):
+                return resource, kind
+    return None
 
 
-def _selects(webhook: Webhook, obj: Mapping[str, object] | None) -> bool:
+def object_selected(selector: LabelSelector, attributes: Attributes) -> bool:
+    """Whether an objectSelector selects the request: the labels of its object or of its
+    old object (cf. predicates/object)."""
+    if selector.empty:
+        return True
+    return _selects(selector, attributes.object) or _selects(selector, attributes.old_object)
+
+
+def _selects(selector: LabelSelector, obj: Mapping[str, object] | None) -> bool:
     if obj is None:
         return False
     metadata = obj.get("metadata")
     labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
-    return webhook.object_selector.matches(labels if isinstance(labels, Mapping) else {})
+    return selector.matches(labels if isinstance(labels, Mapping) else {})
 
 
 def _forbidden(attributes: Attributes, why: str) -> errors.StatusError:

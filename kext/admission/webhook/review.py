@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from kext.admission.attributes import Attributes
+from kext.admission.attributes import Attributes, GroupVersionKind, GroupVersionResource
 from kext.admission.webhook.definition import Invocation
 from kext.api import errors
 from kext.api.errors import Cause
@@ -41,7 +41,13 @@ def admission_review(invocation: Invocation, attributes: Attributes, obj: Object
 def review_request(invocation: Invocation, attributes: Attributes, uid: str = "") -> Object:
     """The request of an AdmissionReview without its objects (what matchConditions see as
     `request`); uid left out when empty."""
-    kind, resource = invocation.kind, invocation.resource
+    return admission_request(attributes, invocation.resource, invocation.kind, uid)
+
+
+def admission_request(attributes: Attributes, resource: GroupVersionResource,
+                      kind: GroupVersionKind, uid: str = "") -> Object:
+    """An AdmissionReview's request without its objects, for a request matched as resource
+    and kind (cf. cel.CreateAdmissionRequest: what admission CEL sees as `request`)."""
     user = attributes.user
     user_info: Object = {}
     if user is not None:
@@ -56,8 +62,8 @@ def review_request(invocation: Invocation, attributes: Attributes, uid: str = ""
     request["kind"] = {"group": kind.group, "version": kind.version, "kind": kind.kind}
     request["resource"] = {"group": resource.group, "version": resource.version,
                            "resource": resource.resource}
-    if invocation.subresource:
-        request["subResource"] = invocation.subresource
+    if attributes.subresource:
+        request["subResource"] = attributes.subresource
     request["requestKind"] = {"group": attributes.kind.group, "version": attributes.kind.version,
                               "kind": attributes.kind.kind}
     request["requestResource"] = {"group": attributes.resource.group,
