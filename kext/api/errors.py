@@ -134,12 +134,13 @@ def request_entity_too_large(message: str) -> StatusError:
     return StatusError(413, "RequestEntityTooLarge", f"Request entity too large: {message}")
 
 
-def unsupported_media_type(content_type: str) -> StatusError:
+def unsupported_media_type(accepted: Sequence[str]) -> StatusError:
+    """415, worded as apimachinery's NewUnsupportedMediaTypeError (it names the accepted
+    types, not the one sent)."""
     return StatusError(
         415, "UnsupportedMediaType",
-        f"the body of the request was in an unknown format - accepted media types include: "
-        f"application/json-patch+json, application/merge-patch+json, "
-        f"application/apply-patch+yaml (got {content_type!r})",
+        "the body of the request was in an unknown format - accepted media types include: "
+        + ", ".join(accepted),
     )
 
 

@@ -111,7 +111,7 @@ def patch_type(request: APIRequest) -> str:
     anything else unknown."""
     content_type = request.header("content-type").split(";")[0].strip()
     if content_type not in (JSON_PATCH, MERGE_PATCH, APPLY_PATCH):
-        raise errors.unsupported_media_type(content_type)
+        raise errors.unsupported_media_type((JSON_PATCH, MERGE_PATCH, APPLY_PATCH))
     return content_type
 
 
