@@ -255,6 +255,23 @@ def _json_float(value: float) -> str:
     return _fixed_form(sign, digits, point)
 
 
+def go_type(value: Any) -> str:
+    """The Go type (fmt's %T) a JSON value decodes to in unstructured content."""
+    if value is None:
+        return "<nil>"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int64"
+    if isinstance(value, float):
+        return "float64"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "[]interface {}"
+    return "map[string]interface {}"
+
+
 def go_json(value: Any) -> str:
     """A JSON value as Go's json.Marshal writes it: compact, map keys sorted, integral floats
     without a fraction, and <, >, &, U+2028, U+2029 escaped in strings."""

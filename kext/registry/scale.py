@@ -55,22 +55,6 @@ def _fields(json_path: str) -> list[str]:
     return json_path.removeprefix(".").split(".")
 
 
-def _go_type(value: Any) -> str:
-    if value is None:
-        return "<nil>"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int64"
-    if isinstance(value, float):
-        return "float64"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "[]interface {}"
-    return "map[string]interface {}"
-
-
 def _go_value(value: Any) -> str:
     if value is None:
         return "<nil>"
@@ -86,7 +70,7 @@ def nested(obj: Object, json_path: str) -> tuple[bool, Any]:
         if not isinstance(node, dict):
             at = "." + ".".join(fields[:i])
             raise AccessorError(f"{at} accessor error: {_go_value(node)} is of the type "
-                                f"{_go_type(node)}, expected map[string]interface{{}}")
+                                f"{errors.go_type(node)}, expected map[string]interface{{}}")
         if key not in node:
             return False, None
         node = node[key]
@@ -100,7 +84,7 @@ def nested_int(obj: Object, json_path: str) -> tuple[bool, int]:
         return False, 0
     if isinstance(value, bool) or not isinstance(value, int):
         raise AccessorError(f"{json_path} accessor error: {_go_value(value)} is of the type "
-                            f"{_go_type(value)}, expected int64")
+                            f"{errors.go_type(value)}, expected int64")
     return True, value
 
 
@@ -111,7 +95,7 @@ def nested_string(obj: Object, json_path: str) -> tuple[bool, str]:
         return False, ""
     if not isinstance(value, str):
         raise AccessorError(f"{json_path} accessor error: {_go_value(value)} is of the type "
-                            f"{_go_type(value)}, expected string")
+                            f"{errors.go_type(value)}, expected string")
     return True, value
 
 
@@ -185,7 +169,7 @@ def spec_replicas(scale_obj: Object) -> int:
     if isinstance(replicas, bool) or not isinstance(replicas, int):
         raise errors.bad_request(
             "the request body could not be decoded: json: cannot unmarshal "
-            f"{_go_type(replicas).replace('float64', 'number').replace('int64', 'number')} "
+            f"{errors.go_type(replicas).replace('float64', 'number').replace('int64', 'number')} "
             "into Go struct field ScaleSpec.spec.replicas of type int32")
     return replicas
 

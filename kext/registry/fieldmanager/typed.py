@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kext.api.errors import go_json
+from kext.api.errors import go_json, go_type
 from kext.api.schema import Node, Schema
 from kext.registry.fieldmanager.fieldpath import (
     Path,
@@ -491,22 +491,6 @@ def _remove(value: Any, t: Atom, path: Path, last: set[Path], last_below: set[Pa
 # -- validation (typed.AsTyped without duplicates)
 
 
-def _go_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int64"
-    if isinstance(value, float):
-        return "float64"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, dict):
-        return "map[string]interface {}"
-    if isinstance(value, list):
-        return "[]interface {}"
-    return "<nil>"
-
-
 def _go_shown(value: Any) -> str:
     return f"&value.valueUnstructured{{Value:{go_json(value)}}}"
 
@@ -529,7 +513,7 @@ def _validate(value: Any, t: Atom, path: str, errs: list[tuple[str, str]]) -> No
         scalar = t.scalar
         if scalar == "numeric" and (isinstance(value, bool) or not isinstance(
                 value, (int, float))):
-            errs.append((path, f"expected numeric (int or float), got {_go_type(value)}"))
+            errs.append((path, f"expected numeric (int or float), got {go_type(value)}"))
         elif scalar == "string" and not isinstance(value, str):
             errs.append((path, f"expected string, got {_go_shown(value)}"))
         elif scalar == "boolean" and not isinstance(value, bool):
