@@ -136,6 +136,10 @@ class ValidatingAdmissionPolicies:
         if matched is None:
             return
         resource, kind = matched
+        # `authorizer.requestResource`: the resource the policy matched
+        request_resource = Resource(resource.group, resource.version, resource.resource,
+                                    attributes.subresource, attributes.namespace,
+                                    attributes.name)
         param_resource = None
         if policy.param_kind is not None:
             param_resource = self.params.resource(policy.param_kind)
@@ -175,9 +179,6 @@ class ValidatingAdmissionPolicies:
                 "request": admission_request(attributes, resource, kind),
                 "namespaceObject": await self._namespace_object(attributes),
             }
-            request_resource = Resource(resource.group, resource.version, resource.resource,
-                                        attributes.subresource, attributes.namespace,
-                                        attributes.name)
             for param in params:
                 bound = {**activation, "params": param}
                 if compiled.uses_authorizer:
