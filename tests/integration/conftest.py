@@ -1,4 +1,7 @@
-"""Integration fixtures: one real kext process per module, on the session's real etcd."""
+"""Integration fixtures: one real kext process per module, on the session's real etcd; the
+HTTPS stand-in for kube-apiserver (`cluster`, publishing extension-apiserver-authentication;
+modules that need another one define their own) and an HTTPS admission webhook server
+(`webhooks`), one each per module that asks."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import pytest
 
 from tests.etcd import EtcdServer
 from tests.kext_process import KextProcess, start_kext
+from tests.kube_apiserver import KubeAPIServer
+from tests.webhook_server import WebhookServer
 
 
 @pytest.fixture(scope="module")
@@ -21,3 +26,24 @@ def kext(etcd_server: EtcdServer,
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
+    server = KubeAPIServer(tmp_path_factory.mktemp("kube-apiserver"))
+    server.start()
+    server.put_extension_apiserver_authentication()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def webhooks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookServer]:
+    server = WebhookServer(tmp_path_factory.mktemp("webhook"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -28,27 +28,6 @@ REVIEWED = ("authorizer.group('example.kext.io').resource('widgets')"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
-    server = KubeAPIServer(tmp_path_factory.mktemp("kube-apiserver"))
-    server.start()
-    server.put_extension_apiserver_authentication()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def webhooks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookServer]:
-    server = WebhookServer(tmp_path_factory.mktemp("webhook"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def kext(etcd_server: EtcdServer, cluster: KubeAPIServer, webhooks: WebhookServer,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[KextProcess]:
     workdir: Path = tmp_path_factory.mktemp("kext-authorizer")

@@ -31,14 +31,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]
 
 
 @pytest.fixture(scope="module")
-def webhooks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookServer]:
-    server = WebhookServer(tmp_path_factory.mktemp("cluster-webhook"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def kext(etcd_server: EtcdServer, cluster: KubeAPIServer,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[KextProcess]:
     workdir: Path = tmp_path_factory.mktemp("kext-cluster")

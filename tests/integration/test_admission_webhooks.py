@@ -29,14 +29,6 @@ def selected(value: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def webhooks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookServer]:
-    server = WebhookServer(tmp_path_factory.mktemp("webhook"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def kext(etcd_server: EtcdServer, webhooks: WebhookServer,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[KextProcess]:
     workdir: Path = tmp_path_factory.mktemp("kext-webhooks")

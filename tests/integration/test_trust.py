@@ -50,17 +50,6 @@ def delegated(cluster: KubeAPIServer, directory: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
-    server = KubeAPIServer(tmp_path_factory.mktemp("kube-apiserver"))
-    server.start()
-    server.put_extension_apiserver_authentication()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def kext(etcd_server: EtcdServer, cluster: KubeAPIServer,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[KextProcess]:
     workdir = tmp_path_factory.mktemp("kext")
