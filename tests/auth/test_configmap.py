@@ -7,18 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
-import pytest_asyncio
 
 from kext.auth.authentication import NO_REQUEST_HEADERS, RequestHeaderAuthenticator
 from kext.auth.ca import CABundle
 from kext.auth.configmap import AuthenticationConfigMap, ClusterAuthenticationError
 from kext.certs import new_ca
-from kext.kube import KubeClient, load_kubeconfig
+from kext.kube import KubeClient
 from tests.kube_apiserver import KubeAPIServer
 
 pytestmark = pytest.mark.asyncio
@@ -29,17 +26,6 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.02)
-
-
-@pytest_asyncio.fixture
-async def client(kube_apiserver: KubeAPIServer, tmp_path: Path,
-                 reactor: Any) -> AsyncIterator[KubeClient]:
-    access = load_kubeconfig(str(kube_apiserver.write_kubeconfig(tmp_path / "kubeconfig")))
-    built = KubeClient(access, reactor=reactor, timeout=5, retries=1)
-    try:
-        yield built
-    finally:
-        await built.close()
 
 
 def follower(client: KubeClient) -> AuthenticationConfigMap:

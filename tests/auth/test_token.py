@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from kext.auth.authentication import AuthenticationError
 from kext.auth.token import TOKEN_REVIEWS, CachedTokenAuthenticator, TokenReviewAuthenticator
 from kext.auth.user import UserInfo
-from kext.kube import KubeClient, load_kubeconfig
+from kext.kube import KubeClient
 from kext.metrics import Metrics
 from tests.kube_apiserver import KubeAPIServer
 
@@ -29,17 +25,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest_asyncio.fixture
-async def client(kube_apiserver: KubeAPIServer, tmp_path: Path,
-                 reactor: Any) -> AsyncIterator[KubeClient]:
-    access = load_kubeconfig(str(kube_apiserver.write_kubeconfig(tmp_path / "kubeconfig")))
-    built = KubeClient(access, reactor=reactor, timeout=5, retries=1)
-    try:
-        yield built
-    finally:
-        await built.close()
 
 
 def reviews(server: KubeAPIServer) -> int:

@@ -5,12 +5,9 @@ never cached and never an allow (including a review that times out), and the met
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from kext.auth.authorization.authorizer import Attributes, Decision
 from kext.auth.authorization.metered import MeteredAuthorizer
@@ -20,7 +17,7 @@ from kext.auth.authorization.webhook import (
     SubjectAccessReviewError,
 )
 from kext.auth.user import UserInfo
-from kext.kube import KubeClient, load_kubeconfig
+from kext.kube import KubeClient
 from kext.metrics import Metrics
 from tests.kube_apiserver import KubeAPIServer
 
@@ -35,17 +32,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest_asyncio.fixture
-async def client(kube_apiserver: KubeAPIServer, tmp_path: Path,
-                 reactor: Any) -> AsyncIterator[KubeClient]:
-    access = load_kubeconfig(str(kube_apiserver.write_kubeconfig(tmp_path / "kubeconfig")))
-    built = KubeClient(access, reactor=reactor, timeout=5, retries=1)
-    try:
-        yield built
-    finally:
-        await built.close()
 
 
 def widgets(verb: str, name: str = "", user: UserInfo = ALICE) -> Attributes:
