@@ -269,18 +269,18 @@ def _param_kind(check: Check, value: object, path: str) -> ParamKind | None:
                                     f"unexpected GroupVersion string: {api_version}"))
     else:
         group, _, version = api_version.rpartition("/")
-        if group and meta.is_dns1123_subdomain(group):
-            causes.append(field_invalid(at, group, ",".join(meta.is_dns1123_subdomain(group))))
+        if group and (problems := meta.is_dns1123_subdomain(group)):
+            causes.append(field_invalid(at, group, ",".join(problems)))
         if not version:
             causes.append(field_invalid(at, api_version, "version must be specified"))
-        elif meta.is_dns1035_label(version):
-            causes.append(field_invalid(at, version, ",".join(meta.is_dns1035_label(version))))
+        elif problems := meta.is_dns1035_label(version):
+            causes.append(field_invalid(at, version, ",".join(problems)))
     if not kind:
         causes.append(field_required(f"{path}.kind"))
-    elif meta.is_dns1035_label(kind.lower()):
+    elif problems := meta.is_dns1035_label(kind.lower()):
         causes.append(field_invalid(f"{path}.kind", kind,
                                     "may have mixed case, but should otherwise match: "
-                                    + ",".join(meta.is_dns1035_label(kind.lower()))))
+                                    + ",".join(problems)))
     return ParamKind(api_version, kind)
 
 
